@@ -1,0 +1,277 @@
+"""The one flat training config: every key a user can set, its type, default and allowed values.
+
+Keys are flat (like the public fine-tuning config) so that a YAML file, a CLI flag and a Python
+keyword all name the same thing. `params.md` documents every field; a test keeps them in sync.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+TRAIN_TYPES = ("tokenizer", "predictor")
+DATA_SOURCES = ("demo", "csv", "qlib")
+SAMPLING_MODES = ("uniform", "per_symbol")
+SCHEDULERS = ("onecycle", "cosine", "constant")
+PRECISIONS = ("fp32", "bf16")
+DEVICES = ("auto", "cpu", "cuda")
+BAD_DATA_POLICIES = ("error", "repair")
+NAN_POLICIES = ("stop", "skip")
+TOKENIZER_PRESETS = ("tiny", "base")
+PREDICTOR_PRESETS = ("tiny", "mini", "small", "base")
+
+# Public fine-tuning recipe defaults that depend on what is trained.
+DEFAULT_LR = {"tokenizer": 2e-4, "predictor": 4e-5}
+DEFAULT_MAX_GRAD_NORM = {"tokenizer": 2.0, "predictor": 3.0}
+
+# Keys whose value must be one of a fixed set (checked by `validate`).
+CHOICES: dict[str, tuple[str, ...]] = {
+    "train_type": TRAIN_TYPES,
+    "data_source": DATA_SOURCES,
+    "sampling": SAMPLING_MODES,
+    "scheduler": SCHEDULERS,
+    "precision": PRECISIONS,
+    "device": DEVICES,
+    "bad_data": BAD_DATA_POLICIES,
+    "nan_policy": NAN_POLICIES,
+}
+
+
+class ConfigError(ValueError):
+    """A config key has a wrong value; the message names the key and what is allowed."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs. Grouped by the `group` metadata used by `--help`."""
+
+    # --- run ---
+    train_type: str = field(default="tokenizer", metadata={"group": "run"})
+    exp_dir: str = field(default="outputs/demo", metadata={"group": "run"})
+    output_dir: str | None = field(default=None, metadata={"group": "run"})
+    seed: int = field(default=100, metadata={"group": "run"})
+    resume: str | None = field(default=None, metadata={"group": "run"})
+    strategy: str | None = field(default=None, metadata={"group": "run"})
+    callbacks: list[str] = field(default_factory=list, metadata={"group": "run"})
+
+    # --- data ---
+    data_source: str = field(default="demo", metadata={"group": "data"})
+    data_path: str | None = field(default=None, metadata={"group": "data"})
+    instruments: str = field(default="all", metadata={"group": "data"})
+    freq: str = field(default="day", metadata={"group": "data"})
+    qlib_region: str = field(default="cn", metadata={"group": "data"})
+    dataset_begin_time: str | None = field(default=None, metadata={"group": "data"})
+    dataset_end_time: str | None = field(default=None, metadata={"group": "data"})
+    train_time_range: list[str] | None = field(default=None, metadata={"group": "data"})
+    val_time_range: list[str] | None = field(default=None, metadata={"group": "data"})
+    test_time_range: list[str] | None = field(default=None, metadata={"group": "data"})
+    split_ratios: list[float] = field(
+        default_factory=lambda: [0.8, 0.1, 0.1], metadata={"group": "data"}
+    )
+    lookback_window: int = field(default=90, metadata={"group": "data"})
+    predict_window: int = field(default=10, metadata={"group": "data"})
+    clip: float = field(default=5.0, metadata={"group": "data"})
+    sampling: str = field(default="uniform", metadata={"group": "data"})
+    train_samples_per_epoch: int | None = field(default=None, metadata={"group": "data"})
+    val_samples: int | None = field(default=None, metadata={"group": "data"})
+    bad_data: str = field(default="error", metadata={"group": "data"})
+    cache_dir: str | None = field(default=None, metadata={"group": "data"})
+    demo_symbols: int = field(default=4, metadata={"group": "data"})
+    demo_length: int = field(default=800, metadata={"group": "data"})
+
+    # --- model ---
+    model_preset: str = field(default="tiny", metadata={"group": "model"})
+    pretrained_tokenizer: str | None = field(default=None, metadata={"group": "model"})
+    pretrained_predictor: str | None = field(default=None, metadata={"group": "model"})
+    tokenizer_path: str | None = field(default=None, metadata={"group": "model"})
+    max_context: int = field(default=512, metadata={"group": "model"})
+    teacher_forcing: bool = field(default=False, metadata={"group": "model"})
+    activation_checkpointing: bool = field(default=False, metadata={"group": "model"})
+
+    # --- optimisation ---
+    lr: float | None = field(default=None, metadata={"group": "optim"})
+    adam_beta1: float = field(default=0.9, metadata={"group": "optim"})
+    adam_beta2: float = field(default=0.95, metadata={"group": "optim"})
+    weight_decay: float = field(default=0.1, metadata={"group": "optim"})
+    max_grad_norm: float | None = field(default=None, metadata={"group": "optim"})
+    scheduler: str = field(default="onecycle", metadata={"group": "optim"})
+    warmup_ratio: float = field(default=0.03, metadata={"group": "optim"})
+    div_factor: float = field(default=10.0, metadata={"group": "optim"})
+    epochs: int = field(default=3, metadata={"group": "optim"})
+    max_steps: int | None = field(default=None, metadata={"group": "optim"})
+    batch_size: int = field(default=50, metadata={"group": "optim"})
+    grad_accum_steps: int = field(default=1, metadata={"group": "optim"})
+    nan_policy: str = field(default="stop", metadata={"group": "optim"})
+    early_stopping_patience: int | None = field(default=None, metadata={"group": "optim"})
+
+    # --- system ---
+    device: str = field(default="auto", metadata={"group": "system"})
+    precision: str = field(default="fp32", metadata={"group": "system"})
+    num_workers: int = field(default=0, metadata={"group": "system"})
+    deterministic: bool = field(default=True, metadata={"group": "system"})
+
+    # --- logging and checkpoints ---
+    log_interval: int = field(default=10, metadata={"group": "logging"})
+    val_interval: int | None = field(default=None, metadata={"group": "logging"})
+    ckpt_interval: int | None = field(default=None, metadata={"group": "logging"})
+    keep_last: int = field(default=3, metadata={"group": "logging"})
+    progress_bar: bool = field(default=True, metadata={"group": "logging"})
+
+    # ----- derived values (not config keys) -----
+    @property
+    def resolved_output_dir(self) -> Path:
+        return Path(self.output_dir) if self.output_dir else Path(self.exp_dir) / self.train_type
+
+    @property
+    def resolved_lr(self) -> float:
+        return self.lr if self.lr is not None else DEFAULT_LR[self.train_type]
+
+    @property
+    def resolved_max_grad_norm(self) -> float:
+        if self.max_grad_norm is not None:
+            return self.max_grad_norm
+        return DEFAULT_MAX_GRAD_NORM[self.train_type]
+
+    @property
+    def resolved_tokenizer_path(self) -> str | None:
+        """The frozen tokenizer a predictor run uses: explicit path, pretrained, or this experiment's."""
+        if self.tokenizer_path:
+            return self.tokenizer_path
+        if self.pretrained_tokenizer:
+            return self.pretrained_tokenizer
+        return str(Path(self.exp_dir) / "tokenizer" / "best")
+
+    @property
+    def window_len(self) -> int:
+        return self.lookback_window + self.predict_window + 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "config") -> TrainConfig:
+        """Build a validated config; unknown keys and wrong types raise `ConfigError`."""
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        kwargs = {}
+        for key, value in values.items():
+            if key not in known:
+                raise ConfigError(
+                    f"{source}: unknown key '{key}' (see params.md for the allowed keys)"
+                )
+            kwargs[key] = coerce(key, value, field_type(key))
+        cfg = cls(**kwargs)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        """Check value ranges and combinations that do not need any file."""
+        for key, allowed in CHOICES.items():
+            value = getattr(self, key)
+            if value not in allowed:
+                raise ConfigError(f"{key}: '{value}' is not allowed; choose one of {list(allowed)}")
+        presets = TOKENIZER_PRESETS if self.train_type == "tokenizer" else PREDICTOR_PRESETS
+        if self.model_preset not in presets:
+            raise ConfigError(
+                f"model_preset: '{self.model_preset}' is not a {self.train_type} preset; "
+                f"choose one of {list(presets)}"
+            )
+        positive = ["lookback_window", "predict_window", "batch_size", "grad_accum_steps"]
+        positive += ["epochs", "log_interval", "keep_last", "demo_symbols", "demo_length"]
+        for key in positive:
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key}: must be >= 1, got {getattr(self, key)}")
+        for key in ["max_steps", "val_interval", "ckpt_interval", "train_samples_per_epoch"]:
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ConfigError(f"{key}: must be >= 1 or null, got {value}")
+        if self.num_workers < 0:
+            raise ConfigError(f"num_workers: must be >= 0, got {self.num_workers}")
+        if self.clip <= 0:
+            raise ConfigError(f"clip: must be > 0, got {self.clip}")
+        if self.lr is not None and self.lr <= 0:
+            raise ConfigError(f"lr: must be > 0, got {self.lr}")
+        if not (0.0 <= self.adam_beta1 < 1.0 and 0.0 <= self.adam_beta2 < 1.0):
+            raise ConfigError("adam_beta1/adam_beta2: must lie in [0, 1)")
+        if not 0.0 < self.warmup_ratio < 1.0:
+            raise ConfigError(f"warmup_ratio: must lie in (0, 1), got {self.warmup_ratio}")
+        if len(self.split_ratios) != 3 or any(r < 0 for r in self.split_ratios):
+            raise ConfigError("split_ratios: must be three non-negative numbers [train, val, test]")
+        if abs(sum(self.split_ratios) - 1.0) > 1e-6:
+            raise ConfigError(f"split_ratios: must sum to 1, got {self.split_ratios}")
+        for key in ["train_time_range", "val_time_range", "test_time_range"]:
+            value = getattr(self, key)
+            if value is not None and len(value) != 2:
+                raise ConfigError(f"{key}: must be [start, end], got {value}")
+        if self.data_source != "demo" and not self.data_path:
+            raise ConfigError(f"data_path: required when data_source is '{self.data_source}'")
+        if self.lookback_window + self.predict_window > self.max_context:
+            raise ConfigError(
+                f"lookback_window: lookback_window + predict_window = "
+                f"{self.lookback_window + self.predict_window} exceeds max_context "
+                f"{self.max_context}; lower the windows or raise max_context"
+            )
+
+
+def field_type(key: str) -> Any:
+    hints = typing.get_type_hints(TrainConfig)
+    return hints[key]
+
+
+def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return args[0], True
+    return tp, False
+
+
+def coerce(key: str, value: Any, tp: Any) -> Any:
+    """Convert YAML/CLI values to the field's type; reject anything ambiguous."""
+    base, optional = _unwrap_optional(tp)
+    if value is None or (isinstance(value, str) and value.lower() in ("null", "none")):
+        if optional:
+            return None
+        raise ConfigError(f"{key}: may not be null")
+    origin = typing.get_origin(base)
+    if origin is list:
+        (item_tp,) = typing.get_args(base)
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [coerce(key, v, item_tp) for v in value]
+    if base is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
+            return False
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if base is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        try:
+            return int(str(value))
+        except ValueError:
+            raise ConfigError(f"{key}: expected an integer, got {value!r}") from None
+    if base is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+    if base is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return str(value)
+    raise ConfigError(f"{key}: unsupported type {tp}")
