@@ -1,0 +1,29 @@
+"""Built-in callbacks, registered by name in `kronos_engine.registry.CALLBACKS`."""
+
+from callbacks.activation_checkpointing import ActivationCheckpointing
+from callbacks.best_checkpoint import BestCheckpoint
+from callbacks.early_stopping import EarlyStopping
+from callbacks.graceful_stop import GracefulStop, Preempted
+from callbacks.grad_clip import GradClipCallback
+from callbacks.metrics_jsonl import JSONLMetrics
+from callbacks.non_finite import NonFiniteError, NonFiniteGuard
+from callbacks.periodic_checkpoint import PeriodicCheckpoint
+from callbacks.progress import ProgressBar
+from callbacks.summary import RunSummary
+from callbacks.validation import ValidationCallback
+
+__all__ = [
+    "ActivationCheckpointing",
+    "BestCheckpoint",
+    "EarlyStopping",
+    "GracefulStop",
+    "Preempted",
+    "GradClipCallback",
+    "JSONLMetrics",
+    "NonFiniteError",
+    "NonFiniteGuard",
+    "PeriodicCheckpoint",
+    "ProgressBar",
+    "RunSummary",
+    "ValidationCallback",
+]

@@ -1,0 +1,45 @@
+"""Keep the model with the lowest validation metric in `<output_dir>/best/` (public layout)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+from kronos_engine.callback import TrainCallback
+from kronos_engine.checkpoint import save_model
+from kronos_engine.context import TrainContext
+from kronos_engine.registry import CALLBACKS
+
+
+@CALLBACKS.register("best_checkpoint")
+class BestCheckpoint(TrainCallback):
+    """`best/` holds `config.json` + `model.safetensors` (loads in the public code) and
+    `best.json` with the step, epoch and metric; it is replaced atomically."""
+
+    def __init__(self, dirname: str = "best") -> None:
+        self.dirname = dirname
+
+    def on_validation_end(self, ctx: TrainContext) -> None:
+        name = ctx.strategy.metric_name
+        metric = ctx.val_metrics.get(name)
+        if metric is None or (ctx.best_metric is not None and metric >= ctx.best_metric):
+            return
+        ctx.best_metric, ctx.best_step = metric, ctx.global_step
+        if ctx.is_main:
+            self._write(ctx, name, metric)
+        ctx.executor.barrier()
+
+    def _write(self, ctx: TrainContext, name: str, metric: float) -> None:
+        final = ctx.output_dir / self.dirname
+        tmp = ctx.output_dir / f".tmp_{self.dirname}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        save_model(ctx.unwrapped_model, tmp)
+        info = {"step": ctx.global_step, "epoch": ctx.epoch, "metric": name, "value": metric}
+        (tmp / "best.json").write_text(json.dumps(info, indent=1), encoding="utf-8")
+        old = ctx.output_dir / f".old_{self.dirname}"
+        shutil.rmtree(old, ignore_errors=True)
+        if final.exists():
+            os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)

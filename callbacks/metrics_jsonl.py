@@ -1,0 +1,90 @@
+"""One JSON object per line in `<output_dir>/metrics.jsonl` (rank 0 only)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from kronos_engine.callback import TrainCallback
+from kronos_engine.context import TrainContext
+from kronos_engine.registry import CALLBACKS
+
+
+@CALLBACKS.register("metrics_jsonl")
+class JSONLMetrics(TrainCallback):
+    """Train records every `log_interval` steps (and the first), validation records always.
+
+    Fields: `type` ("train"/"val"), `step`, `epoch`, `loss` and its parts, `lr`, `grad_norm`,
+    `samples_per_s`, `samples`; validation records carry the strategy's metric and its parts.
+    On resume, records past the resumed step (written by the interrupted run) are dropped so
+    the file reads as one uninterrupted run.
+    """
+
+    def __init__(self, log_interval: int = 10, filename: str = "metrics.jsonl") -> None:
+        self.log_interval = log_interval
+        self.filename = filename
+        self._fh = None
+
+    def path(self, ctx: TrainContext) -> Path:
+        return ctx.output_dir / self.filename
+
+    def on_train_begin(self, ctx: TrainContext) -> None:
+        if not ctx.is_main:
+            return
+        path = self.path(ctx)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            self._truncate_after(path, ctx.global_step)
+        self._fh = open(path, "a", encoding="utf-8")
+
+    @staticmethod
+    def _truncate_after(path: Path, step: int) -> None:
+        kept = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by a crash mid-write
+            if record.get("step", 0) <= step:
+                kept.append(line)
+        tmp = path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        os.replace(tmp, path)
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self._fh is None:
+            return
+        self._fh.write(json.dumps(record) + "\n")
+        self._fh.flush()
+
+    def on_step_end(self, ctx: TrainContext) -> None:
+        if ctx.global_step % self.log_interval and ctx.global_step != 1:
+            return
+        record = {"type": "train", "step": ctx.global_step, "epoch": ctx.epoch}
+        record.update(ctx.last_metrics)
+        record.update(
+            lr=ctx.lr,
+            grad_norm=ctx.grad_norm,
+            samples_per_s=ctx.samples_per_second,
+            samples=ctx.total_samples,
+        )
+        self.write(record)
+
+    def on_validation_end(self, ctx: TrainContext) -> None:
+        record = {"type": "val", "step": ctx.global_step, "epoch": ctx.epoch}
+        record.update(ctx.val_metrics)
+        record["best"] = ctx.best_metric
+        self.write(record)
+
+    def _close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def on_train_end(self, ctx: TrainContext) -> None:
+        self._close()
+
+    def on_error(self, ctx: TrainContext, error: BaseException) -> None:
+        self._close()

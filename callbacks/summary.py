@@ -1,0 +1,53 @@
+"""`<output_dir>/summary.json`: how the run ended, its counters and best result (rank 0)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from kronos_engine.callback import TrainCallback
+from kronos_engine.context import TrainContext
+from kronos_engine.registry import CALLBACKS
+
+
+@CALLBACKS.register("summary")
+class RunSummary(TrainCallback):
+    def __init__(self) -> None:
+        self.t0 = time.time()
+
+    def on_train_begin(self, ctx: TrainContext) -> None:
+        self.t0 = time.time()
+
+    def on_train_end(self, ctx: TrainContext) -> None:
+        status = "stopped" if ctx.extra.get("preempted") else "completed"
+        self._write(ctx, status, None)
+
+    def on_error(self, ctx: TrainContext, error: BaseException) -> None:
+        self._write(ctx, "failed", f"{type(error).__name__}: {error}")
+
+    def _write(self, ctx: TrainContext, status: str, error: str | None) -> None:
+        if not ctx.is_main:
+            return
+        summary = {
+            "status": status,
+            "stop_reason": ctx.stop_reason,
+            "error": error,
+            "train_type": ctx.cfg.train_type,
+            "global_step": ctx.global_step,
+            "epoch": ctx.epoch,
+            "total_samples": ctx.total_samples,
+            "skipped_steps": ctx.skipped_steps,
+            "last_loss": ctx.last_loss,
+            "val_metrics": ctx.val_metrics,
+            "best_metric": ctx.best_metric,
+            "best_step": ctx.best_step,
+            "metric_name": ctx.strategy.metric_name,
+            "world_size": ctx.world_size,
+            "wall_time_s": round(time.time() - self.t0, 3),
+            "best_dir": str(ctx.output_dir / "best"),
+        }
+        ctx.output_dir.mkdir(parents=True, exist_ok=True)
+        tmp = ctx.output_dir / ".summary.json.tmp"
+        tmp.write_text(json.dumps(summary, indent=1), encoding="utf-8")
+        os.replace(tmp, ctx.output_dir / "summary.json")

@@ -1,0 +1,229 @@
+"""`TrainContextBuilder`: a `TrainConfig` in, a ready-to-run `TrainContext` out.
+
+Order matters for exact resume: everything that consumes randomness (model init, samplers,
+loaders) is built first, and a checkpoint's RNG states are restored last.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+import yaml
+from torch.utils.data import DataLoader
+
+from kronos_engine.callback import CallbackList, TrainCallback
+from kronos_engine.checkpoint import find_resume_checkpoint, load_checkpoint
+from kronos_engine.config import TrainConfig
+from kronos_engine.context import TrainContext
+from kronos_engine.executors import Executor, make_executor
+from kronos_engine.model_factory import preflight
+from kronos_engine.optim import build_optimizer, build_scheduler
+from kronos_engine.registry import CALLBACKS, STRATEGIES
+from kronos_engine.rng import seed_everything
+from kronos_engine.strategy import Strategy
+from kronos_engine.trainer import EpochPlan
+
+log = logging.getLogger("kronos_engine")
+
+DEFAULT_STRATEGY = {"tokenizer": "tokenizer_recon", "predictor": "predictor_next_token"}
+
+
+class TrainContextBuilder:
+    """Assemble executor, data, strategy, model, optimizer, scheduler and callbacks.
+
+    >>> ctx = TrainContextBuilder(cfg).with_callbacks(MyCallback()).build()
+    >>> Trainer(ctx).fit()
+    """
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        cfg.validate()
+        self.cfg = cfg
+        self._user_callbacks: list[TrainCallback | str] = list(cfg.callbacks)
+        self._strategy: Strategy | str | None = cfg.strategy
+        self._splits: Any = None
+        self._executor: Executor | None = None
+
+    # ---- overrides (user code and tests) ----
+    def with_callbacks(self, *callbacks: TrainCallback | str) -> TrainContextBuilder:
+        self._user_callbacks.extend(callbacks)
+        return self
+
+    def with_strategy(self, strategy: Strategy | str) -> TrainContextBuilder:
+        self._strategy = strategy
+        return self
+
+    def with_data(self, splits: Any) -> TrainContextBuilder:
+        """Use already-built splits (an object with `.train` and `.val` datasets)."""
+        self._splits = splits
+        return self
+
+    def with_executor(self, executor: Executor) -> TrainContextBuilder:
+        self._executor = executor
+        return self
+
+    # ---- assembly ----
+    def build(self) -> TrainContext:
+        cfg = self.cfg
+        preflight(cfg)
+        executor = self._executor or make_executor(cfg.device, cfg.precision)
+        _configure_determinism(cfg)
+        seed_everything(cfg.seed)
+        callbacks = CallbackList(self.default_callbacks() + self._resolve_user_callbacks())
+        splits = self._splits if self._splits is not None else self._load_data(executor)
+        strategy = self._make_strategy()
+        model = strategy.build_model()
+        seed_everything(cfg.seed + executor.rank)  # distinct dropout streams per rank
+        model = executor.prepare(model)
+        train_loader, train_sampler, val_loader = self._make_loaders(splits, executor)
+        plan = EpochPlan(train_sampler.num_samples_per_rank, cfg.batch_size, cfg.grad_accum_steps)
+        total_steps = cfg.epochs * plan.num_steps
+        if cfg.max_steps is not None:
+            total_steps = min(total_steps, cfg.max_steps)
+        optimizer = build_optimizer(cfg, model)
+        ctx = TrainContext(
+            cfg=cfg,
+            model=model,
+            strategy=strategy,
+            optimizer=optimizer,
+            scheduler=build_scheduler(cfg, optimizer, total_steps),
+            executor=executor,
+            callbacks=callbacks,
+            train_loader=train_loader,
+            train_sampler=train_sampler,
+            val_loader=val_loader,
+            output_dir=cfg.resolved_output_dir,
+            steps_per_epoch=plan.num_steps,
+            total_steps=total_steps,
+        )
+        ctx.extra["data_summary"] = getattr(splits, "summary", None)
+        strategy.setup(ctx)
+        self._prepare_output_dir(ctx)
+        if cfg.resume:
+            checkpoint = find_resume_checkpoint(cfg.resume)
+            load_checkpoint(ctx, checkpoint)  # restores RNG last
+            if executor.is_main:
+                log.info("resumed from %s at step %d", checkpoint, ctx.global_step)
+        return ctx
+
+    def default_callbacks(self) -> list[TrainCallback]:
+        """The built-ins a config asks for, in the order their hooks must run."""
+        cfg = self.cfg
+        make = CALLBACKS.get
+        callbacks: list[TrainCallback] = []
+        if cfg.activation_checkpointing:
+            callbacks.append(make("activation_checkpointing")())
+        callbacks += [
+            make("grad_clip")(cfg.resolved_max_grad_norm),
+            make("non_finite_guard")(cfg.nan_policy),
+            make("graceful_stop")(),
+            make("validation")(cfg.val_interval),
+            make("best_checkpoint")(),
+        ]
+        if cfg.early_stopping_patience:
+            callbacks.append(make("early_stopping")(cfg.early_stopping_patience))
+        callbacks += [
+            make("periodic_checkpoint")(cfg.ckpt_interval, cfg.keep_last),
+            make("metrics_jsonl")(cfg.log_interval),
+            make("summary")(),
+        ]
+        if cfg.progress_bar:
+            callbacks.append(make("progress_bar")())
+        return callbacks
+
+    def _resolve_user_callbacks(self) -> list[TrainCallback]:
+        resolved = []
+        for item in self._user_callbacks:
+            if isinstance(item, str):
+                cls = CALLBACKS.get(item)
+                item = cls()
+            if not isinstance(item, TrainCallback):
+                raise TypeError(
+                    f"callbacks: {item!r} is not a TrainCallback (subclass "
+                    "kronos_engine.callback.TrainCallback)"
+                )
+            resolved.append(item)
+        return resolved
+
+    def _make_strategy(self) -> Strategy:
+        strategy = self._strategy or DEFAULT_STRATEGY[self.cfg.train_type]
+        if isinstance(strategy, Strategy):
+            return strategy
+        cls = STRATEGIES.get(strategy)
+        return cls(self.cfg)
+
+    def _load_data(self, executor: Executor):
+        from kronos_engine.data import build_datasets
+
+        # Rank 0 builds (and caches) first so that ranks never write the cache concurrently.
+        if executor.is_main:
+            splits = build_datasets(self.cfg)
+            executor.barrier()
+        else:
+            executor.barrier()
+            splits = build_datasets(self.cfg)
+        return splits
+
+    def _make_loaders(self, splits, executor: Executor):
+        from kronos_engine.data import DataError, WindowSampler
+
+        cfg = self.cfg
+        rank, world = executor.rank, executor.world_size
+        train_sampler = WindowSampler(
+            splits.train,
+            mode=cfg.sampling,
+            num_samples=cfg.train_samples_per_epoch,
+            seed=cfg.seed,
+            rank=rank,
+            world_size=world,
+        )
+        if train_sampler.num_samples_per_rank == 0:
+            raise DataError(
+                f"train split: {len(splits.train)} windows give no sample to each of {world} "
+                "processes; use more data or fewer processes"
+            )
+        train_loader = self._loader(splits.train, train_sampler)
+        val_loader = None
+        if splits.val is not None:
+            val_sampler = WindowSampler(
+                splits.val,
+                mode="sequential",
+                num_samples=cfg.val_samples,
+                seed=cfg.seed,
+                rank=rank,
+                world_size=world,
+            )
+            val_loader = self._loader(splits.val, val_sampler)
+        return train_loader, train_sampler, val_loader
+
+    def _loader(self, dataset, sampler) -> DataLoader:
+        from kronos_engine.data import collate_windows
+
+        cfg = self.cfg
+        # A private generator: creating an iterator then never draws from the global RNG,
+        # which training (dropout, s1 sampling) and exact resume depend on.
+        generator = torch.Generator().manual_seed(cfg.seed)
+        return DataLoader(
+            dataset,
+            batch_size=cfg.batch_size,
+            sampler=sampler,
+            num_workers=cfg.num_workers,
+            collate_fn=collate_windows,
+            pin_memory=torch.cuda.is_available() and cfg.device != "cpu",
+            persistent_workers=cfg.num_workers > 0,
+            generator=generator,
+        )
+
+    def _prepare_output_dir(self, ctx: TrainContext) -> None:
+        if ctx.is_main:
+            ctx.output_dir.mkdir(parents=True, exist_ok=True)
+            with open(ctx.output_dir / "config.yaml", "w", encoding="utf-8") as fh:
+                yaml.safe_dump(self.cfg.to_dict(), fh, sort_keys=False)
+        ctx.executor.barrier()
+
+
+def _configure_determinism(cfg: TrainConfig) -> None:
+    if cfg.deterministic:
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True

@@ -1,0 +1,260 @@
+"""Resumable checkpoints: atomic writes, integrity manifest, retention, and safe loading.
+
+Layout of `<output_dir>/checkpoints/step_<N>/`:
+  config.json + model.safetensors  the model in the public layout (loadable by the public code)
+  optimizer.pt                     optimizer state, read back with `torch.load(weights_only=True)`
+  scheduler.json                   LR scheduler state
+  trainer_state.json               counters, sampler position, callback states, per-rank RNG
+  config.yaml                      the resolved run config
+  manifest.json                    size + sha256 of every file above; written last
+A checkpoint folder is only ever created by renaming a finished temporary folder, and a folder
+whose manifest does not match its files is reported and skipped by `find_resume_checkpoint`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from kronos_engine.rng import capture_rng_state, restore_rng_state
+
+if TYPE_CHECKING:
+    from kronos_engine.context import TrainContext
+
+log = logging.getLogger("kronos_engine")
+
+STEP_DIR = re.compile(r"^step_(\d+)$")
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+
+
+class ResumeError(RuntimeError):
+    """A checkpoint cannot be used for resuming; the message names the folder and the problem."""
+
+
+# ---------------------------------------------------------------- model files
+
+
+def save_model(model: nn.Module, directory: Path) -> None:
+    """Public layout when the model supports it, else a plain safetensors state dict."""
+    directory.mkdir(parents=True, exist_ok=True)
+    if hasattr(model, "save_pretrained"):
+        model.save_pretrained(directory)
+    else:
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(directory / "model.safetensors"))
+
+
+def load_model_weights(model: nn.Module, directory: Path) -> None:
+    state = load_file(str(directory / "model.safetensors"))
+    model.load_state_dict(state, strict=True)
+
+
+# ---------------------------------------------------------------- integrity
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(obj, fh, indent=1)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def write_manifest(directory: Path) -> None:
+    files = sorted(p for p in directory.iterdir() if p.is_file() and p.name != MANIFEST)
+    entries = {p.name: {"size": p.stat().st_size, "sha256": _sha256(p)} for p in files}
+    _write_json(directory / MANIFEST, {"format_version": FORMAT_VERSION, "files": entries})
+
+
+def verify_checkpoint(directory: Path) -> None:
+    """Raise `ResumeError` unless every file listed in the manifest is present and intact."""
+    manifest_path = directory / MANIFEST
+    if not manifest_path.is_file():
+        raise ResumeError(f"{directory}: no {MANIFEST} (incomplete or not a checkpoint)")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        files = manifest["files"]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ResumeError(f"{manifest_path}: unreadable manifest ({exc})") from None
+    for name, meta in files.items():
+        path = directory / name
+        if not path.is_file():
+            raise ResumeError(f"{path}: listed in the manifest but missing")
+        if path.stat().st_size != meta["size"]:
+            raise ResumeError(
+                f"{path}: size {path.stat().st_size} != {meta['size']} in manifest (truncated?)"
+            )
+        if _sha256(path) != meta["sha256"]:
+            raise ResumeError(f"{path}: checksum does not match the manifest (corrupted)")
+
+
+# ---------------------------------------------------------------- discovery
+
+
+def list_checkpoints(root: Path) -> list[Path]:
+    """Checkpoint folders under `root`, oldest step first (temporary folders excluded)."""
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := STEP_DIR.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def find_resume_checkpoint(path: str | Path) -> Path:
+    """A checkpoint folder, or the newest intact one under an output dir (falling back)."""
+    path = Path(path)
+    if not path.exists():
+        raise ResumeError(f"resume: '{path}' does not exist")
+    if (path / MANIFEST).exists() or STEP_DIR.match(path.name):
+        verify_checkpoint(path)
+        return path
+    root = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+    candidates = list_checkpoints(root)
+    if not candidates:
+        raise ResumeError(f"resume: no checkpoint folder (step_<N>) under '{root}'")
+    for candidate in reversed(candidates):
+        try:
+            verify_checkpoint(candidate)
+            return candidate
+        except ResumeError as exc:
+            log.warning("skipping damaged checkpoint: %s; trying the previous one", exc)
+    raise ResumeError(f"resume: every checkpoint under '{root}' is damaged")
+
+
+# ---------------------------------------------------------------- save / load
+
+
+def save_checkpoint(ctx: TrainContext, root: Path, keep_last: int) -> Path:
+    """Write `root/step_<global_step>` atomically (rank 0) with every rank's RNG state."""
+    executor = ctx.executor
+    rng_states = executor.all_gather_object(capture_rng_state())
+    final = root / f"step_{ctx.global_step}"
+    if executor.is_main:
+        tmp = root / f".tmp_step_{ctx.global_step}"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        _write_checkpoint_files(ctx, tmp, rng_states)
+        write_manifest(tmp)
+        if final.exists():  # re-saving a step (e.g. after a resume): replace atomically
+            old = root / f".old_step_{ctx.global_step}"
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+        _fsync_dir(root)
+        prune_checkpoints(root, keep_last)
+    executor.barrier()
+    return final
+
+
+def _write_checkpoint_files(ctx: TrainContext, directory: Path, rng_states: list) -> None:
+    save_model(ctx.unwrapped_model, directory)
+    torch.save(ctx.optimizer.state_dict(), directory / "optimizer.pt")
+    if ctx.scheduler is not None:
+        _write_json(directory / "scheduler.json", ctx.scheduler.state_dict())
+    state = {
+        "format_version": FORMAT_VERSION,
+        "train_type": ctx.cfg.train_type,
+        "world_size": ctx.world_size,
+        "counters": ctx.counters(),
+        "callbacks": ctx.callbacks.state_dict(),
+        "rng": rng_states,
+        "torch_version": torch.__version__,
+    }
+    _write_json(directory / "trainer_state.json", state)
+    with open(directory / "config.yaml", "w", encoding="utf-8") as fh:
+        yaml.safe_dump(ctx.cfg.to_dict(), fh, sort_keys=False)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def prune_checkpoints(root: Path, keep_last: int) -> None:
+    for old in list_checkpoints(root)[:-keep_last]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def read_trainer_state(directory: Path) -> dict[str, Any]:
+    return json.loads((directory / "trainer_state.json").read_text(encoding="utf-8"))
+
+
+def load_checkpoint(ctx: TrainContext, directory: Path) -> None:
+    """Restore model, optimizer, scheduler, counters, callback states and this rank's RNG."""
+    state = read_trainer_state(directory)
+    if state.get("train_type") != ctx.cfg.train_type:
+        raise ResumeError(
+            f"{directory}: checkpoint is for train_type '{state.get('train_type')}', "
+            f"this run is '{ctx.cfg.train_type}'"
+        )
+    try:
+        load_model_weights(ctx.unwrapped_model, directory)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ResumeError(
+            f"{directory}/model.safetensors: does not fit the model ({first})"
+        ) from None
+    opt_state = torch.load(
+        directory / "optimizer.pt", map_location=ctx.executor.device, weights_only=True
+    )
+    ctx.optimizer.load_state_dict(opt_state)
+    if ctx.scheduler is not None and (directory / "scheduler.json").exists():
+        ctx.scheduler.load_state_dict(json.loads((directory / "scheduler.json").read_text()))
+    counters = dict(state["counters"])
+    saved_world = int(state.get("world_size", 1))
+    counters["epoch_consumed"] = _rescale_consumed(
+        counters["epoch_consumed"], saved_world, ctx.world_size, directory
+    )
+    ctx.load_counters(counters)
+    ctx.callbacks.load_state_dict(state.get("callbacks", {}))
+    rng = state.get("rng", [])
+    if saved_world == ctx.world_size and ctx.rank < len(rng):
+        restore_rng_state(rng[ctx.rank])
+    else:
+        log.warning(
+            "%s was written by %d process(es), resuming with %d: RNG streams are re-seeded, "
+            "so later losses are not bit-identical to an uninterrupted run",
+            directory,
+            saved_world,
+            ctx.world_size,
+        )
+
+
+def _rescale_consumed(consumed: int, saved_world: int, world: int, directory: Path) -> int:
+    total = consumed * saved_world
+    if total % world:
+        raise ResumeError(
+            f"{directory}: {total} samples consumed this epoch cannot be split over {world} "
+            f"processes; resume with {saved_world} process(es)"
+        )
+    return total // world

@@ -1,0 +1,98 @@
+"""`TrainContext`: the one object every callback sees; it holds the run's parts and counters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from kronos_engine.callback import CallbackList
+    from kronos_engine.config import TrainConfig
+    from kronos_engine.executors import Executor
+    from kronos_engine.strategy import Strategy
+
+
+@dataclass
+class TrainContext:
+    cfg: TrainConfig
+    model: nn.Module
+    strategy: Strategy
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    executor: Executor
+    callbacks: CallbackList
+    train_loader: Any
+    train_sampler: Any
+    val_loader: Any = None
+    output_dir: Path = Path("outputs")
+    # schedule
+    steps_per_epoch: int = 0
+    total_steps: int = 0
+    # counters (exactly restored on resume)
+    epoch: int = 0
+    global_step: int = 0
+    epoch_consumed: int = 0  # samples this rank took in the current epoch
+    total_samples: int = 0  # samples seen by all ranks since the start of the run
+    skipped_steps: int = 0
+    epoch_ended: bool = False  # True while on_epoch_end runs: a checkpoint then resumes next epoch
+    # latest values, for callbacks
+    last_loss: float | None = None
+    last_metrics: dict[str, float] = field(default_factory=dict)
+    grad_norm: float | None = None
+    lr: float | None = None
+    samples_per_second: float | None = None
+    val_metrics: dict[str, float] = field(default_factory=dict)
+    last_val_step: int | None = None
+    best_metric: float | None = None
+    best_step: int | None = None
+    # control flags any callback may set
+    should_stop: bool = False
+    stop_reason: str | None = None
+    skip_step: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rank(self) -> int:
+        return self.executor.rank
+
+    @property
+    def world_size(self) -> int:
+        return self.executor.world_size
+
+    @property
+    def is_main(self) -> bool:
+        return self.executor.is_main
+
+    @property
+    def unwrapped_model(self) -> nn.Module:
+        return self.executor.unwrap(self.model)
+
+    def request_stop(self, reason: str) -> None:
+        self.should_stop = True
+        self.stop_reason = self.stop_reason or reason
+
+    def counters(self) -> dict[str, Any]:
+        """The resume position and bookkeeping saved in checkpoints (JSON-serialisable)."""
+        epoch, consumed = self.epoch, self.epoch_consumed
+        if self.epoch_ended:
+            epoch, consumed = epoch + 1, 0
+        return {
+            "epoch": epoch,
+            "global_step": self.global_step,
+            "epoch_consumed": consumed,
+            "total_samples": self.total_samples,
+            "skipped_steps": self.skipped_steps,
+            "best_metric": self.best_metric,
+            "best_step": self.best_step,
+            "last_val_step": self.last_val_step,
+            "val_metrics": self.val_metrics,
+        }
+
+    def load_counters(self, state: dict[str, Any]) -> None:
+        for key in self.counters():
+            if key in state:
+                setattr(self, key, state[key])

@@ -1,0 +1,60 @@
+"""The loss-strategy interface: what a training/validation step computes for one batch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from kronos_engine.config import TrainConfig
+    from kronos_engine.context import TrainContext
+
+
+@dataclass
+class StepOutput:
+    """One micro-batch: the loss to back-propagate (a batch mean) and detached parts to log."""
+
+    loss: torch.Tensor
+    parts: dict[str, torch.Tensor] = field(default_factory=dict)
+    num_samples: int = 0
+
+
+@dataclass
+class ValOutput:
+    """Validation sums (not means) so that ranks and batches reduce to an exact global mean."""
+
+    metric_sum: torch.Tensor
+    count: int
+    part_sums: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class Strategy:
+    """Builds the trained model and turns a batch into a loss.
+
+    Subclasses implement `build_model`, `training_step` and `validation_step`; `setup` runs once
+    the executor knows the device (for frozen helper models such as the predictor's tokenizer).
+    """
+
+    metric_name: str = "val_loss"
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+
+    def build_model(self) -> nn.Module:
+        raise NotImplementedError(f"{type(self).__name__} must implement build_model")
+
+    def setup(self, ctx: TrainContext) -> None:
+        """Called after the model is placed on the device, before training starts."""
+
+    def training_step(self, model: nn.Module, batch: Any, ctx: TrainContext) -> StepOutput:
+        raise NotImplementedError(f"{type(self).__name__} must implement training_step")
+
+    def validation_step(self, model: nn.Module, batch: Any, ctx: TrainContext) -> ValOutput:
+        raise NotImplementedError(f"{type(self).__name__} must implement validation_step")
+
+    def batch_size_of(self, batch: Any) -> int:
+        first = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return int(first.shape[0])

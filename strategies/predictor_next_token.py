@@ -1,0 +1,90 @@
+"""Predictor fine-tuning: next-token cross-entropy on both token levels of a frozen tokenizer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kronos_engine.context import TrainContext
+from kronos_engine.model_factory import (
+    build_predictor_model,
+    check_bits_match,
+    load_frozen_tokenizer,
+)
+from kronos_engine.registry import STRATEGIES
+from kronos_engine.strategy import StepOutput, Strategy, ValOutput
+
+
+@STRATEGIES.register("predictor_next_token")
+class PredictorNextTokenStrategy(Strategy):
+    """Dual-head CE. Training conditions the s2 head on a sampled s1 (public recipe) or, with
+    `teacher_forcing`, on the true s1. Validation is deterministic and leak-free: teacher forcing
+    and a causal cross-attention even in eval mode."""
+
+    metric_name = "val_loss"
+
+    def __init__(self, cfg) -> None:
+        super().__init__(cfg)
+        self.tokenizer: nn.Module | None = None
+
+    def build_model(self) -> nn.Module:
+        self.tokenizer = load_frozen_tokenizer(self.cfg)
+        model = build_predictor_model(self.cfg)
+        check_bits_match(self.tokenizer, model, self.cfg)
+        return model
+
+    def setup(self, ctx: TrainContext) -> None:
+        if self.tokenizer is None:
+            self.tokenizer = load_frozen_tokenizer(self.cfg)
+        self.tokenizer.to(ctx.executor.device).eval()
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids in full precision, so bf16 training sees exactly the fp32 tokens."""
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            s1, s2 = self.tokenizer.encode(x.float(), half=True)
+        return s1, s2
+
+    def _split(self, batch: Any):
+        x, stamp = batch[0], batch[1]
+        s1, s2 = self.encode(x)
+        inputs = (s1[:, :-1], s2[:, :-1], stamp[:, :-1])
+        return inputs, (s1[:, 1:], s2[:, 1:])
+
+    def training_step(self, model: nn.Module, batch: Any, ctx: TrainContext) -> StepOutput:
+        (s1_in, s2_in, stamp_in), (s1_t, s2_t) = self._split(batch)
+        s1_logits, s2_logits = model(
+            s1_in,
+            s2_in,
+            stamp_in,
+            use_teacher_forcing=self.cfg.teacher_forcing,
+            s1_targets=s1_t,
+        )
+        head = ctx.unwrapped_model.head
+        loss, s1_loss, s2_loss = head.compute_loss(s1_logits.float(), s2_logits.float(), s1_t, s2_t)
+        parts = {"s1_loss": s1_loss.detach(), "s2_loss": s2_loss.detach()}
+        return StepOutput(loss=loss, parts=parts, num_samples=s1_t.shape[0])
+
+    def validation_step(self, model: nn.Module, batch: Any, ctx: TrainContext) -> ValOutput:
+        (s1_in, s2_in, stamp_in), (s1_t, s2_t) = self._split(batch)
+        s1_logits, s2_logits = model(
+            s1_in,
+            s2_in,
+            stamp_in,
+            use_teacher_forcing=True,
+            s1_targets=s1_t,
+            causal_cross_attn=True,
+        )
+        ce1 = _per_sample_ce(s1_logits, s1_t)
+        ce2 = _per_sample_ce(s2_logits, s2_t)
+        per_sample = (ce1 + ce2) / 2
+        parts = {"val_s1_loss": ce1.sum(), "val_s2_loss": ce2.sum()}
+        return ValOutput(metric_sum=per_sample.sum(), count=s1_t.shape[0], part_sums=parts)
+
+
+def _per_sample_ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    ce = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")
+    return ce.mean(dim=1)
