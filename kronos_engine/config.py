@@ -50,76 +50,341 @@ class TrainConfig:
     """Everything a training run needs. Grouped by the `group` metadata used by `--help`."""
 
     # --- run ---
-    train_type: str = field(default="tokenizer", metadata={"group": "run"})
-    exp_dir: str = field(default="outputs/demo", metadata={"group": "run"})
-    output_dir: str | None = field(default=None, metadata={"group": "run"})
-    seed: int = field(default=100, metadata={"group": "run"})
-    resume: str | None = field(default=None, metadata={"group": "run"})
-    strategy: str | None = field(default=None, metadata={"group": "run"})
-    callbacks: list[str] = field(default_factory=list, metadata={"group": "run"})
+    train_type: str = field(
+        default="tokenizer",
+        metadata={
+            "group": "run",
+            "help": "what to train: the BSQ tokenizer, or the predictor on a frozen tokenizer's ids",
+        },
+    )
+    exp_dir: str = field(
+        default="outputs/demo",
+        metadata={
+            "group": "run",
+            "help": "experiment folder; a run writes to <exp_dir>/<train_type> unless output_dir is set",
+        },
+    )
+    output_dir: str | None = field(
+        default=None,
+        metadata={
+            "group": "run",
+            "help": "folder this run writes to (default <exp_dir>/<train_type>)",
+        },
+    )
+    seed: int = field(
+        default=100,
+        metadata={
+            "group": "run",
+            "help": "seed of model init, window sampling and dropout: same seed and config, same run",
+        },
+    )
+    resume: str | None = field(
+        default=None,
+        metadata={
+            "group": "run",
+            "help": "continue from a checkpoint folder step_<N>, or the newest intact one under an output dir",
+        },
+    )
+    strategy: str | None = field(
+        default=None,
+        metadata={
+            "group": "run",
+            "help": "loss strategy: a registered name or module:Class (default: by train_type)",
+        },
+    )
+    callbacks: list[str] = field(
+        default_factory=list,
+        metadata={
+            "group": "run",
+            "help": "extra callbacks: registered names or module:Class; repeat the flag for several",
+        },
+    )
 
     # --- data ---
-    data_source: str = field(default="demo", metadata={"group": "data"})
-    data_path: str | None = field(default=None, metadata={"group": "data"})
-    instruments: str = field(default="all", metadata={"group": "data"})
-    freq: str = field(default="day", metadata={"group": "data"})
-    qlib_region: str = field(default="cn", metadata={"group": "data"})
-    dataset_begin_time: str | None = field(default=None, metadata={"group": "data"})
-    dataset_end_time: str | None = field(default=None, metadata={"group": "data"})
-    train_time_range: list[str] | None = field(default=None, metadata={"group": "data"})
-    val_time_range: list[str] | None = field(default=None, metadata={"group": "data"})
-    test_time_range: list[str] | None = field(default=None, metadata={"group": "data"})
-    split_ratios: list[float] = field(
-        default_factory=lambda: [0.8, 0.1, 0.1], metadata={"group": "data"}
+    data_source: str = field(
+        default="demo",
+        metadata={
+            "group": "data",
+            "help": "where the K-lines come from: built-in synthetic demo data, CSV/Parquet, or Qlib",
+        },
     )
-    lookback_window: int = field(default=90, metadata={"group": "data"})
-    predict_window: int = field(default=10, metadata={"group": "data"})
-    clip: float = field(default=5.0, metadata={"group": "data"})
-    sampling: str = field(default="uniform", metadata={"group": "data"})
-    train_samples_per_epoch: int | None = field(default=None, metadata={"group": "data"})
-    val_samples: int | None = field(default=None, metadata={"group": "data"})
-    bad_data: str = field(default="error", metadata={"group": "data"})
-    cache_dir: str | None = field(default=None, metadata={"group": "data"})
-    demo_symbols: int = field(default=4, metadata={"group": "data"})
-    demo_length: int = field(default=800, metadata={"group": "data"})
+    data_path: str | None = field(
+        default=None,
+        metadata={
+            "group": "data",
+            "help": "CSV/Parquet file or folder (csv), or a Qlib provider folder (qlib)",
+        },
+    )
+    instruments: str = field(
+        default="all",
+        metadata={
+            "group": "data",
+            "help": "'all', comma-separated symbols, or a Qlib universe name such as csi300",
+        },
+    )
+    freq: str = field(
+        default="day",
+        metadata={"group": "data", "help": "bar frequency: 'day' or minutes such as '5min'"},
+    )
+    qlib_region: str = field(
+        default="cn",
+        metadata={"group": "data", "help": "Qlib region given to qlib.init (cn, us, tw)"},
+    )
+    dataset_begin_time: str | None = field(
+        default=None,
+        metadata={"group": "data", "help": "ignore rows before this time (e.g. 2011-01-01)"},
+    )
+    dataset_end_time: str | None = field(
+        default=None, metadata={"group": "data", "help": "ignore rows after this time"}
+    )
+    train_time_range: list[str] | None = field(
+        default=None,
+        metadata={
+            "group": "data",
+            "help": "[start, end] of the train split; time ranges replace split_ratios",
+        },
+    )
+    val_time_range: list[str] | None = field(
+        default=None, metadata={"group": "data", "help": "[start, end] of the validation split"}
+    )
+    test_time_range: list[str] | None = field(
+        default=None,
+        metadata={
+            "group": "data",
+            "help": "[start, end] of the held-out test split (never trained on)",
+        },
+    )
+    split_ratios: list[float] = field(
+        default_factory=lambda: [0.8, 0.1, 0.1],
+        metadata={
+            "group": "data",
+            "help": "train, val, test shares of each symbol's rows when no time ranges are set",
+        },
+    )
+    lookback_window: int = field(
+        default=90, metadata={"group": "data", "help": "history rows a window shows the model"}
+    )
+    predict_window: int = field(
+        default=10,
+        metadata={"group": "data", "help": "rows after the lookback that a window predicts"},
+    )
+    clip: float = field(
+        default=5.0,
+        metadata={"group": "data", "help": "normalised values are clipped to [-clip, clip]"},
+    )
+    sampling: str = field(
+        default="uniform",
+        metadata={
+            "group": "data",
+            "help": "uniform: any train window with replacement; per_symbol: a symbol first, then a window",
+        },
+    )
+    train_samples_per_epoch: int | None = field(
+        default=None,
+        metadata={
+            "group": "data",
+            "help": "windows drawn per epoch (default: the number of train windows)",
+        },
+    )
+    val_samples: int | None = field(
+        default=None,
+        metadata={
+            "group": "data",
+            "help": "evenly spaced validation windows per validation (default: all)",
+        },
+    )
+    bad_data: str = field(
+        default="error",
+        metadata={
+            "group": "data",
+            "help": "error: stop at the first bad row; repair: fix it and count the fix",
+        },
+    )
+    cache_dir: str | None = field(
+        default=None,
+        metadata={
+            "group": "data",
+            "help": "folder for processed splits, reused by later runs on the same data (default: none)",
+        },
+    )
+    demo_symbols: int = field(
+        default=4,
+        metadata={"group": "data", "help": "number of symbols in the synthetic demo data"},
+    )
+    demo_length: int = field(
+        default=800, metadata={"group": "data", "help": "bars per demo symbol"}
+    )
 
     # --- model ---
-    model_preset: str = field(default="tiny", metadata={"group": "model"})
-    pretrained_tokenizer: str | None = field(default=None, metadata={"group": "model"})
-    pretrained_predictor: str | None = field(default=None, metadata={"group": "model"})
-    tokenizer_path: str | None = field(default=None, metadata={"group": "model"})
-    max_context: int = field(default=512, metadata={"group": "model"})
-    teacher_forcing: bool = field(default=False, metadata={"group": "model"})
-    activation_checkpointing: bool = field(default=False, metadata={"group": "model"})
+    model_preset: str = field(
+        default="tiny",
+        metadata={
+            "group": "model",
+            "help": "model size when not fine-tuning: tokenizer tiny/base, predictor tiny/mini/small/base",
+        },
+    )
+    pretrained_tokenizer: str | None = field(
+        default=None,
+        metadata={
+            "group": "model",
+            "help": "tokenizer folder or hub id to fine-tune (tokenizer run) or to encode with (predictor run)",
+        },
+    )
+    pretrained_predictor: str | None = field(
+        default=None, metadata={"group": "model", "help": "predictor folder or hub id to fine-tune"}
+    )
+    tokenizer_path: str | None = field(
+        default=None,
+        metadata={
+            "group": "model",
+            "help": "frozen tokenizer of a predictor run (default: pretrained_tokenizer, else <exp_dir>/tokenizer/best)",
+        },
+    )
+    max_context: int = field(
+        default=512,
+        metadata={
+            "group": "model",
+            "help": "the predictor's context length; lookback_window + predict_window must fit in it",
+        },
+    )
+    dropout: float | None = field(
+        default=None,
+        metadata={
+            "group": "model",
+            "help": "override every dropout probability of the model (null keeps the preset/checkpoint values)",
+        },
+    )
+    teacher_forcing: bool = field(
+        default=False,
+        metadata={
+            "group": "model",
+            "help": "condition the s2 head on the true s1 id instead of a sampled one (predictor)",
+        },
+    )
+    activation_checkpointing: bool = field(
+        default=False,
+        metadata={
+            "group": "model",
+            "help": "recompute activations in the backward pass to save memory",
+        },
+    )
 
     # --- optimisation ---
-    lr: float | None = field(default=None, metadata={"group": "optim"})
-    adam_beta1: float = field(default=0.9, metadata={"group": "optim"})
-    adam_beta2: float = field(default=0.95, metadata={"group": "optim"})
-    weight_decay: float = field(default=0.1, metadata={"group": "optim"})
-    max_grad_norm: float | None = field(default=None, metadata={"group": "optim"})
-    scheduler: str = field(default="onecycle", metadata={"group": "optim"})
-    warmup_ratio: float = field(default=0.03, metadata={"group": "optim"})
-    div_factor: float = field(default=10.0, metadata={"group": "optim"})
-    epochs: int = field(default=3, metadata={"group": "optim"})
-    max_steps: int | None = field(default=None, metadata={"group": "optim"})
-    batch_size: int = field(default=50, metadata={"group": "optim"})
-    grad_accum_steps: int = field(default=1, metadata={"group": "optim"})
-    nan_policy: str = field(default="stop", metadata={"group": "optim"})
-    early_stopping_patience: int | None = field(default=None, metadata={"group": "optim"})
+    lr: float | None = field(
+        default=None,
+        metadata={
+            "group": "optim",
+            "help": "peak learning rate (default 2e-4 for the tokenizer, 4e-5 for the predictor)",
+        },
+    )
+    adam_beta1: float = field(default=0.9, metadata={"group": "optim", "help": "AdamW beta1"})
+    adam_beta2: float = field(default=0.95, metadata={"group": "optim", "help": "AdamW beta2"})
+    weight_decay: float = field(
+        default=0.1, metadata={"group": "optim", "help": "AdamW weight decay"}
+    )
+    max_grad_norm: float | None = field(
+        default=None,
+        metadata={
+            "group": "optim",
+            "help": "clip gradients to this global norm (default 2.0 tokenizer, 3.0 predictor)",
+        },
+    )
+    scheduler: str = field(
+        default="onecycle",
+        metadata={
+            "group": "optim",
+            "help": "LR schedule: onecycle (public recipe), cosine with warm-up, or constant",
+        },
+    )
+    warmup_ratio: float = field(
+        default=0.03,
+        metadata={
+            "group": "optim",
+            "help": "share of the run's steps spent warming up the learning rate",
+        },
+    )
+    div_factor: float = field(
+        default=10.0, metadata={"group": "optim", "help": "warm-up starts at lr / div_factor"}
+    )
+    epochs: int = field(
+        default=3, metadata={"group": "optim", "help": "passes of train_samples_per_epoch windows"}
+    )
+    max_steps: int | None = field(
+        default=None,
+        metadata={
+            "group": "optim",
+            "help": "stop after this many optimizer steps (the LR schedule then ends there)",
+        },
+    )
+    batch_size: int = field(
+        default=50, metadata={"group": "optim", "help": "windows per micro-batch per process"}
+    )
+    grad_accum_steps: int = field(
+        default=1, metadata={"group": "optim", "help": "micro-batches per optimizer step"}
+    )
+    nan_policy: str = field(
+        default="stop",
+        metadata={
+            "group": "optim",
+            "help": "on a NaN/inf loss or gradient: stop with an error, or skip that update",
+        },
+    )
+    early_stopping_patience: int | None = field(
+        default=None,
+        metadata={
+            "group": "optim",
+            "help": "stop after this many validations without improvement (default: never)",
+        },
+    )
 
     # --- system ---
-    device: str = field(default="auto", metadata={"group": "system"})
-    precision: str = field(default="fp32", metadata={"group": "system"})
-    num_workers: int = field(default=0, metadata={"group": "system"})
-    deterministic: bool = field(default=True, metadata={"group": "system"})
+    device: str = field(
+        default="auto", metadata={"group": "system", "help": "auto picks cuda when it is available"}
+    )
+    precision: str = field(
+        default="fp32", metadata={"group": "system", "help": "fp32, or bf16 autocast"}
+    )
+    num_workers: int = field(
+        default=0,
+        metadata={"group": "system", "help": "DataLoader worker processes per training process"},
+    )
+    deterministic: bool = field(
+        default=True,
+        metadata={
+            "group": "system",
+            "help": "deterministic cuDNN kernels: reproducible, somewhat slower",
+        },
+    )
 
     # --- logging and checkpoints ---
-    log_interval: int = field(default=10, metadata={"group": "logging"})
-    val_interval: int | None = field(default=None, metadata={"group": "logging"})
-    ckpt_interval: int | None = field(default=None, metadata={"group": "logging"})
-    keep_last: int = field(default=3, metadata={"group": "logging"})
-    progress_bar: bool = field(default=True, metadata={"group": "logging"})
+    log_interval: int = field(
+        default=10,
+        metadata={
+            "group": "logging",
+            "help": "write a train record to metrics.jsonl every N steps (and at step 1)",
+        },
+    )
+    val_interval: int | None = field(
+        default=None,
+        metadata={
+            "group": "logging",
+            "help": "validate every N steps (default: at each epoch end only)",
+        },
+    )
+    ckpt_interval: int | None = field(
+        default=None,
+        metadata={
+            "group": "logging",
+            "help": "write a resumable checkpoint every N steps (also at epoch ends and at the end)",
+        },
+    )
+    keep_last: int = field(
+        default=3,
+        metadata={"group": "logging", "help": "resumable checkpoints kept under checkpoints/"},
+    )
+    progress_bar: bool = field(
+        default=True, metadata={"group": "logging", "help": "show a tqdm progress bar"}
+    )
 
     # ----- derived values (not config keys) -----
     @property
@@ -188,6 +453,8 @@ class TrainConfig:
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise ConfigError(f"{key}: must be >= 1 or null, got {value}")
+        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout: must lie in [0, 1) or be null, got {self.dropout}")
         if self.num_workers < 0:
             raise ConfigError(f"num_workers: must be >= 0, got {self.num_workers}")
         if self.clip <= 0:
