@@ -385,3 +385,26 @@ def test_forecast_validates_shapes():
         auto_regressive_inference(tok, pred, x, x_stamp, y_stamp, 16, 4)
     with pytest.raises(ValueError, match="x_stamp"):
         auto_regressive_inference(tok, pred, x, x_stamp[:, :-1], y_stamp, 16, 3)
+
+
+# --- reduced precision ----------------------------------------------------------------------
+
+
+def test_bf16_weights_and_autocast_run():
+    torch.manual_seed(0)
+    tok = build_tokenizer("tiny").to(torch.bfloat16).train()
+    x = torch.randn(2, 8, 6, dtype=torch.bfloat16)
+    (z_pre, z), bsq_loss, quantized, _ = tok(x)
+    assert z.dtype == quantized.dtype == torch.bfloat16
+    assert bsq_loss.dtype == torch.float32 and torch.isfinite(bsq_loss)
+    pred = build_predictor("tiny").train()
+    s1, s2, stamp = random_tokens(9)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        s1_logits, s2_logits = pred(
+            s1, s2, stamp, padding_mask(), use_teacher_forcing=True, s1_targets=s1
+        )
+        loss = pred.head.compute_loss(s1_logits, s2_logits, s1, s2, padding_mask())[0]
+    loss.backward()
+    assert torch.isfinite(loss) and all(
+        torch.isfinite(p.grad).all() for p in pred.parameters() if p.grad is not None
+    )

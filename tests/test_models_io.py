@@ -209,3 +209,8 @@ def test_hub_download_is_used_when_available(reference_dir, monkeypatch, tmp_pat
     model = Kronos.from_pretrained("NeoQuasar/Kronos-tiny", revision="main")
     assert model.config["d_model"] == 32
     assert calls[0]["repo_id"] == "NeoQuasar/Kronos-tiny" and calls[0]["revision"] == "main"
+
+
+def test_missing_local_directory_is_not_sent_to_the_hub(tmp_path):
+    expect_error(Kronos, tmp_path / "runs" / "exp1" / "ckpt", "no such checkpoint directory")
+    expect_error(Kronos, "./ckpt", "no such checkpoint directory")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,6 +23,7 @@ from torch import nn
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 _MAX_LISTED_KEYS = 5
+_REPO_ID = re.compile(r"(?:[A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*")
 
 M = TypeVar("M", bound="PretrainedMixin")
 
@@ -47,7 +49,8 @@ def constructor_keys(cls: type) -> tuple[str, ...]:
 
 
 def resolve_checkpoint_dir(path_or_repo_id: str | os.PathLike[str], revision: str | None) -> Path:
-    """A local directory as is; anything that is not an existing path is a Hub repo id."""
+    """A local directory as is; a string shaped like `namespace/name` that is not an existing
+    path is a Hugging Face Hub repo id; anything else is a missing directory."""
     path = Path(path_or_repo_id)
     if path.exists():
         if not path.is_dir():
@@ -56,6 +59,8 @@ def resolve_checkpoint_dir(path_or_repo_id: str | os.PathLike[str], revision: st
                 f"{CONFIG_NAME} and {WEIGHTS_NAME}"
             )
         return path
+    if not _REPO_ID.fullmatch(str(path_or_repo_id)):
+        raise CheckpointError(f"{path}: no such checkpoint directory")
     return _download_from_hub(str(path_or_repo_id), revision)
 
 

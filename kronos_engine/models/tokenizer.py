@@ -127,8 +127,11 @@ class BSQuantizer(nn.Module):
     def forward(
         self, z: torch.Tensor, half: bool = False, compute_loss: bool = True
     ) -> tuple[torch.Tensor | None, torch.Tensor, Ids]:
-        z = F.normalize(z, dim=-1)
+        # Losses in float32 (entropies take logs); the code goes back in the input dtype.
+        dtype = z.dtype
+        z = F.normalize(z.float(), dim=-1)
         quantized, bsq_loss = self.bsq(z, compute_loss=compute_loss)
+        quantized = quantized.to(dtype)
         if half:
             ids: Ids = [
                 self.bits_to_indices(quantized[..., : self.s1_bits]),
