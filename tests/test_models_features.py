@@ -408,3 +408,19 @@ def test_bf16_weights_and_autocast_run():
     assert torch.isfinite(loss) and all(
         torch.isfinite(p.grad).all() for p in pred.parameters() if p.grad is not None
     )
+
+
+def test_bsq_codebook_entropy_is_per_bit_as_in_the_public_code():
+    """The public loss averages per-bit probabilities (group_size has no effect); the
+    reference `forward.bsq_loss` only matches this form, not the grouped softmax of SPEC.md."""
+    from kronos_engine.models.tokenizer import BinarySphericalQuantizer
+
+    z = torch.nn.functional.normalize(
+        torch.randn(4, 7, 8, generator=torch.Generator().manual_seed(0)), dim=-1
+    )
+    q2 = BinarySphericalQuantizer(8, 0.05, 1.0, 1.1, 0.05, group_size=2)
+    q4 = BinarySphericalQuantizer(8, 0.05, 1.0, 1.1, 0.05, group_size=4)
+    assert torch.equal(q2(z)[1], q4(z)[1])
+    p = torch.sigmoid(-4 * z / 8**0.5).reshape(-1, 8).mean(0)
+    expected = -(p * torch.log(p + 1e-8) + (1 - p) * torch.log(1 - p + 1e-8)).sum()
+    torch.testing.assert_close(q4.soft_entropy_loss(z)[1], expected)

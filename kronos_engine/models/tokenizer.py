@@ -31,7 +31,7 @@ class BinarySphericalQuantizer(nn.Module):
     """Sign quantiser on the unit sphere with commitment and entropy regularisers.
 
     `basis` and `group_basis` are persistent int64 buffers only because the public
-    checkpoints contain them; the group codebook is derived and not saved.
+    checkpoints contain them; nothing reads them.
     """
 
     def __init__(
