@@ -1,0 +1,271 @@
+"""From a ``TrainConfig`` to train/val/test window datasets (the engine's one entry point)."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..config import TrainConfig
+from . import cache as cache_mod
+from .cleaning import REPAIR_KINDS, clean_frame
+from .demo import generate_demo_frames
+from .errors import DataError
+from .sampler import WindowSampler
+from .schema import FEATURES, TIMESTAMP, canonical_columns, parse_freq
+from .sources_csv import iter_table_frames
+from .sources_qlib import iter_qlib_frames
+from .splits import SplitPlan, make_plan, segments_for
+from .timeutil import NS_PER_SECOND, time_bounds
+from .windows import KlineWindowDataset, WindowStore
+
+log = logging.getLogger("kronos_engine.data")
+
+
+@dataclass
+class LoadReport:
+    """What loading and cleaning did, across symbols (goes into ``DataSplits.summary``)."""
+
+    symbols_loaded: int = 0
+    rows_loaded: int = 0
+    repairs: Counter = field(default_factory=Counter)
+    repairs_by_symbol: dict[str, dict[str, int]] = field(default_factory=dict)
+    amount_derived_symbols: int = 0
+    untraded_rows_dropped: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "symbols_loaded": self.symbols_loaded,
+            "rows_loaded": self.rows_loaded,
+            "repairs": {k: int(self.repairs.get(k, 0)) for k in REPAIR_KINDS},
+            "repairs_by_symbol": self.repairs_by_symbol,
+            "amount_derived_symbols": self.amount_derived_symbols,
+            "untraded_rows_dropped": self.untraded_rows_dropped,
+        }
+
+
+def _raw_frames(cfg: TrainConfig, bounds) -> Iterator[tuple[str, pd.DataFrame, str, bool]]:
+    """``(symbol, raw frame, origin, rows_are_file_rows)`` from the configured source."""
+    if cfg.data_source == "demo":
+        frames = generate_demo_frames(cfg.demo_symbols, cfg.demo_length, cfg.freq, cfg.seed)
+        for symbol, frame in frames.items():
+            yield symbol, frame, "demo", False
+    elif cfg.data_source == "csv":
+        if not cfg.data_path:
+            raise DataError("data_path: required when data_source is 'csv'")
+        for symbol, frame, origin in iter_table_frames(cfg.data_path, cfg.instruments):
+            yield symbol, frame, origin, True
+    elif cfg.data_source == "qlib":
+        if not cfg.data_path:
+            raise DataError("data_path: required when data_source is 'qlib' (the provider folder)")
+        for symbol, frame, origin in iter_qlib_frames(
+            cfg.data_path, cfg.instruments, cfg.freq, cfg.qlib_region, bounds
+        ):
+            yield symbol, frame, origin, False
+    else:
+        raise DataError(
+            f"data_source: '{cfg.data_source}' is not allowed; choose one of ['demo', 'csv', 'qlib']"
+        )
+
+
+def iter_clean_frames(
+    cfg: TrainConfig, report: LoadReport | None = None
+) -> Iterator[tuple[str, pd.DataFrame]]:
+    """Clean canonical frames one symbol at a time (bounded memory for big universes)."""
+    report = report if report is not None else LoadReport()
+    if cfg.bad_data not in ("error", "repair"):
+        raise DataError(
+            f"bad_data: '{cfg.bad_data}' is not allowed; choose one of ['error', 'repair']"
+        )
+    parse_freq(cfg.freq)
+    bounds = time_bounds(
+        cfg.dataset_begin_time, cfg.dataset_end_time, "dataset_begin_time/end_time"
+    )
+    for symbol, raw, origin, file_rows in _raw_frames(cfg, bounds):
+        canon = canonical_columns(raw, origin, symbol)
+        frame, rep = clean_frame(
+            canon,
+            origin=origin,
+            symbol=symbol,
+            policy=cfg.bad_data,
+            bounds=bounds,
+            file_rows=file_rows,
+            drop_untraded=cfg.data_source == "qlib",
+        )
+        report.symbols_loaded += 1
+        report.rows_loaded += len(frame)
+        report.untraded_rows_dropped += rep.untraded_rows_dropped
+        report.amount_derived_symbols += int(rep.amount_derived)
+        if rep.repairs:
+            report.repairs.update(rep.repairs)
+            report.repairs_by_symbol[symbol] = {k: int(v) for k, v in rep.repairs.items()}
+            log.warning(
+                "%s: symbol %s repaired: %s",
+                origin,
+                symbol,
+                ", ".join(f"{k}={v}" for k, v in sorted(rep.repairs.items())),
+            )
+        yield symbol, frame
+
+
+def load_frames(cfg: TrainConfig, report: LoadReport | None = None) -> dict[str, pd.DataFrame]:
+    """All symbols as clean frames (``timestamps`` + six float64 features), sorted by symbol."""
+    frames = dict(iter_clean_frames(cfg, report))
+    return {symbol: frames[symbol] for symbol in sorted(frames)}
+
+
+@dataclass
+class DataSplits:
+    """The datasets of one run plus a JSON-serialisable summary of how they were built."""
+
+    train: KlineWindowDataset
+    val: KlineWindowDataset
+    test: KlineWindowDataset | None
+    summary: dict[str, Any]
+
+    def train_sampler(self, cfg: TrainConfig, rank: int = 0, world_size: int = 1) -> WindowSampler:
+        """The configured training sampler (``sampling``, ``train_samples_per_epoch``, ``seed``)."""
+        return WindowSampler(
+            self.train, cfg.sampling, cfg.train_samples_per_epoch, cfg.seed, rank, world_size
+        )
+
+    def eval_sampler(
+        self, cfg: TrainConfig, split: str = "val", rank: int = 0, world_size: int = 1
+    ) -> WindowSampler:
+        """A fixed sequential sampler over ``split`` (``val_samples`` evenly spaced, or all)."""
+        dataset = self.val if split == "val" else self.test
+        if dataset is None:
+            raise DataError(f"eval_sampler: split '{split}' does not exist in this run")
+        return WindowSampler(dataset, "sequential", cfg.val_samples, cfg.seed, rank, world_size)
+
+
+def _zero_window_hint(name: str, cfg: TrainConfig, plan: SplitPlan) -> str:
+    need = cfg.predict_window + 1 if name != "train" else cfg.window_len
+    if plan.mode == "time_ranges":
+        where = f"{name}_time_range {plan.ranges[name]}"
+        change = f"widen {name}_time_range"
+    else:
+        where = f"its share of split_ratios {list(plan.ratios)}"
+        change = "raise its split ratio"
+        if name == "test":
+            change += " or set split_ratios' test share to 0"
+    return (
+        f"{name} split has 0 windows: no symbol has {need} rows in {where} "
+        f"(window = lookback_window {cfg.lookback_window} + predict_window {cfg.predict_window} "
+        f"+ 1); {change}, lower lookback_window/predict_window, or add data"
+    )
+
+
+def _split_ranges(store: WindowStore, lookback: int) -> dict[str, str | None]:
+    """First and last predicted timestamp of a split, for the summary."""
+    if store.num_windows == 0:
+        return {"first_target": None, "last_target": None}
+    firsts = store.row_offsets[:-1] + lookback
+    lasts = store.row_offsets[1:] - 1
+    first = pd.Timestamp(int(store.stamps[firsts].min()) * NS_PER_SECOND)
+    last = pd.Timestamp(int(store.stamps[lasts].max()) * NS_PER_SECOND)
+    return {"first_target": str(first), "last_target": str(last)}
+
+
+def build_stores(cfg: TrainConfig) -> tuple[dict[str, WindowStore], dict[str, Any]]:
+    """Load, clean and cut every symbol into per-split stores; build the summary."""
+    plan = make_plan(
+        cfg.train_time_range, cfg.val_time_range, cfg.test_time_range, cfg.split_ratios
+    )
+    window_len = cfg.window_len
+    report = LoadReport()
+    segments: dict[str, list[tuple[str, np.ndarray, np.ndarray]]] = {n: [] for n in plan.names}
+    dropped: dict[str, str] = {}
+    for symbol, frame in iter_clean_frames(cfg, report):
+        ns = frame[TIMESTAMP].to_numpy(dtype="datetime64[ns]").view(np.int64)
+        if len(ns) < window_len:
+            dropped[symbol] = f"{len(ns)} rows; a window needs {window_len}"
+            continue
+        values = frame[list(FEATURES)].to_numpy(dtype=np.float32)
+        seconds = ns // NS_PER_SECOND
+        used = False
+        for name, (start, end) in segments_for(plan, ns, cfg.lookback_window).items():
+            if end - start >= window_len:
+                segments[name].append((symbol, values[start:end], seconds[start:end]))
+                used = True
+        if not used:
+            dropped[symbol] = "no window in any split"
+    if report.symbols_loaded == 0:
+        raise DataError(
+            f"{cfg.data_source}: no symbols loaded from data_path '{cfg.data_path}' with "
+            f"instruments '{cfg.instruments}' in [{cfg.dataset_begin_time}, {cfg.dataset_end_time}]"
+        )
+    if dropped:
+        log.warning(
+            "dropped %d of %d symbols too short for a %d-row window: %s",
+            len(dropped),
+            report.symbols_loaded,
+            window_len,
+            ", ".join(f"{s} ({r})" for s, r in list(dropped.items())[:10])
+            + (" ..." if len(dropped) > 10 else ""),
+        )
+    stores = {}
+    for name in plan.names:
+        order = sorted(segments[name], key=lambda seg: seg[0])
+        stores[name] = WindowStore.from_segments(order, window_len)
+        segments[name] = []  # free the per-symbol copies early
+        if stores[name].num_windows == 0:
+            raise DataError(_zero_window_hint(name, cfg, plan))
+    used = set().union(*(set(s.symbols) for s in stores.values()))
+    summary: dict[str, Any] = {
+        "source": cfg.data_source,
+        "data_path": cfg.data_path,
+        "instruments": cfg.instruments,
+        "freq": parse_freq(cfg.freq).name,
+        "fields": list(FEATURES),
+        "window_len": window_len,
+        "lookback_window": cfg.lookback_window,
+        "predict_window": cfg.predict_window,
+        "bad_data": cfg.bad_data,
+        "split": plan.describe(),
+        "symbols_used": len(used),
+        "symbols_dropped": dict(sorted(dropped.items())),
+        "symbols": {n: len(s.symbols) for n, s in stores.items()},
+        "windows": {n: s.num_windows for n, s in stores.items()},
+        "rows": {n: int(s.values.shape[0]) for n, s in stores.items()},
+        "targets": {n: _split_ranges(s, cfg.lookback_window) for n, s in stores.items()},
+        **report.as_dict(),
+    }
+    return stores, summary
+
+
+def build_datasets(cfg: TrainConfig) -> DataSplits:
+    """Datasets for ``cfg``'s data keys, reusing ``cfg.cache_dir`` when nothing changed."""
+    stores = summary = None
+    cache_state = "disabled"
+    if cfg.cache_dir:
+        identity = cache_mod.identity_of(cfg)
+        content = cache_mod.fingerprint_inputs(cfg)
+        hit = cache_mod.load_entry(cfg.cache_dir, identity, content)
+        if hit is not None:
+            stores, summary = hit
+            cache_state = "hit"
+            log.info("reusing cached splits from %s", cache_mod.entry_dir(cfg.cache_dir, identity))
+    if stores is None:
+        stores, summary = build_stores(cfg)
+        if cfg.cache_dir:
+            folder = cache_mod.save_entry(cfg.cache_dir, identity, content, stores, summary)
+            cache_state = "built"
+            log.info("cached splits in %s", folder)
+    summary = dict(summary)
+    summary["cache"] = cache_state
+    datasets = {
+        name: KlineWindowDataset(store, cfg.lookback_window, cfg.predict_window, cfg.clip)
+        for name, store in stores.items()
+    }
+    log.info(
+        "data: %s windows (train/val/test) over %d symbols",
+        "/".join(str(summary["windows"].get(n, "-")) for n in ("train", "val", "test")),
+        summary["symbols_used"],
+    )
+    return DataSplits(datasets["train"], datasets["val"], datasets.get("test"), summary)

@@ -1,0 +1,295 @@
+"""Validation and repair of one symbol's raw K-lines.
+
+Policies (``bad_data``):
+
+* Never repairable, always a ``DataError``: missing required columns, non-numeric cells,
+  missing or unparseable timestamps, duplicate timestamps whose values differ.
+* ``error`` (default): every other problem below raises a ``DataError`` naming the file,
+  symbol, first bad row (1-based data row and timestamp) and the total count.
+* ``repair`` fixes them, counts every fix (logged and put in the build summary):
+
+  - unsorted timestamps: stable sort by time (``unsorted_symbols_sorted``);
+  - exact-duplicate rows (same timestamp, same values): keep the first
+    (``duplicate_rows_dropped``);
+  - NaN/inf cells in open..volume: forward-filled from the previous row
+    (``nan_inf_cells_filled``);
+  - prices <= 0, negative volume: treated as missing, forward-filled
+    (``nonpositive_cells_filled``);
+  - rows before the first complete row (nothing to forward-fill from): dropped
+    (``leading_rows_dropped``);
+  - missing/invalid amount cells: ``mean(open, high, low, close) * volume``
+    (``amount_cells_derived``);
+  - high/low not bounding open/close (high < low included): ``high = max(o, h, l, c)``,
+    ``low = min(o, h, l, c)`` (``high_low_fixed``).
+
+An absent (or entirely empty) ``amount`` column is the documented convention, not a repair:
+it is derived for the whole symbol and reported as ``amount_derived``.
+Qlib calendar slots where a symbol did not trade (all of open..volume NaN) are dropped and
+counted as ``untraded_rows_dropped`` under both policies.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .errors import DataError
+from .schema import FEATURES, ROW, TIMESTAMP, is_na_string
+from .timeutil import to_naive_ns
+
+REPAIR_KINDS: tuple[str, ...] = (
+    "unsorted_symbols_sorted",
+    "duplicate_rows_dropped",
+    "nan_inf_cells_filled",
+    "nonpositive_cells_filled",
+    "leading_rows_dropped",
+    "amount_cells_derived",
+    "high_low_fixed",
+)
+_OHLC_RTOL = 1e-6  # float32 sources round prices; below this a high/low mismatch is noise
+_ALLOWED_VALUES = "allowed: finite numbers, prices > 0, volume and amount >= 0"
+
+
+@dataclass
+class CleanReport:
+    """What cleaning did to one symbol, for the build summary."""
+
+    repairs: Counter = field(default_factory=Counter)
+    amount_derived: bool = False
+    untraded_rows_dropped: int = 0
+
+
+class RowLocator:
+    """Formats 'file: symbol S, row R (timestamp)' for the current row order."""
+
+    def __init__(self, origin: str, symbol: str, rows: np.ndarray, ns: np.ndarray, file_rows: bool):
+        self.origin, self.symbol, self.rows, self.ns, self.file_rows = (
+            origin,
+            symbol,
+            rows,
+            ns,
+            file_rows,
+        )
+
+    def __call__(self, i: int) -> str:
+        stamp = pd.Timestamp(int(self.ns[i])) if self.ns is not None else None
+        if self.file_rows:
+            when = f" ({stamp})" if stamp is not None else ""
+            return f"{self.origin}: symbol {self.symbol}, row {int(self.rows[i])}{when}"
+        return f"{self.origin}: symbol {self.symbol}, at {stamp}"
+
+
+def parse_timestamps(col: pd.Series, where: RowLocator) -> np.ndarray:
+    """Timestamps as naive int64 ns; numbers are read as YYYYMMDD or epoch s/ms/us/ns."""
+    if pd.api.types.is_bool_dtype(col):
+        raise DataError(f"{where(0)}: timestamps column holds booleans; use dates or datetimes")
+    if pd.api.types.is_numeric_dtype(col):
+        numbers = col.to_numpy(dtype=np.float64, na_value=np.nan)
+        missing = np.flatnonzero(~np.isfinite(numbers))
+        if missing.size:
+            raise DataError(f"{where(missing[0])}: missing timestamp; every row needs one")
+        if np.all(numbers == np.round(numbers)) and np.all(
+            (numbers >= 1900_01_01) & (numbers <= 2100_12_31)
+        ):
+            text = pd.Series(numbers.astype(np.int64).astype(str))
+            parsed = pd.to_datetime(text, format="%Y%m%d", errors="coerce")
+        else:
+            top = np.abs(numbers).max() if numbers.size else 0
+            unit = "s" if top < 1e11 else "ms" if top < 1e14 else "us" if top < 1e17 else "ns"
+            parsed = pd.to_datetime(pd.Series(numbers), unit=unit, errors="coerce")
+    elif isinstance(col.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_any_dtype(col):
+        parsed = pd.Series(col)
+    else:
+        try:
+            parsed = pd.to_datetime(col)
+        except (ValueError, TypeError, OverflowError):
+            parsed = pd.to_datetime(col, format="mixed", errors="coerce")
+    bad = np.flatnonzero(parsed.isna().to_numpy())
+    if bad.size:
+        i = int(bad[0])
+        if is_na_string(col.iloc[[i]])[0]:
+            raise DataError(f"{where(i)}: missing timestamp; every row needs one")
+        raise DataError(
+            f"{where(i)}: timestamp {col.iloc[i]!r} is not a date or datetime; "
+            f"allowed: ISO dates/datetimes, YYYYMMDD or epoch numbers"
+        )
+    if isinstance(parsed.dtype, pd.DatetimeTZDtype):
+        parsed = parsed.dt.tz_localize(None)
+    return to_naive_ns(parsed)
+
+
+def parse_numbers(col: pd.Series, name: str, where: RowLocator) -> np.ndarray:
+    """A feature column as float64; non-numeric text is never guessed at."""
+    if pd.api.types.is_bool_dtype(col):
+        raise DataError(f"{where(0)}: column {name} holds booleans; only numbers are allowed")
+    if pd.api.types.is_numeric_dtype(col):
+        return col.to_numpy(dtype=np.float64, na_value=np.nan)
+    numbers = pd.to_numeric(col, errors="coerce")
+    bad = np.flatnonzero(numbers.isna().to_numpy() & ~is_na_string(col))
+    if bad.size:
+        i = int(bad[0])
+        raise DataError(
+            f"{where(i)}: column {name} has non-numeric value {col.iloc[i]!r} "
+            f"({bad.size} such cell(s)); allowed: numbers, or an empty cell for missing"
+        )
+    return numbers.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _hint(policy_fix: str) -> str:
+    return f"fix the input or set bad_data: repair ({policy_fix})"
+
+
+def clean_frame(
+    df: pd.DataFrame,
+    *,
+    origin: str,
+    symbol: str,
+    policy: str,
+    bounds: tuple[int | None, int | None] = (None, None),
+    file_rows: bool = True,
+    drop_untraded: bool = False,
+) -> tuple[pd.DataFrame, CleanReport]:
+    """Validate (and with ``policy='repair'`` fix) a frame from ``canonical_columns``.
+
+    Returns a frame with ``timestamps`` (datetime64[ns], sorted, unique) and the six features
+    as float64, restricted to ``bounds`` (``(lo_ns inclusive, hi_ns exclusive)``).
+    """
+    if policy not in ("error", "repair"):
+        raise DataError(f"bad_data: '{policy}' is not allowed; choose one of ['error', 'repair']")
+    repair = policy == "repair"
+    report = CleanReport()
+    rows = df[ROW].to_numpy(dtype=np.int64)
+    where = RowLocator(origin, symbol, rows, None, file_rows)
+    ns = parse_timestamps(df[TIMESTAMP], where)
+    where.ns = ns
+    names = [n for n in FEATURES if n in df.columns]
+    values = np.full((len(df), len(FEATURES)), np.nan)
+    for name in names:
+        values[:, FEATURES.index(name)] = parse_numbers(df[name], name, where)
+    amount_absent = "amount" not in names or bool(np.all(np.isnan(values[:, 5])))
+
+    lo, hi = bounds
+    keep = np.ones(len(ns), dtype=bool)
+    if lo is not None:
+        keep &= ns >= lo
+    if hi is not None:
+        keep &= ns < hi
+    if not keep.all():
+        ns, values, rows = ns[keep], values[keep], rows[keep]
+        where.ns, where.rows = ns, rows
+
+    if drop_untraded and len(ns):
+        untraded = np.all(np.isnan(values[:, :5]), axis=1)
+        if untraded.any():
+            report.untraded_rows_dropped = int(untraded.sum())
+            ns, values, rows = ns[~untraded], values[~untraded], rows[~untraded]
+            where.ns, where.rows = ns, rows
+
+    # --- order ---
+    backwards = np.flatnonzero(np.diff(ns) < 0)
+    if backwards.size:
+        i = int(backwards[0]) + 1
+        if not repair:
+            raise DataError(
+                f"{where(i)}: timestamp is earlier than the previous row's "
+                f"{pd.Timestamp(int(ns[i - 1]))} ({backwards.size} such row(s)); rows must be "
+                f"sorted by time; {_hint('sorts by time')}"
+            )
+        order = np.argsort(ns, kind="stable")
+        ns, values, rows = ns[order], values[order], rows[order]
+        where.ns, where.rows = ns, rows
+        report.repairs["unsorted_symbols_sorted"] += 1
+
+    # --- duplicates ---
+    if len(ns) > 1:
+        repeated = np.concatenate([[False], ns[1:] == ns[:-1]])
+        if repeated.any():
+            first = np.maximum.accumulate(np.where(~repeated, np.arange(len(ns)), 0))
+            ref = values[first]
+            same = np.all((values == ref) | (np.isnan(values) & np.isnan(ref)), axis=1)
+            conflicting = np.flatnonzero(repeated & ~same)
+            if conflicting.size:
+                i = int(conflicting[0])
+                raise DataError(
+                    f"{where(i)}: timestamp also used by row {int(rows[first[i]])} with "
+                    f"different values ({conflicting.size} such row(s)); allowed: one row per "
+                    f"timestamp (exact duplicates are dropped with bad_data: repair)"
+                )
+            dups = np.flatnonzero(repeated)
+            if not repair:
+                i = int(dups[0])
+                raise DataError(
+                    f"{where(i)}: duplicates row {int(rows[first[i]])} (same timestamp and "
+                    f"values; {dups.size} such row(s)); {_hint('keeps the first')}"
+                )
+            ns, values, rows = ns[~repeated], values[~repeated], rows[~repeated]
+            where.ns, where.rows = ns, rows
+            report.repairs["duplicate_rows_dropped"] += int(dups.size)
+
+    # --- values ---
+    if amount_absent:
+        values[:, 5] = 0.0  # placeholder, derived below
+        report.amount_derived = True
+    nonfinite = ~np.isfinite(values)
+    nonpositive = np.zeros_like(nonfinite)
+    with np.errstate(invalid="ignore"):
+        nonpositive[:, :4] = values[:, :4] <= 0
+        nonpositive[:, 4:] = values[:, 4:] < 0
+    invalid = nonfinite | nonpositive
+    if invalid.any():
+        bad_rows = np.flatnonzero(invalid.any(axis=1))
+        i = int(bad_rows[0])
+        j = int(np.flatnonzero(invalid[i])[0])
+        if not repair:
+            raise DataError(
+                f"{where(i)}: column {FEATURES[j]} is {values[i, j]!r} "
+                f"({int(invalid.sum())} bad cell(s) in {bad_rows.size} row(s)); "
+                f"{_ALLOWED_VALUES}; {_hint('forward-fills them')}"
+            )
+        core = values[:, :5].copy()
+        core[invalid[:, :5]] = np.nan
+        filled = pd.DataFrame(core).ffill().to_numpy()
+        complete = np.flatnonzero(~np.isnan(filled).any(axis=1))
+        start = int(complete[0]) if complete.size else len(filled)
+        report.repairs["nan_inf_cells_filled"] += int(nonfinite[start:, :5].sum())
+        report.repairs["nonpositive_cells_filled"] += int(
+            (nonpositive[start:, :5] & ~nonfinite[start:, :5]).sum()
+        )
+        report.repairs["amount_cells_derived"] += int(invalid[start:, 5].sum())
+        if start:
+            report.repairs["leading_rows_dropped"] += start
+        values[:, :5] = filled
+        amount_bad = invalid[:, 5]
+        values[amount_bad, 5] = values[amount_bad, :4].mean(axis=1) * values[amount_bad, 4]
+        ns, values, rows = ns[start:], values[start:], rows[start:]
+        where.ns, where.rows = ns, rows
+    if amount_absent:
+        values[:, 5] = values[:, :4].mean(axis=1) * values[:, 4]
+
+    # --- high / low must bound open / close ---
+    o, h, low, c = (values[:, k] for k in range(4))
+    top = np.maximum(o, c)
+    bottom = np.minimum(o, c)
+    tol = _OHLC_RTOL * np.maximum(np.abs(top), np.abs(h))
+    broken = (h < low) | (h < top - tol) | (low > bottom + tol)
+    if broken.any() and not repair:
+        i = int(np.flatnonzero(broken)[0])
+        raise DataError(
+            f"{where(i)}: open {o[i]:g} high {h[i]:g} low {low[i]:g} close {c[i]:g} "
+            f"({int(broken.sum())} such row(s)); allowed: low <= min(open, close) and "
+            f"max(open, close) <= high; {_hint('sets high/low to the max/min of the four')}"
+        )
+    if repair:
+        new_high = np.maximum(h, np.maximum(top, low))
+        new_low = np.minimum(low, np.minimum(bottom, h))
+        changed = (new_high != h) | (new_low != low)
+        if changed.any():
+            report.repairs["high_low_fixed"] += int(changed.sum())
+            values[:, 1], values[:, 2] = new_high, new_low
+
+    out = pd.DataFrame(values, columns=list(FEATURES))
+    out.insert(0, TIMESTAMP, pd.DatetimeIndex(ns.astype("datetime64[ns]")))
+    return out, report
