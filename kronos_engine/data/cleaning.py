@@ -245,7 +245,7 @@ def clean_frame(
         j = int(np.flatnonzero(invalid[i])[0])
         if not repair:
             raise DataError(
-                f"{where(i)}: column {FEATURES[j]} is {values[i, j]!r} "
+                f"{where(i)}: column {FEATURES[j]} is {float(values[i, j])!r} "
                 f"({int(invalid.sum())} bad cell(s) in {bad_rows.size} row(s)); "
                 f"{_ALLOWED_VALUES}; {_hint('forward-fills them')}"
             )
@@ -254,13 +254,15 @@ def clean_frame(
         filled = pd.DataFrame(core).ffill().to_numpy()
         complete = np.flatnonzero(~np.isnan(filled).any(axis=1))
         start = int(complete[0]) if complete.size else len(filled)
-        report.repairs["nan_inf_cells_filled"] += int(nonfinite[start:, :5].sum())
-        report.repairs["nonpositive_cells_filled"] += int(
-            (nonpositive[start:, :5] & ~nonfinite[start:, :5]).sum()
-        )
-        report.repairs["amount_cells_derived"] += int(invalid[start:, 5].sum())
-        if start:
-            report.repairs["leading_rows_dropped"] += start
+        counts = {
+            "nan_inf_cells_filled": int(nonfinite[start:, :5].sum()),
+            "nonpositive_cells_filled": int(
+                (nonpositive[start:, :5] & ~nonfinite[start:, :5]).sum()
+            ),
+            "amount_cells_derived": int(invalid[start:, 5].sum()),
+            "leading_rows_dropped": start,
+        }
+        report.repairs.update({k: v for k, v in counts.items() if v})
         values[:, :5] = filled
         amount_bad = invalid[:, 5]
         values[amount_bad, 5] = values[amount_bad, :4].mean(axis=1) * values[amount_bad, 4]
