@@ -1,0 +1,194 @@
+"""Loss, loss parts and learning rate of finished (or running) runs, read from `metrics.jsonl`.
+
+Only the JSONL file is needed, so a run can be plotted while it trains, on another machine, or
+years later. matplotlib is an optional extra (`pip install 'kronos-engine[plot]'`); without it
+the command says so in one line instead of failing on import.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# Train record keys that are bookkeeping, not losses (see params.md, "metrics.jsonl").
+TRAIN_NON_LOSS = {"type", "step", "epoch", "loss", "lr", "grad_norm", "samples_per_s", "samples"}
+VAL_NON_LOSS = {"type", "step", "epoch", "best", "val_samples"}
+KNOWN_VAL_METRICS = ("val_loss", "val_recon_mse")
+
+
+class PlotError(Exception):
+    """A run cannot be plotted (no metrics file, no records, no matplotlib); one line."""
+
+
+@dataclass
+class RunMetrics:
+    """One run's series, each a list of (step, value) sorted by step."""
+
+    label: str
+    metric_name: str | None
+    train: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    val: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+
+    @property
+    def train_parts(self) -> list[str]:
+        return [k for k in self.train if k not in TRAIN_NON_LOSS]
+
+    @property
+    def val_parts(self) -> list[str]:
+        return [k for k in self.val if k not in VAL_NON_LOSS and k != self.metric_name]
+
+
+def _metric_name(output_dir: Path, val_keys: set[str]) -> str | None:
+    """The strategy's validation metric: from summary.json, else the known names."""
+    summary = output_dir / "summary.json"
+    if summary.is_file():
+        try:
+            name = json.loads(summary.read_text(encoding="utf-8")).get("metric_name")
+        except (json.JSONDecodeError, AttributeError):
+            name = None
+        if name:
+            return name
+    found = [k for k in KNOWN_VAL_METRICS if k in val_keys]
+    if found:
+        return found[0]
+    candidates = sorted(k for k in val_keys if k not in VAL_NON_LOSS)
+    return candidates[0] if candidates else None
+
+
+def load_run(output_dir: str | Path, label: str | None = None) -> RunMetrics:
+    """Parse `<output_dir>/metrics.jsonl`; a line cut by a crash is skipped."""
+    output_dir = Path(output_dir)
+    path = output_dir / "metrics.jsonl" if output_dir.is_dir() else output_dir
+    if not path.is_file():
+        raise PlotError(f"{path}: no metrics file (is '{output_dir}' a run's output dir?)")
+    train: dict[str, dict[int, float]] = {}
+    val: dict[str, dict[int, float]] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if not isinstance(record, dict) or "step" not in record:
+            continue
+        target = val if record.get("type") == "val" else train
+        for key, value in record.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                target.setdefault(key, {})[int(record["step"])] = float(value)
+    if not train and not val:
+        raise PlotError(f"{path}: holds no metric records yet")
+    run_dir = path.parent
+    return RunMetrics(
+        label=label or str(output_dir),
+        metric_name=_metric_name(run_dir, set(val)),
+        train={k: sorted(v.items()) for k, v in train.items() if k != "step"},
+        val={k: sorted(v.items()) for k, v in val.items() if k != "step"},
+    )
+
+
+def _import_pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only: works on headless machines
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise PlotError(
+            "plotting needs matplotlib, which is not installed: "
+            "pip install 'kronos-engine[plot]' (or pip install matplotlib)"
+        ) from None
+    return plt
+
+
+def _dots(steps: Sequence[int]) -> str | None:
+    """Markers on short series, so a run with one or two records still shows up."""
+    return "." if len(steps) < 20 else None
+
+
+def make_figure(runs: Sequence[RunMetrics]):
+    """Three panels: loss (train solid, validation dashed), loss parts, learning rate."""
+    plt = _import_pyplot()
+    fig, (ax_loss, ax_parts, ax_lr) = plt.subplots(1, 3, figsize=(17, 4.8))
+    styles = ["-", "--", ":", "-."]
+    for i, run in enumerate(runs):
+        color = f"C{i % 10}"
+        prefix = f"{run.label}: " if len(runs) > 1 else ""
+        if "loss" in run.train:
+            steps, values = zip(*run.train["loss"])
+            ax_loss.plot(
+                steps, values, color=color, marker=_dots(steps), label=f"{prefix}train loss"
+            )
+        if run.metric_name and run.metric_name in run.val:
+            steps, values = zip(*run.val[run.metric_name])
+            ax_loss.plot(
+                steps, values, color=color, ls="--", marker="o", label=f"{prefix}{run.metric_name}"
+            )
+        parts = [("train", k) for k in run.train_parts] + [("val", k) for k in run.val_parts]
+        for j, (kind, key) in enumerate(parts):
+            series = run.train[key] if kind == "train" else run.val[key]
+            steps, values = zip(*series)
+            marker = "o" if kind == "val" else _dots(steps)
+            ax_parts.plot(
+                steps,
+                values,
+                color=color,
+                ls=styles[j % len(styles)],
+                marker=marker,
+                label=f"{prefix}{key}",
+            )
+        if "lr" in run.train:
+            steps, values = zip(*run.train["lr"])
+            ax_lr.plot(steps, values, color=color, marker=_dots(steps), label=f"{prefix}lr")
+    for ax, title in ((ax_loss, "loss"), (ax_parts, "loss parts"), (ax_lr, "learning rate")):
+        ax.set_title(title)
+        ax.set_xlabel("optimizer step")
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize="small")
+    ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+    fig.suptitle(", ".join(run.label for run in runs))
+    fig.tight_layout()
+    return fig
+
+
+def plot_runs(output_dirs: Sequence[str | Path], out: str | Path | None = None) -> Path:
+    """Write the PNG and return its path (default `<dir>/loss.png`, or `runs.png` for several)."""
+    runs = [load_run(d) for d in output_dirs]
+    if out is None:
+        out = Path(output_dirs[0]) / "loss.png" if len(output_dirs) == 1 else Path("runs.png")
+    out = Path(out)
+    fig = make_figure(runs)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    _import_pyplot().close(fig)
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="plot.py",
+        description="Plot training/validation loss, loss parts and learning rate from "
+        "metrics.jsonl. Several output dirs are drawn on one figure to compare runs.",
+    )
+    parser.add_argument("output_dirs", nargs="+", metavar="OUTPUT_DIR", help="a run's output dir")
+    parser.add_argument(
+        "-o",
+        "--output",
+        metavar="OUT.png",
+        help="image file (default: OUTPUT_DIR/loss.png for one run, ./runs.png for several)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        out = plot_runs(args.output_dirs, args.output)
+    except PlotError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"plot written to {out}")
+    return 0
