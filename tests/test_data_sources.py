@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import numpy as np
@@ -49,7 +50,7 @@ def test_demo_bars_are_valid_and_realistic():
         assert np.all(a >= lo * v * (1 - 1e-12)) and np.all(a <= h * v * (1 + 1e-12))
         stamps = pd.DatetimeIndex(frame["timestamps"])
         assert stamps.is_monotonic_increasing and stamps.is_unique
-        assert np.all(stamps.weekday < 5)  # business days
+        assert np.all(stamps.day_of_week < 5)  # business days
         r = np.diff(np.log(c))
         # volatility clustering: |returns| are autocorrelated, raw returns hardly
         absr = np.abs(r) - np.abs(r).mean()
@@ -92,6 +93,7 @@ def test_demo_intraday_has_sessions_and_u_shaped_volume():
 def test_demo_source_builds_with_default_config():
     splits = build_datasets(TrainConfig())
     assert splits.summary["source"] == "demo"
+    assert json.loads(json.dumps(splits.summary)) == splits.summary
     assert splits.summary["symbols_used"] == 4
     x, stamp = splits.train[0]
     assert x.shape == (101, 6) and stamp.shape == (101, 5)

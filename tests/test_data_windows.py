@@ -43,7 +43,9 @@ def _reference(frame: pd.DataFrame, start: int, clip: float) -> tuple[np.ndarray
     mean, std = x[:L].mean(axis=0), x[:L].std(axis=0)
     x = np.clip((x - mean) / (std + 1e-5), -clip, clip)
     ts = pd.DatetimeIndex(win["timestamps"])
-    stamp = np.stack([ts.minute, ts.hour, ts.weekday, ts.day, ts.month], axis=1).astype(np.float32)
+    stamp = np.stack([ts.minute, ts.hour, ts.day_of_week, ts.day, ts.month], axis=1).astype(
+        np.float32
+    )
     return x, stamp
 
 
@@ -130,7 +132,7 @@ def test_time_features_match_pandas():
     rng = np.random.default_rng(1)
     seconds = rng.integers(-2_208_988_800, 4_102_444_800, size=5000)  # 1900 .. 2100
     ts = pd.DatetimeIndex((seconds * 1_000_000_000).astype("datetime64[ns]"))
-    expected = np.stack([ts.minute, ts.hour, ts.weekday, ts.day, ts.month], axis=1)
+    expected = np.stack([ts.minute, ts.hour, ts.day_of_week, ts.day, ts.month], axis=1)
     np.testing.assert_array_equal(time_features(seconds), expected.astype(np.float32))
     leap = pd.Timestamp("2024-02-29 13:59").value // 1_000_000_000
     assert time_features(np.array([leap])).tolist() == [[59, 13, 3, 29, 2]]

@@ -2,7 +2,8 @@
 
 A file whose columns include ``symbol``/``instrument``/``code``/``ticker`` is a long table
 (one symbol per distinct value); any other file holds one symbol named after the file stem.
-Frames are yielded one symbol at a time so the caller can compact them as it goes.
+Frames are yielded one symbol at a time so the caller can compact them as it goes. Bars are
+used as they are: the configured ``freq`` labels the data but does not resample it.
 """
 
 from __future__ import annotations
