@@ -304,3 +304,28 @@ def test_writer_rejects_bad_frames(tmp_path):
         write_qlib_provider({"A": intraday}, tmp_path, "day")
     with pytest.raises(DataError, match="missing column"):
         write_qlib_provider({"A": frame.drop(columns=["close"])}, tmp_path)
+
+
+def test_timestamp_forms_tz_epoch_and_index():
+    from kronos_engine.data.cleaning import clean_frame
+    from kronos_engine.data.schema import canonical_columns
+
+    frame = generate_demo_frames(1, 30, "60min", seed=1)["DEMO000"]
+    expected = frame["timestamps"].to_numpy("datetime64[ns]")
+    seconds = frame["timestamps"].to_numpy("datetime64[s]").astype(np.int64)
+    variants = {
+        "tz-aware keeps wall time": frame.assign(
+            timestamps=frame["timestamps"].dt.tz_localize("Asia/Shanghai")
+        ),
+        "epoch seconds": frame.assign(timestamps=seconds),
+        "epoch milliseconds": frame.assign(timestamps=seconds * 1000),
+        "DatetimeIndex": frame.set_index("timestamps"),
+        "text": frame.assign(timestamps=frame["timestamps"].dt.strftime("%Y/%m/%d %H:%M")),
+    }
+    for name, variant in variants.items():
+        out, _ = clean_frame(
+            canonical_columns(variant, "x", "A"), origin="x", symbol="A", policy="error"
+        )
+        np.testing.assert_array_equal(
+            out["timestamps"].to_numpy("datetime64[ns]"), expected, err_msg=name
+        )
