@@ -13,16 +13,53 @@ def build_tokenizer_model(cfg: TrainConfig) -> nn.Module:
     from kronos_engine.models import KronosTokenizer, build_tokenizer
 
     if cfg.pretrained_tokenizer:
-        return KronosTokenizer.from_pretrained(cfg.pretrained_tokenizer)
-    return build_tokenizer(cfg.model_preset)
+        model = KronosTokenizer.from_pretrained(cfg.pretrained_tokenizer)
+    else:
+        model = build_tokenizer(cfg.model_preset)
+    return apply_dropout(model, cfg.dropout)
 
 
 def build_predictor_model(cfg: TrainConfig) -> nn.Module:
     from kronos_engine.models import Kronos, build_predictor
 
     if cfg.pretrained_predictor:
-        return Kronos.from_pretrained(cfg.pretrained_predictor)
-    return build_predictor(cfg.model_preset)
+        model = Kronos.from_pretrained(cfg.pretrained_predictor)
+    else:
+        model = build_predictor(cfg.model_preset)
+    return apply_dropout(model, cfg.dropout)
+
+
+def apply_dropout(model: nn.Module, p: float | None) -> nn.Module:
+    """Set every dropout probability (modules, attention, the saved config) to `p`."""
+    if p is None:
+        return model
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = p
+        if hasattr(module, "attn_dropout_p"):
+            module.attn_dropout_p = p
+    config = getattr(model, "_config", None)
+    if isinstance(config, dict):
+        for key in config:
+            if key.endswith("dropout_p"):
+                config[key] = p
+    return model
+
+
+def is_hub_id(path: str) -> bool:
+    """`namespace/name` that is not a local path: loaded from the Hub by `from_pretrained`."""
+    from kronos_engine.models.io import _REPO_ID
+
+    return not Path(path).exists() and bool(_REPO_ID.fullmatch(path))
+
+
+def tokenizer_key(cfg: TrainConfig) -> str:
+    """The config key a user changes to point a predictor run at its tokenizer."""
+    return (
+        "pretrained_tokenizer"
+        if cfg.pretrained_tokenizer and not cfg.tokenizer_path
+        else "tokenizer_path"
+    )
 
 
 def load_frozen_tokenizer(cfg: TrainConfig) -> nn.Module:
@@ -30,15 +67,11 @@ def load_frozen_tokenizer(cfg: TrainConfig) -> nn.Module:
     from kronos_engine.models import KronosTokenizer
 
     path = cfg.resolved_tokenizer_path
-    looks_local = path is not None and (Path(path).exists() or path.startswith((".", "/")))
-    if path is None or (looks_local and not Path(path).exists()):
-        key = "tokenizer_path" if cfg.tokenizer_path else "pretrained_tokenizer"
-        if not cfg.tokenizer_path and not cfg.pretrained_tokenizer:
-            key = "tokenizer_path"
+    if not Path(path).exists() and not is_hub_id(path):
         raise ConfigError(
-            f"{key}: no tokenizer at '{path}'; a predictor needs a trained tokenizer: run "
-            f"--train_type=tokenizer with the same exp_dir first, or set tokenizer_path / "
-            f"pretrained_tokenizer to a tokenizer directory"
+            f"{tokenizer_key(cfg)}: no tokenizer at '{path}'; a predictor needs a trained "
+            f"tokenizer: run --train_type=tokenizer with the same exp_dir first, or set "
+            f"tokenizer_path / pretrained_tokenizer to a tokenizer directory"
         )
     tokenizer = KronosTokenizer.from_pretrained(path)
     tokenizer.eval()
@@ -82,17 +115,12 @@ def preflight(cfg: TrainConfig) -> None:
         return
     from kronos_engine.models import predictor_config
 
-    tok_key = (
-        "tokenizer_path"
-        if cfg.tokenizer_path or not cfg.pretrained_tokenizer
-        else "pretrained_tokenizer"
-    )
     tok_path = cfg.resolved_tokenizer_path
-    if tok_path is None or (
-        not Path(tok_path).exists() and tok_path.startswith((".", "/", "outputs"))
-    ):
+    if is_hub_id(tok_path):
+        return  # checked when it is downloaded
+    if not Path(tok_path).exists():
         load_frozen_tokenizer(cfg)  # raises the explanatory ConfigError
-    tok_cfg = _read_local_config(tok_path, tok_key)
+    tok_cfg = _read_local_config(tok_path, tokenizer_key(cfg))
     if cfg.pretrained_predictor:
         pred_cfg = _read_local_config(cfg.pretrained_predictor, "pretrained_predictor")
     else:

@@ -1,0 +1,42 @@
+"""Run one training job from a JSON config; used by the distributed tests under torchrun.
+
+Writes `<output_dir>/final.safetensors` (rank 0) and `<output_dir>/losses_rank<r>.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from safetensors.torch import save_file
+
+from kronos_engine import TrainCallback, TrainConfig, TrainContextBuilder, Trainer
+
+
+class LossLog(TrainCallback):
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+
+    def on_step_end(self, ctx) -> None:
+        self.losses.append(ctx.last_loss)
+
+
+def main(path: str) -> None:
+    cfg = TrainConfig.from_dict(json.loads(open(path).read()))
+    log = LossLog()
+    ctx = TrainContextBuilder(cfg).with_callbacks(log).build()
+    Trainer(ctx).fit()
+    out = ctx.output_dir
+    (out / f"losses_rank{ctx.rank}.json").write_text(
+        json.dumps({"losses": log.losses, "val": ctx.val_metrics, "world": ctx.world_size})
+    )
+    if ctx.is_main:
+        state = {
+            k: v.detach().cpu().contiguous() for k, v in ctx.unwrapped_model.state_dict().items()
+        }
+        save_file(state, str(out / "final.safetensors"))
+    ctx.executor.shutdown()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,0 +1,158 @@
+"""Best and periodic checkpoints, and exact resume (bit-identical to an uninterrupted run)."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+import torch
+from engine_helpers import Recorder, run, save_random_tokenizer, tiny_cfg, weights
+
+from kronos_engine import TrainCallback
+from kronos_engine.checkpoint import ResumeError, find_resume_checkpoint, list_checkpoints
+from kronos_engine.models import KronosTokenizer
+
+
+class Crash(Exception):
+    pass
+
+
+class CrashAfterStep(TrainCallback):
+    """Simulates a kill right after step `k` (its checkpoint has been written)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, ctx):
+        if ctx.global_step == self.step:
+            raise Crash(f"killed after step {self.step}")
+
+
+def _train_records(output_dir):
+    lines = (output_dir / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    for r in records:
+        r.pop("samples_per_s", None)
+    return records
+
+
+def test_best_and_periodic_checkpoint_contents(tmp_path):
+    cfg = tiny_cfg(tmp_path, ckpt_interval=2, keep_last=2, val_interval=2)
+    ctx = run(cfg)
+    out = ctx.output_dir
+    assert ctx.global_step == 12
+    steps = [p.name for p in list_checkpoints(out / "checkpoints")]
+    assert steps == ["step_10", "step_12"]  # keep_last=2, epoch-end saves at 6 and 12 included
+    assert not [p for p in (out / "checkpoints").iterdir() if p.name.startswith(".")]
+    last = out / "checkpoints" / "step_12"
+    names = {p.name for p in last.iterdir()}
+    assert names == {
+        "config.json",
+        "model.safetensors",
+        "optimizer.pt",
+        "scheduler.json",
+        "trainer_state.json",
+        "config.yaml",
+        "manifest.json",
+    }
+    state = json.loads((last / "trainer_state.json").read_text())
+    assert state["counters"]["global_step"] == 12
+    assert state["counters"]["epoch"] == 2 and state["counters"]["epoch_consumed"] == 0
+    assert len(state["rng"]) == 1 and {"python", "numpy", "torch"} <= set(state["rng"][0])
+    reloaded = KronosTokenizer.from_pretrained(last)
+    for key, value in weights(ctx).items():
+        assert torch.equal(reloaded.state_dict()[key], value)
+    best = json.loads((out / "best" / "best.json").read_text())
+    assert best["metric"] == "val_recon_mse" and best["value"] == ctx.best_metric
+    assert best["step"] == ctx.best_step
+    vals = [r for r in _train_records(out) if r["type"] == "val"]
+    assert min(r["val_recon_mse"] for r in vals) == pytest.approx(ctx.best_metric)
+    KronosTokenizer.from_pretrained(out / "best")  # public layout, strict load
+    assert (out / "config.yaml").exists() and (out / "summary.json").exists()
+
+
+@pytest.mark.parametrize(
+    "crash_step,workers",
+    [(3, 0), (6, 0), (8, 2)],  # mid-epoch, at an epoch boundary, mid-epoch with DataLoader workers
+)
+def test_tokenizer_resume_is_bit_exact(tmp_path, crash_step, workers):
+    common = dict(
+        dropout=0.2,
+        grad_accum_steps=2,
+        batch_size=4,
+        ckpt_interval=1,
+        keep_last=20,
+        val_interval=4,
+        num_workers=workers,
+    )
+    straight_rec = Recorder()
+    straight = run(tiny_cfg(tmp_path / "straight", **common), straight_rec)
+    cfg = tiny_cfg(tmp_path / "crashed", **common)
+    with pytest.raises(Crash):
+        run(cfg, CrashAfterStep(crash_step))
+    resumed_rec = Recorder()
+    resumed = run(
+        tiny_cfg(tmp_path / "crashed", resume=str(cfg.resolved_output_dir), **common), resumed_rec
+    )
+    assert resumed.global_step == straight.global_step == 12
+    assert resumed_rec.losses == straight_rec.losses[crash_step:]  # bit-identical floats
+    ws, wr = weights(straight), weights(resumed)
+    assert all(torch.equal(ws[k], wr[k]) for k in ws)
+    assert _train_records(straight.output_dir) == _train_records(resumed.output_dir)
+    assert resumed.best_metric == straight.best_metric
+
+
+def test_predictor_resume_is_bit_exact_with_sampled_s1_and_dropout(tmp_path):
+    tok = save_random_tokenizer(tmp_path / "tok")
+    common = dict(
+        train_type="predictor",
+        tokenizer_path=str(tok),
+        dropout=0.2,
+        grad_accum_steps=2,
+        batch_size=4,
+        ckpt_interval=1,
+        keep_last=20,
+        teacher_forcing=False,
+    )
+    straight_rec = Recorder()
+    straight = run(tiny_cfg(tmp_path / "straight", **common), straight_rec)
+    cfg = tiny_cfg(tmp_path / "crashed", **common)
+    with pytest.raises(Crash):
+        run(cfg, CrashAfterStep(4))
+    resumed_rec = Recorder()
+    resumed = run(
+        tiny_cfg(tmp_path / "crashed", resume=str(cfg.resolved_output_dir), **common), resumed_rec
+    )
+    assert resumed_rec.losses == straight_rec.losses[4:]
+    ws, wr = weights(straight), weights(resumed)
+    assert all(torch.equal(ws[k], wr[k]) for k in ws)
+
+
+def test_damaged_latest_checkpoint_falls_back_to_previous(tmp_path, caplog):
+    cfg = tiny_cfg(tmp_path, ckpt_interval=1, keep_last=3, max_steps=5)
+    ctx = run(cfg)
+    latest = ctx.output_dir / "checkpoints" / "step_5"
+    data = (latest / "model.safetensors").read_bytes()
+    (latest / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with caplog.at_level(logging.WARNING, logger="kronos_engine"):
+        chosen = find_resume_checkpoint(ctx.output_dir)
+    assert chosen.name == "step_4"
+    assert "truncated" in caplog.text and "step_5" in caplog.text
+    with pytest.raises(ResumeError, match="step_5"):
+        find_resume_checkpoint(latest)  # naming the damaged folder itself is an error
+    (ctx.output_dir / "checkpoints" / "step_4" / "manifest.json").unlink()
+    assert find_resume_checkpoint(ctx.output_dir).name == "step_3"
+
+
+def test_resume_rejects_a_checkpoint_of_the_other_train_type(tmp_path):
+    ctx = run(tiny_cfg(tmp_path, max_steps=2))
+    tok = save_random_tokenizer(tmp_path / "tok")
+    cfg = tiny_cfg(
+        tmp_path / "p",
+        train_type="predictor",
+        tokenizer_path=str(tok),
+        resume=str(ctx.output_dir),
+    )
+    with pytest.raises(ResumeError, match="train_type 'tokenizer'"):
+        run(cfg)
