@@ -48,20 +48,25 @@ class PredictorNextTokenStrategy(Strategy):
             s1, s2 = self.tokenizer.encode(x.float(), half=True)
         return s1, s2
 
-    def _split(self, batch: Any):
+    def _forward(self, model: nn.Module, batch: Any, teacher_forcing: bool, causal: bool | None):
+        """Encode the window, shift by one token and run the predictor: (logits, targets)."""
         x, stamp = batch[0], batch[1]
         s1, s2 = self.encode(x)
-        inputs = (s1[:, :-1], s2[:, :-1], stamp[:, :-1])
-        return inputs, (s1[:, 1:], s2[:, 1:])
+        s1_t, s2_t = s1[:, 1:], s2[:, 1:]
+        logits = model(
+            s1[:, :-1],
+            s2[:, :-1],
+            stamp[:, :-1],
+            use_teacher_forcing=teacher_forcing,
+            s1_targets=s1_t,
+            causal_cross_attn=causal,
+        )
+        return logits, (s1_t, s2_t)
 
     def training_step(self, model: nn.Module, batch: Any, ctx: TrainContext) -> StepOutput:
-        (s1_in, s2_in, stamp_in), (s1_t, s2_t) = self._split(batch)
-        s1_logits, s2_logits = model(
-            s1_in,
-            s2_in,
-            stamp_in,
-            use_teacher_forcing=self.cfg.teacher_forcing,
-            s1_targets=s1_t,
+        # causal=None: the public behaviour (the cross-attention is causal in training mode).
+        (s1_logits, s2_logits), (s1_t, s2_t) = self._forward(
+            model, batch, self.cfg.teacher_forcing, causal=None
         )
         head = ctx.unwrapped_model.head
         loss, s1_loss, s2_loss = head.compute_loss(s1_logits.float(), s2_logits.float(), s1_t, s2_t)
@@ -69,14 +74,8 @@ class PredictorNextTokenStrategy(Strategy):
         return StepOutput(loss=loss, parts=parts, num_samples=s1_t.shape[0])
 
     def validation_step(self, model: nn.Module, batch: Any, ctx: TrainContext) -> ValOutput:
-        (s1_in, s2_in, stamp_in), (s1_t, s2_t) = self._split(batch)
-        s1_logits, s2_logits = model(
-            s1_in,
-            s2_in,
-            stamp_in,
-            use_teacher_forcing=True,
-            s1_targets=s1_t,
-            causal_cross_attn=True,
+        (s1_logits, s2_logits), (s1_t, s2_t) = self._forward(
+            model, batch, teacher_forcing=True, causal=True
         )
         ce1 = _per_sample_ce(s1_logits, s1_t)
         ce2 = _per_sample_ce(s2_logits, s2_t)

@@ -72,61 +72,42 @@ def test_best_and_periodic_checkpoint_contents(tmp_path):
     assert (out / "config.yaml").exists() and (out / "summary.json").exists()
 
 
-@pytest.mark.parametrize(
-    "crash_step,workers",
-    [(3, 0), (6, 0), (8, 2)],  # mid-epoch, at an epoch boundary, mid-epoch with DataLoader workers
-)
-def test_tokenizer_resume_is_bit_exact(tmp_path, crash_step, workers):
-    common = dict(
-        dropout=0.2,
-        grad_accum_steps=2,
-        batch_size=4,
-        ckpt_interval=1,
-        keep_last=20,
-        val_interval=4,
-        num_workers=workers,
-    )
+def _straight_vs_crashed(tmp_path, crash_step: int, **common):
+    """Run uninterrupted, then crash after `crash_step` and resume from the output dir."""
     straight_rec = Recorder()
     straight = run(tiny_cfg(tmp_path / "straight", **common), straight_rec)
     cfg = tiny_cfg(tmp_path / "crashed", **common)
     with pytest.raises(Crash):
         run(cfg, CrashAfterStep(crash_step))
     resumed_rec = Recorder()
-    resumed = run(
-        tiny_cfg(tmp_path / "crashed", resume=str(cfg.resolved_output_dir), **common), resumed_rec
-    )
-    assert resumed.global_step == straight.global_step == 12
+    resumed_cfg = tiny_cfg(tmp_path / "crashed", resume=str(cfg.resolved_output_dir), **common)
+    resumed = run(resumed_cfg, resumed_rec)
+    assert resumed.global_step == straight.global_step
     assert resumed_rec.losses == straight_rec.losses[crash_step:]  # bit-identical floats
     ws, wr = weights(straight), weights(resumed)
     assert all(torch.equal(ws[k], wr[k]) for k in ws)
+    return straight, resumed
+
+
+RESUME_COMMON = dict(dropout=0.2, grad_accum_steps=2, batch_size=4, ckpt_interval=1, keep_last=20)
+
+
+@pytest.mark.parametrize(
+    "crash_step,workers",
+    [(3, 0), (6, 0), (8, 2)],  # mid-epoch, at an epoch boundary, mid-epoch with DataLoader workers
+)
+def test_tokenizer_resume_is_bit_exact(tmp_path, crash_step, workers):
+    common = dict(RESUME_COMMON, val_interval=4, num_workers=workers)
+    straight, resumed = _straight_vs_crashed(tmp_path, crash_step, **common)
+    assert resumed.global_step == 12
     assert _train_records(straight.output_dir) == _train_records(resumed.output_dir)
     assert resumed.best_metric == straight.best_metric
 
 
 def test_predictor_resume_is_bit_exact_with_sampled_s1_and_dropout(tmp_path):
     tok = save_random_tokenizer(tmp_path / "tok")
-    common = dict(
-        train_type="predictor",
-        tokenizer_path=str(tok),
-        dropout=0.2,
-        grad_accum_steps=2,
-        batch_size=4,
-        ckpt_interval=1,
-        keep_last=20,
-        teacher_forcing=False,
-    )
-    straight_rec = Recorder()
-    straight = run(tiny_cfg(tmp_path / "straight", **common), straight_rec)
-    cfg = tiny_cfg(tmp_path / "crashed", **common)
-    with pytest.raises(Crash):
-        run(cfg, CrashAfterStep(4))
-    resumed_rec = Recorder()
-    resumed = run(
-        tiny_cfg(tmp_path / "crashed", resume=str(cfg.resolved_output_dir), **common), resumed_rec
-    )
-    assert resumed_rec.losses == straight_rec.losses[4:]
-    ws, wr = weights(straight), weights(resumed)
-    assert all(torch.equal(ws[k], wr[k]) for k in ws)
+    common = dict(RESUME_COMMON, train_type="predictor", tokenizer_path=str(tok))
+    _straight_vs_crashed(tmp_path, 4, teacher_forcing=False, **common)
 
 
 def test_damaged_latest_checkpoint_falls_back_to_previous(tmp_path, caplog):
