@@ -159,7 +159,7 @@ def _unknown_argument_message(parser: argparse.ArgumentParser, arg: str) -> str:
         return f"unexpected argument '{arg}'; values go after their flag (--key=value)"
     name = arg.split("=", 1)[0]
     known = [s for action in parser._actions for s in action.option_strings]
-    hint = difflib.get_close_matches(name.replace("-", "_"), known, n=1)
+    hint = difflib.get_close_matches("--" + name.lstrip("-").replace("-", "_"), known, n=1)
     close = f"; did you mean {hint[0]}?" if hint else ""
     return f"unknown flag '{name}'{close} (see --help or params.md for the keys)"
 
@@ -252,8 +252,19 @@ def load_config(argv: Sequence[str] | None = None) -> TrainConfig:
     return TrainConfig.from_dict(values)
 
 
-def check_plugins(cfg: TrainConfig) -> None:
-    """Import `callbacks`/`strategy` now so a typo fails before any data or model work."""
+def check_before_work(cfg: TrainConfig) -> None:
+    """Cheap checks the builder would only reach after loading data: the resume path exists and
+    `callbacks`/`strategy` import, so a typo fails in a second, not after the data build."""
+    if cfg.resume and not Path(cfg.resume).exists():
+        raise ConfigError(f"resume: '{cfg.resume}' does not exist")
+    old_checkpoints = cfg.resolved_output_dir / "checkpoints"
+    if not cfg.resume and is_rank0() and any(old_checkpoints.glob("step_*")):
+        log.warning(
+            "%s already holds checkpoints of an earlier run; a later --resume=%s may pick "
+            "one of them: pass --resume to continue that run, or use a new output_dir",
+            old_checkpoints,
+            cfg.resolved_output_dir,
+        )
     from kronos_engine.callback import TrainCallback
     from kronos_engine.registry import CALLBACKS, STRATEGIES, RegistryError
     from kronos_engine.strategy import Strategy
@@ -396,8 +407,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging()
     try:
         cfg = load_config(argv)
-        check_plugins(cfg)
+        check_before_work(cfg)
         ctx = run_training(cfg)
+        if ctx.is_main:
+            print(describe_results(ctx), flush=True)
+        return stop_exit_code(ctx)
     except SystemExit as exc:  # --help
         return int(exc.code or 0)
     except KeyboardInterrupt:
@@ -413,9 +427,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise
     finally:
         _shutdown_distributed()
-    if ctx.is_main:
-        print(describe_results(ctx), flush=True)
-    return stop_exit_code(ctx)
 
 
 # ---------------------------------------------------------------------------- pipeline
@@ -489,7 +500,7 @@ def pipeline_main(argv: Sequence[str] | None = None) -> int:
     try:
         stages, data_cfg = load_pipeline_configs(argv)
         for cfg in stages.values():
-            check_plugins(cfg)
+            check_before_work(cfg)
         if "predictor" in stages and "tokenizer" not in stages:
             from kronos_engine.model_factory import preflight
 
@@ -503,6 +514,12 @@ def pipeline_main(argv: Sequence[str] | None = None) -> int:
             finished.append(ctx)
             if ctx.extra.get("preempted"):
                 break
+        if is_rank0():
+            if not finished:
+                print(f"data prepared in {data_cfg.cache_dir}; no stage to train", flush=True)
+            for ctx in finished:
+                print(describe_results(ctx, suggest_next=False), flush=True)
+        return stop_exit_code(finished[-1]) if finished else 0
     except SystemExit as exc:  # --help
         return int(exc.code or 0)
     except KeyboardInterrupt:
@@ -518,9 +535,3 @@ def pipeline_main(argv: Sequence[str] | None = None) -> int:
         raise
     finally:
         _shutdown_distributed()
-    if is_rank0():
-        if not finished:
-            print(f"data prepared in {data_cfg.cache_dir}; no stage to train", flush=True)
-        for ctx in finished:
-            print(describe_results(ctx, suggest_next=False), flush=True)
-    return stop_exit_code(finished[-1]) if finished else 0

@@ -62,6 +62,8 @@ def _metric_name(output_dir: Path, val_keys: set[str]) -> str | None:
 def load_run(output_dir: str | Path, label: str | None = None) -> RunMetrics:
     """Parse `<output_dir>/metrics.jsonl`; a line cut by a crash is skipped."""
     output_dir = Path(output_dir)
+    if not output_dir.exists():
+        raise PlotError(f"{output_dir}: does not exist")
     path = output_dir / "metrics.jsonl" if output_dir.is_dir() else output_dir
     if not path.is_file():
         raise PlotError(f"{path}: no metrics file (is '{output_dir}' a run's output dir?)")
