@@ -81,6 +81,9 @@ def test_two_gloo_processes_match_one_process(tmp_path, train_type):
     r2 = [json.loads((tmp_path / "two" / f"losses_rank{r}.json").read_text()) for r in (0, 1)]
     assert r2[0]["world"] == 2 and r1["world"] == 1
     assert r2[0]["losses"] == r2[1]["losses"]  # every rank logs the global loss
+    # grad_accum_steps=2: gradients are all-reduced on every 2nd micro-batch only (no_sync).
+    assert r2[0]["micro_batches"] == 12
+    assert r2[0]["allreduce_micro"] == [2, 4, 6, 8, 10, 12]
     torch.testing.assert_close(r2[0]["losses"], r1["losses"], rtol=1e-5, atol=1e-6)
     metric = "val_recon_mse" if train_type == "tokenizer" else "val_loss"
     assert r2[0]["val"]["val_samples"] == r1["val"]["val_samples"] == 21
