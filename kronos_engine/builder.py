@@ -124,8 +124,10 @@ class TrainContextBuilder:
         if cfg.early_stopping_patience:
             callbacks.append(make("early_stopping")(cfg.early_stopping_patience))
         callbacks += [
-            make("periodic_checkpoint")(cfg.ckpt_interval, cfg.keep_last),
+            # Metrics before the checkpoint: a crash between the two then loses the checkpoint
+            # too, and the resumed run re-writes the step's record (never a gap in the file).
             make("metrics_jsonl")(cfg.log_interval),
+            make("periodic_checkpoint")(cfg.ckpt_interval, cfg.keep_last),
             make("summary")(),
         ]
         if cfg.progress_bar:
