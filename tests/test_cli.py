@@ -511,3 +511,35 @@ def test_help_groups_every_flag():
         section = text.split(f"\n{group} options:")[1].split(" options:\n")[0]
         assert f"--{f.name}" in section, f"--{f.name} not under '{group} options'"
         assert f.metadata.get("help"), f"{f.name} has no help text"
+
+
+NAN_STRATEGY = '''
+import math
+
+from strategies.tokenizer_recon import TokenizerReconStrategy
+
+
+class NanAtStep2(TokenizerReconStrategy):
+    """The public tokenizer loss, except that step 2's is NaN."""
+
+    def training_step(self, model, batch, ctx):
+        out = super().training_step(model, batch, ctx)
+        if ctx.global_step == 1:
+            out.loss = out.loss * math.nan
+        return out
+'''
+
+
+def test_non_finite_loss_ends_with_one_line_and_exit_code_1(tmp_path, monkeypatch, capsys):
+    from kronos_engine.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "nan_strategy.py").write_text(NAN_STRATEGY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "out"
+    args = ["--train_type=tokenizer", *TINY, "--max_steps=4", f"--output_dir={out}"]
+    assert main([*args, "--strategy=nan_strategy:NanAtStep2"]) == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert len(err) == 1 and "step 2" in err[0], err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["global_step"] == 1
