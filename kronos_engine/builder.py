@@ -7,6 +7,7 @@ loaders) is built first, and a checkpoint's RNG states are restored last.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import torch
@@ -215,6 +216,7 @@ class TrainContextBuilder:
             pin_memory=torch.cuda.is_available() and cfg.device != "cpu",
             persistent_workers=cfg.num_workers > 0,
             generator=generator,
+            worker_init_fn=_leave_process_group,
         )
 
     def _prepare_output_dir(self, ctx: TrainContext) -> None:
@@ -223,6 +225,18 @@ class TrainContextBuilder:
             with open(ctx.output_dir / "config.yaml", "w", encoding="utf-8") as fh:
                 yaml.safe_dump(self.cfg.to_dict(), fh, sort_keys=False)
         ctx.executor.barrier()
+
+
+def _leave_process_group(worker_id: int) -> None:
+    """DataLoader workers get a process group of their own, so a SIGTERM/SIGINT sent to the
+    trainer's group (torchrun forwards a preemption with killpg; Ctrl-C in a shell) reaches only
+    the trainer, which finishes the step and checkpoints. In the group, torch's worker handler
+    dies on a SIGTERM not sent by its parent and the trainer fails with "DataLoader worker ...
+    is killed by signal" instead of stopping. Workers still exit with the trainer."""
+    try:
+        os.setpgid(0, 0)
+    except OSError:  # pragma: no cover - e.g. a platform without process groups
+        pass
 
 
 def _configure_determinism(cfg: TrainConfig) -> None:
