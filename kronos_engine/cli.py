@@ -325,10 +325,22 @@ def _training_errors() -> tuple[type[BaseException], ...]:
     return (NonFiniteError, EmptyValidationError)
 
 
-def _report_error(exc: BaseException) -> None:
+def _report_error(exc: BaseException, same_on_every_rank: bool = False) -> None:
+    """One line from rank 0. Once the process group exists another rank reports too (prefixed
+    with its rank): its error may be its own (its data, disk or files), and rank 0 would then
+    only see a closed connection. Errors from all-reduced values (`same_on_every_rank`) and
+    config errors (before the process group) come from rank 0 alone."""
+    message = " ".join(str(exc).split()) or type(exc).__name__
     if is_rank0():
-        message = " ".join(str(exc).split()) or type(exc).__name__
         print(f"error: {message}", file=sys.stderr, flush=True)
+    elif not same_on_every_rank and _distributed_started():
+        print(f"error: rank {os.environ.get('RANK')}: {message}", file=sys.stderr, flush=True)
+
+
+def _distributed_started() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
 
 
 def _shutdown_distributed() -> None:
@@ -415,14 +427,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help
         return int(exc.code or 0)
     except KeyboardInterrupt:
-        _report_error(KeyboardInterrupt("interrupted"))
+        _report_error(KeyboardInterrupt("interrupted"), same_on_every_rank=True)
         return 128 + signal.SIGINT
     except Exception as exc:
         if isinstance(exc, _user_errors()):
             _report_error(exc)
             return EXIT_USAGE
         if isinstance(exc, _training_errors()):
-            _report_error(exc)
+            _report_error(exc, same_on_every_rank=True)
             return EXIT_FAILED
         raise
     finally:
@@ -523,14 +535,14 @@ def pipeline_main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help
         return int(exc.code or 0)
     except KeyboardInterrupt:
-        _report_error(KeyboardInterrupt("interrupted"))
+        _report_error(KeyboardInterrupt("interrupted"), same_on_every_rank=True)
         return 128 + signal.SIGINT
     except Exception as exc:
         if isinstance(exc, _user_errors()):
             _report_error(exc)
             return EXIT_USAGE
         if isinstance(exc, _training_errors()):
-            _report_error(exc)
+            _report_error(exc, same_on_every_rank=True)
             return EXIT_FAILED
         raise
     finally:
