@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
 import shutil
 
@@ -10,6 +12,8 @@ from kronos_engine.callback import TrainCallback
 from kronos_engine.checkpoint import save_model
 from kronos_engine.context import TrainContext
 from kronos_engine.registry import CALLBACKS
+
+log = logging.getLogger("kronos_engine")
 
 
 @CALLBACKS.register("best_checkpoint")
@@ -23,6 +27,13 @@ class BestCheckpoint(TrainCallback):
     def on_validation_end(self, ctx: TrainContext) -> None:
         name = ctx.strategy.metric_name
         metric = ctx.val_metrics.get(name)
+        if metric is not None and not math.isfinite(metric):
+            # NaN compares false with everything: it would become (and stay) the best.
+            if ctx.is_main:
+                log.warning(
+                    "step %d: %s is %s; not a candidate for best/", ctx.global_step, name, metric
+                )
+            return
         if metric is None or (ctx.best_metric is not None and metric >= ctx.best_metric):
             return
         ctx.best_metric, ctx.best_step = metric, ctx.global_step

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from kronos_engine.callback import TrainCallback
@@ -24,7 +25,9 @@ class EarlyStopping(TrainCallback):
         metric = ctx.val_metrics.get(ctx.strategy.metric_name)
         if metric is None:
             return
-        if self.best is None or metric < self.best - self.min_delta:
+        # A non-finite metric is never an improvement (NaN would otherwise become the best and
+        # every later, finite metric would count as "no improvement").
+        if math.isfinite(metric) and (self.best is None or metric < self.best - self.min_delta):
             self.best, self.bad_validations = metric, 0
             return
         self.bad_validations += 1
