@@ -215,7 +215,13 @@ def build_stores(cfg: TrainConfig) -> tuple[dict[str, WindowStore], dict[str, An
         stores[name] = WindowStore.from_segments(order, window_len)
         segments[name] = []  # free the per-symbol copies early
         if stores[name].num_windows == 0:
-            raise DataError(_zero_window_hint(name, cfg, plan))
+            hint = _zero_window_hint(name, cfg, plan)
+            if dropped:  # name the culprits too (an empty or short file), not only the cause
+                shown = ", ".join(f"{s} ({r})" for s, r in list(dropped.items())[:5])
+                more = f" and {len(dropped) - 5} more" if len(dropped) > 5 else ""
+                source = f"data_path '{cfg.data_path}'" if cfg.data_path else cfg.data_source
+                hint += f"; too short in {source}: {shown}{more}"
+            raise DataError(hint)
     used = set().union(*(set(s.symbols) for s in stores.values()))
     summary: dict[str, Any] = {
         "source": cfg.data_source,
