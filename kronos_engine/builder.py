@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -16,7 +18,7 @@ from torch.utils.data import DataLoader
 
 from kronos_engine.callback import CallbackList, TrainCallback
 from kronos_engine.checkpoint import find_resume_checkpoint, load_checkpoint
-from kronos_engine.config import TrainConfig
+from kronos_engine.config import ConfigError, TrainConfig
 from kronos_engine.context import TrainContext
 from kronos_engine.executors import Executor, make_executor
 from kronos_engine.model_factory import preflight
@@ -68,6 +70,8 @@ class TrainContextBuilder:
     def build(self) -> TrainContext:
         cfg = self.cfg
         preflight(cfg)
+        check_output_dir(cfg)
+        checkpoint = find_resume_checkpoint(cfg.resume) if cfg.resume else None
         executor = self._executor or make_executor(cfg.device, cfg.precision)
         _configure_determinism(cfg)
         seed_everything(cfg.seed)
@@ -101,8 +105,7 @@ class TrainContextBuilder:
         ctx.extra["data_summary"] = getattr(splits, "summary", None)
         strategy.setup(ctx)
         self._prepare_output_dir(ctx)
-        if cfg.resume:
-            checkpoint = find_resume_checkpoint(cfg.resume)
+        if checkpoint is not None:
             load_checkpoint(ctx, checkpoint)  # restores RNG last
             if executor.is_main:
                 log.info("resumed from %s at step %d", checkpoint, ctx.global_step)
@@ -221,6 +224,8 @@ class TrainContextBuilder:
 
     def _prepare_output_dir(self, ctx: TrainContext) -> None:
         if ctx.is_main:
+            if not self.cfg.resume:
+                clear_previous_run(ctx.output_dir)  # only reached with overwrite (preflight)
             ctx.output_dir.mkdir(parents=True, exist_ok=True)
             with open(ctx.output_dir / "config.yaml", "w", encoding="utf-8") as fh:
                 yaml.safe_dump(self.cfg.to_dict(), fh, sort_keys=False)
@@ -237,6 +242,33 @@ def _leave_process_group(worker_id: int) -> None:
         os.setpgid(0, 0)
     except OSError:  # pragma: no cover - e.g. a platform without process groups
         pass
+
+
+RUN_OUTPUTS = ("checkpoints", "best", "metrics.jsonl", "summary.json")
+
+
+def previous_run_outputs(output_dir: Path) -> list[str]:
+    return [name for name in RUN_OUTPUTS if (output_dir / name).exists()]
+
+
+def check_output_dir(cfg: TrainConfig) -> None:
+    """A fresh run never mixes with, or silently replaces, an earlier run's outputs."""
+    found = previous_run_outputs(cfg.resolved_output_dir)
+    if found and not cfg.resume and not cfg.overwrite:
+        raise ConfigError(
+            f"output_dir: '{cfg.resolved_output_dir}' already holds a run ({', '.join(found)}); "
+            f"continue it with resume={cfg.resolved_output_dir}, choose another output_dir, "
+            f"or set overwrite=true to replace it"
+        )
+
+
+def clear_previous_run(output_dir: Path) -> None:
+    for name in previous_run_outputs(output_dir):
+        path = output_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 def _configure_determinism(cfg: TrainConfig) -> None:

@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import shutil
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -227,9 +228,7 @@ def load_checkpoint(ctx: TrainContext, directory: Path) -> None:
     opt_state = torch.load(
         directory / "optimizer.pt", map_location=ctx.executor.device, weights_only=True
     )
-    ctx.optimizer.load_state_dict(opt_state)
-    if ctx.scheduler is not None and (directory / "scheduler.json").exists():
-        ctx.scheduler.load_state_dict(json.loads((directory / "scheduler.json").read_text()))
+    _restore_optimizer_and_schedule(ctx, opt_state, directory)
     counters = dict(state["counters"])
     saved_world = int(state.get("world_size", 1))
     counters["epoch_consumed"] = _rescale_consumed(
@@ -247,6 +246,60 @@ def load_checkpoint(ctx: TrainContext, directory: Path) -> None:
             directory,
             saved_world,
             ctx.world_size,
+        )
+
+
+SCHEDULE_KEYS = (
+    "lr",
+    "scheduler",
+    "warmup_ratio",
+    "div_factor",
+    "epochs",
+    "max_steps",
+    "train_samples_per_epoch",
+    "batch_size",
+    "grad_accum_steps",
+    "adam_beta1",
+    "adam_beta2",
+    "weight_decay",
+)
+
+
+def _restore_optimizer_and_schedule(ctx: TrainContext, opt_state: dict, directory: Path) -> None:
+    """The checkpoint gives the optimizer's moments and the step reached; the current config
+    gives the hyper-parameters and the schedule's shape. With an unchanged config this is
+    exactly the saved state; with, say, a larger `max_steps` the run continues on the new
+    schedule from the step it reached (the old one would end or fail at its old total)."""
+    fresh = [{k: v for k, v in g.items() if k != "params"} for g in ctx.optimizer.param_groups]
+    ctx.optimizer.load_state_dict(opt_state)
+    for group, hyper in zip(ctx.optimizer.param_groups, fresh):
+        group.update(hyper)
+    if ctx.scheduler is None:
+        return
+    saved = json.loads((directory / "scheduler.json").read_text(encoding="utf-8"))
+    # Re-enter the closed-form schedule at the saved step: step() sets every group's lr (and
+    # OneCycle's momentum) for `last_epoch`, as the uninterrupted run's step() did.
+    ctx.scheduler.last_epoch = int(saved["last_epoch"]) - 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ctx.scheduler.step()
+    ctx.scheduler._step_count = int(saved.get("_step_count", ctx.scheduler._step_count))
+    _warn_on_schedule_change(ctx, directory)
+
+
+def _warn_on_schedule_change(ctx: TrainContext, directory: Path) -> None:
+    config_file = directory / "config.yaml"
+    if not config_file.exists():
+        return
+    saved = yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
+    changed = [k for k in SCHEDULE_KEYS if k in saved and saved[k] != getattr(ctx.cfg, k)]
+    if changed and ctx.is_main:
+        log.warning(
+            "resuming with changed %s (checkpoint %s): training continues on the new schedule "
+            "from step %s, so it is not identical to an uninterrupted run of either config",
+            ", ".join(changed),
+            directory,
+            ctx.scheduler.last_epoch if ctx.scheduler is not None else "?",
         )
 
 

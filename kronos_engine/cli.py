@@ -257,14 +257,9 @@ def check_before_work(cfg: TrainConfig) -> None:
     `callbacks`/`strategy` import, so a typo fails in a second, not after the data build."""
     if cfg.resume and not Path(cfg.resume).exists():
         raise ConfigError(f"resume: '{cfg.resume}' does not exist")
-    old_checkpoints = cfg.resolved_output_dir / "checkpoints"
-    if not cfg.resume and is_rank0() and any(old_checkpoints.glob("step_*")):
-        log.warning(
-            "%s already holds checkpoints of an earlier run; a later --resume=%s may pick "
-            "one of them: pass --resume to continue that run, or use a new output_dir",
-            old_checkpoints,
-            cfg.resolved_output_dir,
-        )
+    from kronos_engine.builder import check_output_dir
+
+    check_output_dir(cfg)  # a fresh run never mixes with an earlier run's outputs
     from kronos_engine.callback import TrainCallback
     from kronos_engine.registry import CALLBACKS, STRATEGIES, RegistryError
     from kronos_engine.strategy import Strategy

@@ -85,6 +85,14 @@ class TrainConfig:
             "help": "continue from a checkpoint folder step_<N>, or the newest intact one under an output dir",
         },
     )
+    overwrite: bool = field(
+        default=False,
+        metadata={
+            "group": "run",
+            "help": "start a fresh run in an output_dir that already holds one, deleting its "
+            "checkpoints/, best/, metrics.jsonl and summary.json (otherwise that is an error)",
+        },
+    )
     strategy: str | None = field(
         default=None,
         metadata={
@@ -403,12 +411,14 @@ class TrainConfig:
 
     @property
     def resolved_tokenizer_path(self) -> str | None:
-        """The frozen tokenizer a predictor run uses: explicit path, pretrained, or this experiment's."""
+        """The predictor's frozen tokenizer: `tokenizer_path`, else this experiment's fine-tuned
+        `<exp_dir>/tokenizer/best` when it exists, else `pretrained_tokenizer`."""
         if self.tokenizer_path:
             return self.tokenizer_path
-        if self.pretrained_tokenizer:
-            return self.pretrained_tokenizer
-        return str(Path(self.exp_dir) / "tokenizer" / "best")
+        own = Path(self.exp_dir) / "tokenizer" / "best"
+        if own.exists() or not self.pretrained_tokenizer:
+            return str(own)  # this experiment's fine-tuned tokenizer
+        return self.pretrained_tokenizer
 
     @property
     def window_len(self) -> int:
@@ -455,6 +465,19 @@ class TrainConfig:
                 raise ConfigError(f"{key}: must be >= 1 or null, got {value}")
         if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout: must lie in [0, 1) or be null, got {self.dropout}")
+        for key in ["val_samples", "early_stopping_patience"]:
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ConfigError(f"{key}: must be >= 1 or null, got {value}")
+        if self.div_factor <= 0:
+            raise ConfigError(f"div_factor: must be > 0, got {self.div_factor}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"weight_decay: must be >= 0, got {self.weight_decay}")
+        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
+            raise ConfigError(
+                f"max_grad_norm: must be > 0 (use .inf to only measure the norm) or null for "
+                f"the default, got {self.max_grad_norm}"
+            )
         if self.num_workers < 0:
             raise ConfigError(f"num_workers: must be >= 0, got {self.num_workers}")
         if self.clip <= 0:

@@ -188,9 +188,15 @@ def test_rerun_with_the_written_config_reproduces_it_exactly(tmp_path):
     # The written file alone (train_type included) is a complete command line.
     saved = tmp_path / "saved.yaml"
     saved.write_bytes(config_before)
-    second = run_cli(f"--config={saved}", cwd=tmp_path)
-    check_ok(second)
+    # Into the same folder it is refused (it holds a finished run), untouched ...
+    refused = run_cli(f"--config={saved}", cwd=tmp_path)
+    assert refused.returncode == 2 and "overwrite=true" in refused.stderr
     assert (out / "config.yaml").read_bytes() == config_before
+    # ... and with overwrite=true it is repeated exactly.
+    second = run_cli(f"--config={saved}", "--overwrite=true", cwd=tmp_path)
+    check_ok(second)
+    rerun_config = yaml.safe_load((out / "config.yaml").read_text())
+    assert rerun_config == {**yaml.safe_load(config_before), "overwrite": True}
     assert without_timing(read_jsonl(out / "metrics.jsonl")) == without_timing(metrics_before)
 
 

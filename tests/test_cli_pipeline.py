@@ -84,6 +84,7 @@ def test_skip_tokenizer_reuses_the_experiments_tokenizer_and_data(pipeline_exp):
             f"--exp_dir={exp_dir}",
             "--skip-tokenizer",
             "--max_steps=2",
+            "--overwrite=true",  # the fixture already trained this experiment's predictor
         ],
         pipeline_exp["root"],
     )

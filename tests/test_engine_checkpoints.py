@@ -9,7 +9,7 @@ import pytest
 import torch
 from engine_helpers import Recorder, run, save_random_tokenizer, tiny_cfg, weights
 
-from kronos_engine import TrainCallback
+from kronos_engine import ConfigError, TrainCallback
 from kronos_engine.checkpoint import ResumeError, find_resume_checkpoint, list_checkpoints
 from kronos_engine.models import KronosTokenizer
 
@@ -137,3 +137,42 @@ def test_resume_rejects_a_checkpoint_of_the_other_train_type(tmp_path):
     )
     with pytest.raises(ResumeError, match="train_type 'tokenizer'"):
         run(cfg)
+
+
+@pytest.mark.parametrize("scheduler", ["onecycle", "cosine"])
+def test_resume_with_a_longer_schedule_continues_on_the_new_one(tmp_path, scheduler, caplog):
+    class LR(TrainCallback):
+        def __init__(self):
+            self.lrs = []
+
+        def on_step_end(self, ctx):
+            self.lrs.append(ctx.lr)
+
+    common = dict(scheduler=scheduler, ckpt_interval=2, epochs=5)
+    reference = LR()
+    run(tiny_cfg(tmp_path / "ref", max_steps=8, **common), reference)
+    first = tiny_cfg(tmp_path / "run", max_steps=4, **common)
+    run(first)
+    extended = LR()
+    resumed_cfg = tiny_cfg(
+        tmp_path / "run", max_steps=8, resume=str(first.resolved_output_dir), **common
+    )
+    with caplog.at_level(logging.WARNING, logger="kronos_engine"):
+        ctx = run(resumed_cfg, extended)
+    assert ctx.global_step == 8
+    assert extended.lrs == reference.lrs[4:]  # the 8-step schedule from step 5 on
+    assert "changed max_steps" in caplog.text
+
+
+def test_a_fresh_run_never_replaces_an_earlier_run_unless_asked(tmp_path):
+    cfg = tiny_cfg(tmp_path, max_steps=2)
+    ctx = run(cfg)
+    before = {p: p.read_bytes() for p in ctx.output_dir.rglob("*") if p.is_file()}
+    with pytest.raises(ConfigError, match="output_dir: .* already holds a run .*overwrite=true"):
+        run(tiny_cfg(tmp_path, max_steps=3))
+    after = {p: p.read_bytes() for p in ctx.output_dir.rglob("*") if p.is_file()}
+    assert before == after  # nothing touched
+    again = run(tiny_cfg(tmp_path, max_steps=3, overwrite=True))
+    assert [p.name for p in list_checkpoints(again.output_dir / "checkpoints")] == ["step_3"]
+    records = (again.output_dir / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["step"] for r in records if '"train"' in r] == [1, 2, 3]
