@@ -104,11 +104,13 @@ class TrainContextBuilder:
         )
         ctx.extra["data_summary"] = getattr(splits, "summary", None)
         strategy.setup(ctx)
-        self._prepare_output_dir(ctx)
         if checkpoint is not None:
+            # Before the output dir is written: a checkpoint that does not fit this run
+            # (train_type, shapes, optimizer file) fails with the run's files untouched.
             load_checkpoint(ctx, checkpoint)  # restores RNG last
             if executor.is_main:
                 log.info("resumed from %s at step %d", checkpoint, ctx.global_step)
+        self._prepare_output_dir(ctx)
         return ctx
 
     def default_callbacks(self) -> list[TrainCallback]:
