@@ -225,9 +225,7 @@ def load_checkpoint(ctx: TrainContext, directory: Path) -> None:
         raise ResumeError(
             f"{directory}/model.safetensors: does not fit the model ({first})"
         ) from None
-    opt_state = torch.load(
-        directory / "optimizer.pt", map_location=ctx.executor.device, weights_only=True
-    )
+    opt_state = _load_optimizer_state(directory / "optimizer.pt", ctx.executor.device)
     _restore_optimizer_and_schedule(ctx, opt_state, directory)
     counters = dict(state["counters"])
     saved_world = int(state.get("world_size", 1))
@@ -301,6 +299,25 @@ def _warn_on_schedule_change(ctx: TrainContext, directory: Path) -> None:
             directory,
             ctx.scheduler.last_epoch if ctx.scheduler is not None else "?",
         )
+
+
+def _load_optimizer_state(path: Path, device) -> dict:
+    """Tensors, numbers and containers only: `weights_only` refuses any other pickled object
+    (a crafted file cannot run code); the refusal is a one-line `ResumeError`."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # UnpicklingError for foreign objects, others for junk
+        # torch's message wraps the reason in advice to retry with weights_only=False: drop it.
+        boilerplate = ("Weights only load failed", "Check the documentation")
+        parts = [p for p in str(exc).split("\n\n") if p.strip() and not p.startswith(boilerplate)]
+        reason = " ".join(" ".join(parts).split()) or type(exc).__name__
+        raise ResumeError(
+            f"{path}: not a plain optimizer state, refused to load it "
+            f"({type(exc).__name__}: {reason[:300]})"
+        ) from None
+    if not isinstance(state, dict) or not {"state", "param_groups"} <= set(state):
+        raise ResumeError(f"{path}: not an optimizer state dict (no 'state'/'param_groups')")
+    return state
 
 
 def _rescale_consumed(consumed: int, saved_world: int, world: int, directory: Path) -> int:
