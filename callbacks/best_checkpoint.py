@@ -9,7 +9,7 @@ import os
 import shutil
 
 from kronos_engine.callback import TrainCallback
-from kronos_engine.checkpoint import save_model
+from kronos_engine.checkpoint import save_model, writing
 from kronos_engine.context import TrainContext
 from kronos_engine.registry import CALLBACKS
 
@@ -44,10 +44,11 @@ class BestCheckpoint(TrainCallback):
     def _write(self, ctx: TrainContext, name: str, metric: float) -> None:
         final = ctx.output_dir / self.dirname
         tmp = ctx.output_dir / f".tmp_{self.dirname}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        save_model(ctx.unwrapped_model, tmp)
         info = {"step": ctx.global_step, "epoch": ctx.epoch, "metric": name, "value": metric}
-        (tmp / "best.json").write_text(json.dumps(info, indent=1), encoding="utf-8")
+        with writing(final, tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+            save_model(ctx.unwrapped_model, tmp)
+            (tmp / "best.json").write_text(json.dumps(info, indent=1), encoding="utf-8")
         old = ctx.output_dir / f".old_{self.dirname}"
         shutil.rmtree(old, ignore_errors=True)
         if final.exists():

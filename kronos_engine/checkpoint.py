@@ -13,6 +13,7 @@ whose manifest does not match its files is reported and skipped by `find_resume_
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -42,6 +43,35 @@ FORMAT_VERSION = 1
 
 class ResumeError(RuntimeError):
     """A checkpoint cannot be used for resuming; the message names the folder and the problem."""
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (disk full, quota, read-only); the earlier ones are
+    intact. The message names the folder and the underlying error in one line."""
+
+
+try:  # safetensors reports I/O errors (ENOSPC, EFBIG) as its own type, not OSError
+    from safetensors import SafetensorError as _SafetensorError
+except ImportError:  # pragma: no cover - older safetensors
+    _SafetensorError = RuntimeError
+
+_WRITE_ERRORS = (OSError, RuntimeError, _SafetensorError)  # torch.save raises RuntimeError
+
+
+@contextlib.contextmanager
+def writing(target: Path, tmp: Path):
+    """Turn a failed write into `tmp` into a `CheckpointWriteError` naming `target`, and remove
+    the partial `tmp` (giving its space back). `target` itself is only ever replaced by an
+    atomic rename after this block."""
+    try:
+        yield
+    except _WRITE_ERRORS as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise CheckpointWriteError(
+            f"{target}: not written, earlier checkpoints are untouched "
+            f"({type(exc).__name__}: {reason})"
+        ) from exc
 
 
 # ---------------------------------------------------------------- model files
@@ -150,11 +180,12 @@ def save_checkpoint(ctx: TrainContext, root: Path, keep_last: int) -> Path:
     final = root / f"step_{ctx.global_step}"
     if executor.is_main:
         tmp = root / f".tmp_step_{ctx.global_step}"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-        _write_checkpoint_files(ctx, tmp, rng_states)
-        write_manifest(tmp)
+        with writing(final, tmp):
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            tmp.mkdir(parents=True)
+            _write_checkpoint_files(ctx, tmp, rng_states)
+            write_manifest(tmp)
         if final.exists():  # re-saving a step (e.g. after a resume): replace atomically
             old = root / f".old_step_{ctx.global_step}"
             shutil.rmtree(old, ignore_errors=True)

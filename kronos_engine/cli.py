@@ -40,7 +40,7 @@ GROUP_TITLES = {
     "logging": "logging and checkpoints",
 }
 EXIT_USAGE = 2  # bad config / input: nothing was trained
-EXIT_FAILED = 1  # training started and failed (non-finite loss, empty validation)
+EXIT_FAILED = 1  # training failed (non-finite loss, empty validation, an unwritable output dir)
 PIPELINE_STAGES = ("tokenizer", "predictor")
 
 
@@ -431,6 +431,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(exc, _training_errors()):
             _report_error(exc, same_on_every_rank=True)
             return EXIT_FAILED
+        if isinstance(exc, OSError):  # disk full, read-only or missing output dir: names the path
+            _report_error(exc)
+            return EXIT_FAILED
         raise
     finally:
         _shutdown_distributed()
@@ -538,6 +541,9 @@ def pipeline_main(argv: Sequence[str] | None = None) -> int:
             return EXIT_USAGE
         if isinstance(exc, _training_errors()):
             _report_error(exc, same_on_every_rank=True)
+            return EXIT_FAILED
+        if isinstance(exc, OSError):  # disk full, read-only or missing output dir: names the path
+            _report_error(exc)
             return EXIT_FAILED
         raise
     finally:
