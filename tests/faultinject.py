@@ -323,11 +323,20 @@ def start(
     workdir: Path,
     cmd: list[str] | None = None,
     new_session: bool = False,
+    file_size_limit: int | None = None,
     **faults: str,
 ):
     """Popen the CLI with output going to files (DataLoader workers of a killed process may
     outlive it for a moment; pipes would make the caller wait for them). `new_session` gives
-    it a process group of its own, to signal the group as a shell's Ctrl-C does."""
+    it a process group of its own, to signal the group as a shell's Ctrl-C does;
+    `file_size_limit` (bytes, RLIMIT_FSIZE) makes bigger writes fail with EFBIG."""
+
+    def limit_file_size() -> None:
+        import resource
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # fail the write instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
+
     workdir.mkdir(parents=True, exist_ok=True)
     n = len(list(workdir.glob("*.stderr")))
     out, err = workdir / f"{n:02d}.stdout", workdir / f"{n:02d}.stderr"
@@ -340,6 +349,7 @@ def start(
             stdout=fo,
             stderr=fe,
             start_new_session=new_session,
+            preexec_fn=limit_file_size if file_size_limit else None,
         )
     proc.log_files = (out, err)  # type: ignore[attr-defined]
     proc.t0 = time.monotonic()  # type: ignore[attr-defined]

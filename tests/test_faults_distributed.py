@@ -27,7 +27,7 @@ CASES = {
     ),
     "rank0_user_error": ("0:2:data", "error: injected failure on rank 0 at step 2"),
 }
-DEFAULT = {"user_error_mid_training", "crash_in_validation"}
+DEFAULT = {"user_error_mid_training"}
 
 
 @pytest.mark.parametrize(

@@ -59,6 +59,8 @@ def test_non_finite_step_stops_naming_it_and_keeps_the_last_checkpoint(
     assert find_resume_checkpoint(out).name == "step_4"
     assert not (out / "checkpoints" / ".tmp_step_5").exists()
     assert max(r["step"] for r in fi.metrics(out)) == 4
+    if fault != "loss:5":
+        return  # one resume is enough to show the checkpoint is good
     # Without the fault, resuming from it ends exactly as the uninterrupted run.
     resumed = fi.run(args + [f"--resume={out}"], tmp_path / "logs")
     assert resumed.returncode == 0, resumed

@@ -102,6 +102,7 @@ CKPT_OP_CHAIN = [
 ]
 
 
+@pytest.mark.slow
 def test_killed_at_every_checkpoint_write_operation_never_resumes_a_partial_one(
     tmp_path_factory, tmp_path
 ):
