@@ -32,6 +32,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -287,16 +288,14 @@ TINY = [
 LAST_STEP = 12
 
 
+@dataclass
 class Result:
     """A finished CLI process: return code, output text and how long it ran."""
 
-    def __init__(self, returncode: int, stdout: str, stderr: str, seconds: float) -> None:
-        self.returncode, self.stdout, self.stderr, self.seconds = (
-            returncode,
-            stdout,
-            stderr,
-            seconds,
-        )
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
 
     def __repr__(self) -> str:
         return f"rc={self.returncode}\n--- stdout\n{self.stdout}\n--- stderr\n{self.stderr[-4000:]}"
