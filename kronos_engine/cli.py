@@ -416,6 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = load_config(argv)
         check_before_work(cfg)
         ctx = run_training(cfg)
+        ctx.executor.barrier()  # every rank done with its collectives before teardown
         if ctx.is_main:
             print(describe_results(ctx), flush=True)
         return stop_exit_code(ctx)
@@ -521,6 +522,7 @@ def pipeline_main(argv: Sequence[str] | None = None) -> int:
             if is_rank0():
                 log.info("pipeline: %s stage", name)
             ctx = run_training(cfg)
+            ctx.executor.barrier()  # every rank done with this stage before the next/teardown
             finished.append(ctx)
             if ctx.extra.get("preempted"):
                 break

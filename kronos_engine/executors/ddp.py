@@ -50,7 +50,10 @@ class DDPExecutor(Executor):
         dist.barrier()
 
     def shutdown(self) -> None:
+        """Call after a successful run: the barrier keeps a rank from tearing gloo down while
+        a peer's last collective is still in flight (an abort at exit otherwise)."""
         if dist.is_initialized():
+            dist.barrier()
             dist.destroy_process_group()
 
     def prepare(self, model: nn.Module) -> nn.Module:
