@@ -409,6 +409,25 @@ def describe_results(ctx, suggest_next: bool = True) -> str:
     return "\n".join(lines)
 
 
+def exit_code_for(exc: BaseException) -> int:
+    """Report a known failure as one line and map it to the exit code; re-raise the rest."""
+    if isinstance(exc, SystemExit):  # --help
+        return int(exc.code or 0)
+    if isinstance(exc, KeyboardInterrupt):
+        _report_error(KeyboardInterrupt("interrupted"), same_on_every_rank=True)
+        return 128 + signal.SIGINT
+    if isinstance(exc, _user_errors()):
+        _report_error(exc)
+        return EXIT_USAGE
+    if isinstance(exc, _training_errors()):
+        _report_error(exc, same_on_every_rank=True)
+        return EXIT_FAILED
+    if isinstance(exc, OSError):  # disk full, read-only or missing output dir: names the path
+        _report_error(exc)
+        return EXIT_FAILED
+    raise exc
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """`scripts/train.py`: parse, check, train, report. Returns the process exit code."""
     setup_logging()
@@ -420,22 +439,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if ctx.is_main:
             print(describe_results(ctx), flush=True)
         return stop_exit_code(ctx)
-    except SystemExit as exc:  # --help
-        return int(exc.code or 0)
-    except KeyboardInterrupt:
-        _report_error(KeyboardInterrupt("interrupted"), same_on_every_rank=True)
-        return 128 + signal.SIGINT
-    except Exception as exc:
-        if isinstance(exc, _user_errors()):
-            _report_error(exc)
-            return EXIT_USAGE
-        if isinstance(exc, _training_errors()):
-            _report_error(exc, same_on_every_rank=True)
-            return EXIT_FAILED
-        if isinstance(exc, OSError):  # disk full, read-only or missing output dir: names the path
-            _report_error(exc)
-            return EXIT_FAILED
-        raise
+    except (SystemExit, KeyboardInterrupt, Exception) as exc:
+        return exit_code_for(exc)
     finally:
         _shutdown_distributed()
 
@@ -532,21 +537,7 @@ def pipeline_main(argv: Sequence[str] | None = None) -> int:
             for ctx in finished:
                 print(describe_results(ctx, suggest_next=False), flush=True)
         return stop_exit_code(finished[-1]) if finished else 0
-    except SystemExit as exc:  # --help
-        return int(exc.code or 0)
-    except KeyboardInterrupt:
-        _report_error(KeyboardInterrupt("interrupted"), same_on_every_rank=True)
-        return 128 + signal.SIGINT
-    except Exception as exc:
-        if isinstance(exc, _user_errors()):
-            _report_error(exc)
-            return EXIT_USAGE
-        if isinstance(exc, _training_errors()):
-            _report_error(exc, same_on_every_rank=True)
-            return EXIT_FAILED
-        if isinstance(exc, OSError):  # disk full, read-only or missing output dir: names the path
-            _report_error(exc)
-            return EXIT_FAILED
-        raise
+    except (SystemExit, KeyboardInterrupt, Exception) as exc:
+        return exit_code_for(exc)
     finally:
         _shutdown_distributed()
