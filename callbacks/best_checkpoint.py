@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import shutil
 
 from kronos_engine.callback import TrainCallback
-from kronos_engine.checkpoint import save_model, writing
+from kronos_engine.checkpoint import replace_dir, save_model, writing
 from kronos_engine.context import TrainContext
 from kronos_engine.registry import CALLBACKS
 
@@ -49,9 +48,4 @@ class BestCheckpoint(TrainCallback):
             shutil.rmtree(tmp, ignore_errors=True)
             save_model(ctx.unwrapped_model, tmp)
             (tmp / "best.json").write_text(json.dumps(info, indent=1), encoding="utf-8")
-        old = ctx.output_dir / f".old_{self.dirname}"
-        shutil.rmtree(old, ignore_errors=True)
-        if final.exists():
-            os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
+        replace_dir(tmp, final, ctx.output_dir / f".old_{self.dirname}")

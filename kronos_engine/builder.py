@@ -102,7 +102,6 @@ class TrainContextBuilder:
             steps_per_epoch=plan.num_steps,
             total_steps=total_steps,
         )
-        ctx.extra["data_summary"] = getattr(splits, "summary", None)
         strategy.setup(ctx)
         if checkpoint is not None:
             # Before the output dir is written: a checkpoint that does not fit this run

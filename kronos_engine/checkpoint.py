@@ -74,6 +74,18 @@ def writing(target: Path, tmp: Path):
         ) from exc
 
 
+def replace_dir(tmp: Path, final: Path, old: Path) -> None:
+    """Put the finished folder `tmp` at `final` by renames only; an existing `final` (a re-save)
+    is first moved aside to `old`, so a reader never sees a partly written `final`."""
+    if final.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+
+
 # ---------------------------------------------------------------- model files
 
 
@@ -186,14 +198,7 @@ def save_checkpoint(ctx: TrainContext, root: Path, keep_last: int) -> Path:
             tmp.mkdir(parents=True)
             _write_checkpoint_files(ctx, tmp, rng_states)
             write_manifest(tmp)
-        if final.exists():  # re-saving a step (e.g. after a resume): replace atomically
-            old = root / f".old_step_{ctx.global_step}"
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
+        replace_dir(tmp, final, root / f".old_step_{ctx.global_step}")
         _fsync_dir(root)
         prune_checkpoints(root, keep_last)
     executor.barrier()

@@ -12,20 +12,18 @@ from kronos_engine.config import ConfigError, TrainConfig
 def build_tokenizer_model(cfg: TrainConfig) -> nn.Module:
     from kronos_engine.models import KronosTokenizer, build_tokenizer
 
-    if cfg.pretrained_tokenizer:
-        model = KronosTokenizer.from_pretrained(cfg.pretrained_tokenizer)
-    else:
-        model = build_tokenizer(cfg.model_preset)
-    return apply_dropout(model, cfg.dropout)
+    return _build(KronosTokenizer, build_tokenizer, cfg.pretrained_tokenizer, cfg)
 
 
 def build_predictor_model(cfg: TrainConfig) -> nn.Module:
     from kronos_engine.models import Kronos, build_predictor
 
-    if cfg.pretrained_predictor:
-        model = Kronos.from_pretrained(cfg.pretrained_predictor)
-    else:
-        model = build_predictor(cfg.model_preset)
+    return _build(Kronos, build_predictor, cfg.pretrained_predictor, cfg)
+
+
+def _build(cls, build_preset, pretrained: str | None, cfg: TrainConfig) -> nn.Module:
+    """From a checkpoint when one is named, else from the preset; then the dropout override."""
+    model = cls.from_pretrained(pretrained) if pretrained else build_preset(cfg.model_preset)
     return apply_dropout(model, cfg.dropout)
 
 
@@ -62,10 +60,8 @@ def tokenizer_key(cfg: TrainConfig) -> str:
     )
 
 
-def load_frozen_tokenizer(cfg: TrainConfig) -> nn.Module:
-    """The tokenizer a predictor run encodes with; eval mode, no gradients."""
-    from kronos_engine.models import KronosTokenizer
-
+def require_tokenizer_path(cfg: TrainConfig) -> str:
+    """The predictor's tokenizer location, or the explanatory error when there is none."""
     path = cfg.resolved_tokenizer_path
     if not Path(path).exists() and not is_hub_id(path):
         raise ConfigError(
@@ -73,7 +69,14 @@ def load_frozen_tokenizer(cfg: TrainConfig) -> nn.Module:
             f"tokenizer: run --train_type=tokenizer with the same exp_dir first, or set "
             f"tokenizer_path / pretrained_tokenizer to a tokenizer directory"
         )
-    tokenizer = KronosTokenizer.from_pretrained(path)
+    return path
+
+
+def load_frozen_tokenizer(cfg: TrainConfig) -> nn.Module:
+    """The tokenizer a predictor run encodes with; eval mode, no gradients."""
+    from kronos_engine.models import KronosTokenizer
+
+    tokenizer = KronosTokenizer.from_pretrained(require_tokenizer_path(cfg))
     tokenizer.eval()
     for p in tokenizer.parameters():
         p.requires_grad_(False)
@@ -82,13 +85,15 @@ def load_frozen_tokenizer(cfg: TrainConfig) -> nn.Module:
 
 def check_bits_match(tokenizer: nn.Module, predictor: nn.Module, cfg: TrainConfig) -> None:
     """A predictor can only read the ids of a tokenizer with the same s1/s2 bit split."""
-    tok_bits = (tokenizer.s1_bits, tokenizer.s2_bits)
-    pred_bits = (predictor.s1_bits, predictor.s2_bits)
+    _check_bits((tokenizer.s1_bits, tokenizer.s2_bits), (predictor.s1_bits, predictor.s2_bits), cfg)
+
+
+def _check_bits(tok_bits: tuple, pred_bits: tuple, cfg: TrainConfig) -> None:
     if tok_bits != pred_bits:
         key = "pretrained_predictor" if cfg.pretrained_predictor else "model_preset"
         raise ConfigError(
             f"{key}: predictor s1_bits/s2_bits {pred_bits} differ from the tokenizer's "
-            f"{tok_bits} ({cfg.resolved_tokenizer_path}); use a predictor with the "
+            f"{tok_bits} at '{cfg.resolved_tokenizer_path}'; use a predictor with the "
             f"tokenizer's bits"
         )
 
@@ -115,11 +120,9 @@ def preflight(cfg: TrainConfig) -> None:
         return
     from kronos_engine.models import predictor_config
 
-    tok_path = cfg.resolved_tokenizer_path
+    tok_path = require_tokenizer_path(cfg)
     if is_hub_id(tok_path):
         return  # checked when it is downloaded
-    if not Path(tok_path).exists():
-        load_frozen_tokenizer(cfg)  # raises the explanatory ConfigError
     tok_cfg = _read_local_config(tok_path, tokenizer_key(cfg))
     if cfg.pretrained_predictor:
         pred_cfg = _read_local_config(cfg.pretrained_predictor, "pretrained_predictor")
@@ -127,11 +130,8 @@ def preflight(cfg: TrainConfig) -> None:
         pred_cfg = predictor_config(cfg.model_preset)
     if tok_cfg is None or pred_cfg is None:
         return
-    tok_bits = (tok_cfg.get("s1_bits"), tok_cfg.get("s2_bits"))
-    pred_bits = (pred_cfg.get("s1_bits"), pred_cfg.get("s2_bits"))
-    if tok_bits != pred_bits:
-        key = "pretrained_predictor" if cfg.pretrained_predictor else "model_preset"
-        raise ConfigError(
-            f"{key}: predictor s1_bits/s2_bits {pred_bits} differ from the tokenizer's "
-            f"{tok_bits} at '{tok_path}'; use a predictor with the tokenizer's bits"
-        )
+    _check_bits(
+        (tok_cfg.get("s1_bits"), tok_cfg.get("s2_bits")),
+        (pred_cfg.get("s1_bits"), pred_cfg.get("s2_bits")),
+        cfg,
+    )
