@@ -230,6 +230,7 @@ class TrainContextBuilder:
             ctx.output_dir.mkdir(parents=True, exist_ok=True)
             with open(ctx.output_dir / "config.yaml", "w", encoding="utf-8") as fh:
                 yaml.safe_dump(self.cfg.to_dict(), fh, sort_keys=False)
+            ctx.strategy.write_run_files(ctx.output_dir)
         ctx.executor.barrier()
 
 
@@ -245,7 +246,7 @@ def _leave_process_group(worker_id: int) -> None:
         pass
 
 
-RUN_OUTPUTS = ("checkpoints", "best", "metrics.jsonl", "summary.json")
+RUN_OUTPUTS = ("checkpoints", "best", "metrics.jsonl", "summary.json", "frozen_tokenizer")
 
 
 def previous_run_outputs(output_dir: Path) -> list[str]:

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from kronos_engine.models import Kronos, KronosTokenizer, auto_regressive_inference
+from kronos_engine.forecasting import auto_regressive_inference
+from kronos_engine.models import Kronos, KronosTokenizer
 
 ATOL, RTOL = 1e-5, 1e-4
 
