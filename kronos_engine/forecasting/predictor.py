@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from kronos_engine.models import Kronos, KronosTokenizer
 
+from .errors import ForecastError
 from .generation import generate
 from .timestamps import as_datetime_index, calendar_features, infer_future_stamps
 
@@ -61,11 +62,11 @@ class KronosPredictor:
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+            raise ForecastError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
         if int(max_context) < 1:
-            raise ValueError(f"max_context must be >= 1, got {max_context}")
+            raise ForecastError(f"max_context must be >= 1, got {max_context}")
         if model.s1_bits != tokenizer.s1_bits or model.s2_bits != tokenizer.s2_bits:
-            raise ValueError(
+            raise ForecastError(
                 f"predictor s1/s2 bits ({model.s1_bits}, {model.s2_bits}) differ from the "
                 f"tokenizer's ({tokenizer.s1_bits}, {tokenizer.s2_bits})"
             )
@@ -165,7 +166,7 @@ class KronosPredictor:
         result equals predicting that series alone). With `return_samples`, returns
         `(frames, samples)` with `samples` `(n_series, sample_count, pred_len, 6)`."""
         if not isinstance(df_list, (list, tuple)) or not df_list:
-            raise ValueError("df_list must be a non-empty list of DataFrames")
+            raise ForecastError("df_list must be a non-empty list of DataFrames")
         n = len(df_list)
         x_list = _per_series(x_timestamp_list, n, "x_timestamp_list")
         y_list = _per_series(y_timestamp_list, n, "y_timestamp_list")
@@ -242,7 +243,9 @@ class KronosPredictor:
         values = ohlcv_values(df, where)
         x_index = _history_stamps(df, x_timestamp, where)
         if len(x_index) != len(values):
-            raise ValueError(f"{where}: {len(values)} rows but {len(x_index)} x_timestamp values")
+            raise ForecastError(
+                f"{where}: {len(values)} rows but {len(x_index)} x_timestamp values"
+            )
         if y_timestamp is None:
             future = infer_future_stamps(x_index, pred_len)
             y_index = future
@@ -250,7 +253,7 @@ class KronosPredictor:
             future = y_timestamp
             y_index = as_datetime_index(y_timestamp, f"{where} y_timestamp")
             if len(y_index) != pred_len:
-                raise ValueError(
+                raise ForecastError(
                     f"{where}: y_timestamp has {len(y_index)} rows, pred_len is {pred_len}"
                 )
         mean, std = np.mean(values, axis=0), np.std(values, axis=0)
@@ -264,12 +267,12 @@ def ohlcv_values(df: pd.DataFrame, where: str = "df") -> np.ndarray:
     """The six model columns as float32, filled as the public code does: no volume means
     volume and amount 0; no amount means volume x mean price."""
     if not isinstance(df, pd.DataFrame):
-        raise ValueError(f"{where}: expected a pandas DataFrame, got {type(df).__name__}")
+        raise ForecastError(f"{where}: expected a pandas DataFrame, got {type(df).__name__}")
     missing = [c for c in PRICE_COLUMNS if c not in df.columns]
     if missing:
-        raise ValueError(f"{where}: price column(s) {missing} not found; need {PRICE_COLUMNS}")
+        raise ForecastError(f"{where}: price column(s) {missing} not found; need {PRICE_COLUMNS}")
     if len(df) < 1:
-        raise ValueError(f"{where}: no rows to forecast from")
+        raise ForecastError(f"{where}: no rows to forecast from")
     df = df.copy()
     if VOLUME_COLUMN not in df.columns:
         df[VOLUME_COLUMN] = 0.0
@@ -280,7 +283,7 @@ def ohlcv_values(df: pd.DataFrame, where: str = "df") -> np.ndarray:
     bad = ~np.isfinite(values)
     if bad.any():
         row, col = np.argwhere(bad)[0]
-        raise ValueError(
+        raise ForecastError(
             f"{where}: non-finite value in column '{COLUMNS[col]}' at row {row} "
             f"({int(bad.any(axis=1).sum())} row(s) affected); prices and volumes must be finite"
         )
@@ -294,7 +297,7 @@ def _history_stamps(df: pd.DataFrame, x_timestamp: Any, where: str) -> pd.Dateti
         return pd.DatetimeIndex(df.index)
     if "timestamps" in df.columns:
         return as_datetime_index(df["timestamps"], f"{where} timestamps")
-    raise ValueError(
+    raise ForecastError(
         f"{where}: no x_timestamp given and neither a DatetimeIndex nor a 'timestamps' column"
     )
 
@@ -303,7 +306,7 @@ def _per_series(values: Sequence[Any] | None, n: int, name: str) -> list[Any]:
     if values is None:
         return [None] * n
     if not isinstance(values, (list, tuple)) or len(values) != n:
-        raise ValueError(f"{name} must be a list with one entry per DataFrame ({n})")
+        raise ForecastError(f"{name} must be a list with one entry per DataFrame ({n})")
     return list(values)
 
 
@@ -311,23 +314,23 @@ def _resolve_pred_len(pred_len: int | None, y_stamps: Sequence[Any]) -> int:
     if pred_len is None:
         given = [len(y) for y in y_stamps if y is not None]
         if not given:
-            raise ValueError("pred_len: required when y_timestamp is not given")
+            raise ForecastError("pred_len: required when y_timestamp is not given")
         pred_len = given[0]
     if isinstance(pred_len, bool) or not isinstance(pred_len, (int, np.integer)) or pred_len < 1:
-        raise ValueError(f"pred_len must be a positive integer, got {pred_len!r}")
+        raise ForecastError(f"pred_len must be a positive integer, got {pred_len!r}")
     return int(pred_len)
 
 
 def _check_quantiles(quantiles: Sequence[float] | None, sample_count: int) -> list[float]:
     if sample_count < 1:
-        raise ValueError(f"sample_count must be >= 1, got {sample_count}")
+        raise ForecastError(f"sample_count must be >= 1, got {sample_count}")
     if not quantiles:
         return []
     qs = [float(q) for q in quantiles]
     if any(not 0.0 < q < 1.0 for q in qs):
-        raise ValueError(f"quantiles must lie strictly between 0 and 1, got {qs}")
+        raise ForecastError(f"quantiles must lie strictly between 0 and 1, got {qs}")
     if sample_count < 2:
-        raise ValueError("quantiles need sample_count >= 2 sample paths")
+        raise ForecastError("quantiles need sample_count >= 2 sample paths")
     return qs
 
 

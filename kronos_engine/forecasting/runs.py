@@ -8,6 +8,8 @@ from pathlib import Path
 
 import yaml
 
+from .errors import ForecastError
+
 log = logging.getLogger("kronos_engine")
 
 BEST_DIR = "best"
@@ -35,13 +37,13 @@ def find_predictor_run(path: str | Path) -> PredictorRun:
     run = path / "predictor" if (path / "predictor" / BEST_DIR).is_dir() else path
     best = run / BEST_DIR
     if not best.is_dir():
-        raise FileNotFoundError(
+        raise ForecastError(
             f"{path}: no trained predictor here (expected {path / 'predictor' / BEST_DIR} or "
             f"{best}); train one with scripts/train.py --train_type=predictor"
         )
     config = _read_run_config(run)
     if config.get("train_type", "predictor") != "predictor":
-        raise ValueError(f"{run}: is a {config['train_type']} run, not a predictor run")
+        raise ForecastError(f"{run}: is a {config['train_type']} run, not a predictor run")
     return PredictorRun(run, best, _tokenizer_dir(run, config), config)
 
 
@@ -52,9 +54,11 @@ def _read_run_config(run: Path) -> dict:
     try:
         data = yaml.safe_load(file.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
-        raise ValueError(f"{file}: unreadable run config ({' '.join(str(exc).split())})") from None
+        raise ForecastError(
+            f"{file}: unreadable run config ({' '.join(str(exc).split())})"
+        ) from None
     if not isinstance(data, dict):
-        raise ValueError(f"{file}: expected a mapping of config keys")
+        raise ForecastError(f"{file}: expected a mapping of config keys")
     return data
 
 
@@ -69,7 +73,7 @@ def _tokenizer_dir(run: Path, config: dict) -> Path:
     try:
         resolved = TrainConfig.from_dict(config, source=str(run / CONFIG_FILE))
     except ValueError as exc:
-        raise ValueError(f"{run}: cannot tell which tokenizer it used ({exc})") from None
+        raise ForecastError(f"{run}: cannot tell which tokenizer it used ({exc})") from None
     path = Path(resolved.resolved_tokenizer_path)
     log.warning(
         "%s has no %s/ (trained before runs kept their tokenizer); using %s",

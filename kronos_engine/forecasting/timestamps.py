@@ -7,6 +7,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .errors import ForecastError
+
 TIME_COLUMNS = ("minute", "hour", "weekday", "day", "month")
 
 
@@ -16,9 +18,9 @@ def as_datetime_index(stamps: Any, what: str) -> pd.DatetimeIndex:
     try:
         index = pd.DatetimeIndex(pd.to_datetime(values))
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{what}: not datetimes ({' '.join(str(exc).split())})") from None
+        raise ForecastError(f"{what}: not datetimes ({' '.join(str(exc).split())})") from None
     if index.hasnans:
-        raise ValueError(f"{what}: contains missing timestamps (NaT)")
+        raise ForecastError(f"{what}: contains missing timestamps (NaT)")
     return index
 
 
@@ -37,7 +39,7 @@ def infer_future_stamps(history: pd.DatetimeIndex, pred_len: int) -> pd.Datetime
     data with nights, lunch breaks or holidays) have no single frequency: pass `y_timestamp`.
     """
     if len(history) < 2:
-        raise ValueError("y_timestamp: cannot infer future timestamps from fewer than 2 rows")
+        raise ForecastError("y_timestamp: cannot infer future timestamps from fewer than 2 rows")
     freq = _frequency(history)
     future = pd.date_range(start=history[-1], periods=pred_len + 1, freq=freq)[1:]
     return pd.DatetimeIndex(future, name="timestamps")
@@ -58,7 +60,7 @@ def _frequency(history: pd.DatetimeIndex) -> Any:
     if (steps % day == 0).all() and (history.weekday < 5).all() and (steps > 0).all():
         return "B"  # weekday bars with holidays: continue on business days
     common = pd.to_timedelta(steps.value_counts().index[:3], unit="ns")
-    raise ValueError(
+    raise ForecastError(
         "y_timestamp: the history has no regular frequency to continue (most common steps: "
         f"{', '.join(str(c) for c in common)}); pass y_timestamp with the future timestamps"
     )
