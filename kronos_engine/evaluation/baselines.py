@@ -1,0 +1,120 @@
+"""Baseline forecasters with `KronosPredictor.predict_batch`'s signature, so the rolling
+evaluation has one code path for models and baselines.
+
+* `naive`: every future bar repeats the last observed bar (the random-walk forecast).
+* `drift`: the last bar plus ``h`` times the average one-step change over the history
+  (the random walk with drift: a straight line through the first and last observed bar).
+
+Both are deterministic: with ``sample_count > 1`` every sample path is the point forecast, so
+their CRPS equals their MAE and their intervals have zero width.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from kronos_engine.forecasting.predictor import COLUMNS, ohlcv_values, quantile_column
+from kronos_engine.forecasting.timestamps import as_datetime_index, infer_future_stamps
+
+
+class Forecaster(Protocol):
+    """What the rolling evaluation needs from a model: `KronosPredictor.predict_batch`."""
+
+    def predict_batch(
+        self,
+        df_list: Sequence[pd.DataFrame],
+        x_timestamp_list: Sequence[Any] | None = None,
+        y_timestamp_list: Sequence[Any] | None = None,
+        pred_len: int | None = None,
+        T: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 0.9,
+        sample_count: int = 1,
+        verbose: bool = True,
+        *,
+        quantiles: Sequence[float] | None = None,
+        return_samples: bool = False,
+        seed: int | None = None,
+    ) -> Any: ...
+
+
+class _PointBaseline:
+    """A deterministic forecaster: subclasses give the ``(pred_len, 6)`` path of one history."""
+
+    name = "baseline"
+
+    def path(self, values: np.ndarray, pred_len: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def predict_batch(
+        self,
+        df_list: Sequence[pd.DataFrame],
+        x_timestamp_list: Sequence[Any] | None = None,
+        y_timestamp_list: Sequence[Any] | None = None,
+        pred_len: int | None = None,
+        T: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 0.9,
+        sample_count: int = 1,
+        verbose: bool = True,
+        *,
+        quantiles: Sequence[float] | None = None,
+        return_samples: bool = False,
+        seed: int | None = None,
+    ) -> list[pd.DataFrame] | tuple[list[pd.DataFrame], np.ndarray]:
+        """Same arguments and results as `KronosPredictor.predict_batch`; sampling options
+        are accepted and ignored (the forecast is deterministic)."""
+        n = len(df_list)
+        y_list = list(y_timestamp_list) if y_timestamp_list is not None else [None] * n
+        x_list = list(x_timestamp_list) if x_timestamp_list is not None else [None] * n
+        if pred_len is None:
+            given = [len(y) for y in y_list if y is not None]
+            if not given:
+                raise ValueError("pred_len: required when y_timestamp_list is not given")
+            pred_len = given[0]
+        frames, paths = [], []
+        for i, (df, x, y) in enumerate(zip(df_list, x_list, y_list)):
+            values = ohlcv_values(df, f"df_list[{i}]").astype(np.float64)
+            path = self.path(values, int(pred_len)).astype(np.float32)
+            if y is None:
+                stamps = x if x is not None else df.get("timestamps", df.index)
+                y = infer_future_stamps(as_datetime_index(stamps, f"df_list[{i}]"), pred_len)
+            frame = pd.DataFrame(path, columns=COLUMNS, index=y)
+            for q in quantiles or ():
+                for j, column in enumerate(COLUMNS):
+                    frame[quantile_column(column, q)] = path[:, j]
+            frames.append(frame)
+            paths.append(path)
+        if not return_samples:
+            return frames
+        samples = np.repeat(np.stack(paths)[:, None], max(1, sample_count), axis=1)
+        return frames, samples
+
+
+class NaiveForecaster(_PointBaseline):
+    """Every future bar is the last observed bar."""
+
+    name = "naive"
+
+    def path(self, values: np.ndarray, pred_len: int) -> np.ndarray:
+        return np.repeat(values[-1:], pred_len, axis=0)
+
+
+class DriftForecaster(_PointBaseline):
+    """Last bar plus ``h`` times the mean one-step change over the history; a one-row history
+    has no drift and gives the naive forecast."""
+
+    name = "drift"
+
+    def path(self, values: np.ndarray, pred_len: int) -> np.ndarray:
+        n = len(values)
+        slope = (values[-1] - values[0]) / (n - 1) if n > 1 else np.zeros(values.shape[1])
+        steps = np.arange(1, pred_len + 1, dtype=np.float64)[:, None]
+        return values[-1] + steps * slope
+
+
+BASELINES: dict[str, type[_PointBaseline]] = {"naive": NaiveForecaster, "drift": DriftForecaster}

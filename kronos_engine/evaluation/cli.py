@@ -1,0 +1,246 @@
+"""`scripts/evaluate.py`: did fine-tuning help? Rolling-origin forecasts of a held-out split by
+the run's model, the naive and drift baselines and any `--compare` models, scored on the same
+origins, written to `<exp_dir>/eval/`.
+
+Data are read exactly as the run read them (its config: source, symbols, splits, bad-row
+policy, cache), and lookback / `pred_len` default to the run's windows, so `--exp_dir` alone
+works.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("kronos_engine")
+
+SPLITS = ("test", "val")
+
+
+class EvaluationError(ValueError):
+    """A bad argument or input of the evaluation; one line, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="scripts/evaluate.py",
+        description="Score a trained predictor against baselines on a held-out split.",
+    )
+    p.add_argument("--exp_dir", required=True, help="experiment dir or predictor run dir")
+    p.add_argument("--split", choices=SPLITS, default="test", help="split to evaluate on")
+    p.add_argument("--lookback", type=int, help="history rows per forecast (default: the run's)")
+    p.add_argument("--pred_len", type=int, help="rows forecast per origin (default: the run's)")
+    p.add_argument("--stride", type=int, default=1, help="rows between origins of a symbol")
+    p.add_argument(
+        "--max_origins",
+        type=int,
+        help="evaluate at most this many origins, on evenly spaced dates (default: all)",
+    )
+    p.add_argument("--name", default="kronos", help="name of the run's model in the table")
+    p.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        metavar="[NAME=]PATH",
+        help="another model: a predictor folder (read with the run's tokenizer) or an "
+        "experiment/predictor run dir (with its own tokenizer); repeatable",
+    )
+    p.add_argument(
+        "--baselines",
+        default="naive,drift",
+        help="comma-separated baselines: naive, drift (naive is always included)",
+    )
+    p.add_argument("--no_model", action="store_true", help="only the baselines and --compare")
+    p.add_argument("--sample_count", type=int, default=1, help="sample paths per forecast")
+    p.add_argument("--T", type=float, default=1.0, help="sampling temperature")
+    p.add_argument("--top_k", type=int, default=0, help="top-k sampling (1 = greedy)")
+    p.add_argument("--top_p", type=float, default=0.9, help="nucleus sampling threshold")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampling")
+    p.add_argument("--batch_size", type=int, default=64, help="origins forecast together")
+    p.add_argument("--max_context", type=int, default=512, help="model context in tokens")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--output", help="output folder (default <exp_dir>/eval)")
+    p.add_argument("--no_plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("--no_progress", action="store_true", help="no progress bar")
+    return p
+
+
+@dataclass
+class Plan:
+    """Everything an evaluation needs, resolved from the arguments and the run."""
+
+    store: Any
+    forecasters: dict[str, Any]
+    opts: Any
+    output: Path
+    info: dict[str, Any]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from kronos_engine.cli import exit_code_for, setup_logging
+    from kronos_engine.forecasting import ForecastError
+
+    setup_logging()
+    try:
+        args = build_parser().parse_args(argv)
+        run(args)
+        return 0
+    except (EvaluationError, ForecastError) as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr, flush=True)
+        return 2
+    except (SystemExit, KeyboardInterrupt, Exception) as exc:
+        return exit_code_for(exc)
+
+
+def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    from .report import write_evaluation
+    from .rolling import plan_origins, subset_by_date
+
+    plan = resolve(args)
+    origins = plan_origins(plan.store, plan.opts.lookback, plan.opts.pred_len, args.stride)
+    if not len(origins):
+        raise EvaluationError(
+            f"--split {args.split}: no origin with {plan.opts.lookback} lookback rows and "
+            f"{plan.opts.pred_len} rows after it; lower --lookback/--pred_len or widen the split"
+        )
+    if args.max_origins is not None:
+        origins = subset_by_date(plan.store, origins, args.max_origins)
+    info = {**plan.info, "origins": len(origins), "models": ", ".join(plan.forecasters)}
+    overall = write_evaluation(
+        plan.store,
+        origins,
+        plan.forecasters,
+        plan.opts,
+        plan.output,
+        info,
+        plots=not args.no_plots,
+        progress=not args.no_progress,
+    )
+    from .report import markdown_table
+
+    print(markdown_table(overall))
+    print(f"evaluated {len(origins)} origins x {len(plan.forecasters)} models -> {plan.output}")
+    return overall
+
+
+def _check_positive(value: Any, flag: str) -> int:
+    if value is None or isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise EvaluationError(f"{flag}: must be a positive integer, got {value!r}")
+    return value
+
+
+def resolve(args: argparse.Namespace) -> Plan:
+    """Arguments + the run's config -> data store, forecasters, options, output folder."""
+    from kronos_engine.forecasting import KronosPredictor, find_predictor_run
+
+    from .baselines import BASELINES
+    from .rolling import ForecastOptions
+
+    run_info = find_predictor_run(args.exp_dir)
+    config = dict(run_info.config)
+    lookback = _check_positive(
+        args.lookback if args.lookback is not None else config.get("lookback_window"),
+        "--lookback",
+    )
+    if lookback < 2:
+        raise EvaluationError("--lookback: must be >= 2 (MASE needs one step change)")
+    pred_len = _check_positive(
+        args.pred_len if args.pred_len is not None else config.get("predict_window"),
+        "--pred_len",
+    )
+    for flag in ("stride", "sample_count", "batch_size"):
+        _check_positive(getattr(args, flag), f"--{flag}")
+    if args.max_origins is not None:
+        _check_positive(args.max_origins, "--max_origins")
+    baselines = [b.strip() for b in args.baselines.split(",") if b.strip()]
+    unknown = [b for b in baselines if b not in BASELINES]
+    if unknown:
+        raise EvaluationError(f"--baselines: unknown {unknown}; choose from {sorted(BASELINES)}")
+    kwargs = dict(device=args.device, max_context=args.max_context)
+    forecasters: dict[str, Any] = {}
+    if not args.no_model:
+        forecasters[args.name] = KronosPredictor.from_pretrained(
+            run_info.tokenizer_dir, run_info.predictor_dir, clip=run_info.clip, **kwargs
+        )
+    for item in args.compare:
+        name, path = _named(item)
+        if name in forecasters or name in BASELINES:
+            raise EvaluationError(f"--compare: name '{name}' is used twice; give NAME=PATH")
+        forecasters[name] = _compare_model(Path(path), run_info, kwargs)
+    for name in ["naive", *baselines]:
+        if name not in forecasters:
+            forecasters[name] = BASELINES[name]()
+    store = load_split(config, args.split, lookback, pred_len)
+    opts = ForecastOptions(
+        pred_len=pred_len,
+        lookback=lookback,
+        sample_count=args.sample_count,
+        T=args.T,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        seed=args.seed,
+        batch_size=args.batch_size,
+    )
+    output = Path(args.output) if args.output else Path(args.exp_dir) / "eval"
+    info = {
+        "run": str(run_info.run_dir),
+        "split": args.split,
+        "lookback": lookback,
+        "pred_len": pred_len,
+        "stride": args.stride,
+        "sample_count": args.sample_count,
+        "sampling": f"T={args.T}, top_k={args.top_k}, top_p={args.top_p}, seed={args.seed}",
+        "symbols": len(store.symbols),
+    }
+    return Plan(store, forecasters, opts, output, info)
+
+
+def _named(item: str) -> tuple[str, str]:
+    name, sep, path = item.partition("=")
+    if not sep:
+        path = item
+        name = Path(item.rstrip("/")).name or item
+    if not name or not path:
+        raise EvaluationError(f"--compare: '{item}' is not [NAME=]PATH")
+    return name, path
+
+
+def _compare_model(path: Path, run_info: Any, kwargs: dict) -> Any:
+    """A run or experiment dir brings its own tokenizer; a bare predictor folder is read with
+    the evaluated run's tokenizer (the one it must share token bits with)."""
+    from kronos_engine.forecasting import KronosPredictor
+
+    if (path / "best").is_dir() or (path / "predictor" / "best").is_dir():
+        return KronosPredictor.from_run(path, **kwargs)
+    if not (path / "config.json").is_file():
+        raise EvaluationError(
+            f"--compare: '{path}' is neither a predictor folder (config.json + "
+            "model.safetensors) nor a run dir with best/"
+        )
+    return KronosPredictor.from_pretrained(
+        run_info.tokenizer_dir, path, clip=run_info.clip, **kwargs
+    )
+
+
+def load_split(config: dict, split: str, lookback: int, pred_len: int) -> Any:
+    """The split's store (its rows plus `lookback` rows before), read as the run read it."""
+    from kronos_engine.config import TrainConfig
+    from kronos_engine.data import build_datasets
+
+    values = {k: v for k, v in config.items() if k not in ("resume", "overwrite")}
+    values.update(lookback_window=lookback, predict_window=pred_len, train_type="predictor")
+    values["max_context"] = max(int(values.get("max_context", 512)), lookback + pred_len)
+    cfg = TrainConfig.from_dict(values, source="run config")
+    splits = build_datasets(cfg)
+    dataset = splits.test if split == "test" else splits.val
+    if dataset is None:
+        raise EvaluationError(
+            f"--split {split}: the run has no {split} split (set test_time_range or a test "
+            "share in split_ratios, or use --split val)"
+        )
+    return dataset.store

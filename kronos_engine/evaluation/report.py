@@ -1,0 +1,257 @@
+"""What `scripts/evaluate.py` writes to `<exp_dir>/eval/`.
+
+* `metrics.json`: `{model: {metric: value}}` over all symbols, nothing else at the top level;
+* `metrics_by_symbol.csv`: the same metrics per (model, symbol);
+* `forecasts.parquet`: one row per model, symbol, origin and horizon step, streamed batch by
+  batch (`ForecastSink`), so it is never held in memory whole;
+* `report.md`: the table with the best value of each metric in bold, and how it was made;
+* plots (with matplotlib): forecasts vs actuals for a few symbols, IC by date, calibration.
+
+Everything is written into a staging folder which then replaces the output folder by renames,
+so a failed evaluation leaves an earlier `eval/` as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .rolling import METRIC_ORDER, MetricAccumulator
+
+log = logging.getLogger("kronos_engine")
+
+FORECASTS_FILE = "forecasts.parquet"
+METRICS_FILE = "metrics.json"
+BY_SYMBOL_FILE = "metrics_by_symbol.csv"
+REPORT_FILE = "report.md"
+
+LOWER_IS_BETTER = {"mae", "rmse", "mape", "mase", "crps"}
+HIGHER_IS_BETTER = {"skill", "direction_accuracy", "ic", "icir", "rank_ic", "rank_icir"}
+NOMINAL = {"coverage_80": 0.8, "coverage_90": 0.9}  # best = closest to nominal
+
+
+class ForecastSink:
+    """Appends each batch's rows to one Parquet file (row groups), keeping memory bounded."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._writer: Any = None
+        self.rows = 0
+
+    def __call__(self, table: pd.DataFrame) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        arrow = pa.Table.from_pandas(table, preserve_index=False)
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self.path, arrow.schema)
+        self._writer.write_table(arrow.cast(self._writer.schema))
+        self.rows += len(table)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def _json_value(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
+
+
+def write_metrics(folder: Path, acc: MetricAccumulator) -> dict[str, dict[str, float]]:
+    """`metrics.json` and `metrics_by_symbol.csv`; returns the overall metrics."""
+    overall = acc.overall()
+    payload = {m: {k: _json_value(v) for k, v in vals.items()} for m, vals in overall.items()}
+    (folder / METRICS_FILE).write_text(json.dumps(payload, indent=1), encoding="utf-8")
+    table = acc.by_symbol()
+    columns = ["model", "symbol"] + [c for c in METRIC_ORDER if c in table.columns]
+    table[columns].to_csv(folder / BY_SYMBOL_FILE, index=False, float_format="%.6g")
+    return overall
+
+
+def best_models(overall: dict[str, dict[str, float]]) -> dict[str, set[str]]:
+    """metric -> the model(s) with its best value (ties all win)."""
+    best: dict[str, set[str]] = {}
+    metrics = {k for vals in overall.values() for k in vals}
+    for metric in metrics:
+        values = {m: v[metric] for m, v in overall.items() if math.isfinite(v.get(metric, np.nan))}
+        if not values or metric == "origins":
+            continue
+        if metric in LOWER_IS_BETTER:
+            score = {m: v for m, v in values.items()}
+        elif metric in HIGHER_IS_BETTER:
+            score = {m: -v for m, v in values.items()}
+        elif metric in NOMINAL:
+            score = {m: abs(v - NOMINAL[metric]) for m, v in values.items()}
+        else:
+            continue
+        top = min(score.values())
+        best[metric] = {m for m, s in score.items() if s == top}
+    return best
+
+
+def markdown_table(overall: dict[str, dict[str, float]]) -> str:
+    """Models as rows, metrics as columns, the best value of each metric in bold."""
+    metrics = [k for k in METRIC_ORDER if any(k in v for v in overall.values())]
+    best = best_models(overall)
+    lines = [
+        "| model | " + " | ".join(metrics) + " |",
+        "|---|" + "---:|" * len(metrics),
+    ]
+    for model, values in overall.items():
+        cells = []
+        for metric in metrics:
+            value = values.get(metric, np.nan)
+            text = "-" if not math.isfinite(value) else _fmt(metric, value)
+            if model in best.get(metric, ()):
+                text = f"**{text}**"
+            cells.append(text)
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _fmt(metric: str, value: float) -> str:
+    if metric == "origins":
+        return str(int(value))
+    return f"{value:.4g}"
+
+
+def write_report_md(
+    folder: Path, overall: dict[str, dict[str, float]], info: dict[str, Any]
+) -> None:
+    """`report.md`: the verdict first (does the model beat naive?), then the table."""
+    lines = ["# Forecast evaluation", ""]
+    for key, value in info.items():
+        lines.append(f"- {key}: {value}")
+    lines += ["", markdown_table(overall), ""]
+    naive = overall.get("naive", {}).get("mae")
+    for model, values in overall.items():
+        if model == "naive" or naive is None:
+            continue
+        verdict = "beats" if values["mae"] < naive else "does not beat"
+        lines.append(
+            f"- {model} {verdict} the naive last-close forecast on close MAE "
+            f"({values['mae']:.4g} vs {naive:.4g}, skill {values['skill']:.3f})."
+        )
+    lines += [
+        "",
+        "Bold: best per metric (lowest error; highest skill, direction accuracy and IC; "
+        "coverage closest to its nominal level). `skill` is 1 - MAE / MAE(naive) on the same "
+        "origins; `mase` scales each error by the mean absolute one-step change of the close "
+        "over that origin's lookback; IC/RankIC are the cross-sectional Pearson/Spearman "
+        "correlations of the predicted horizon return per date, averaged (ICIR = mean/std).",
+        "",
+    ]
+    (folder / REPORT_FILE).write_text("\n".join(lines), encoding="utf-8")
+
+
+def write_plots(folder: Path, acc: MetricAccumulator, n_symbols: int = 4) -> list[str]:
+    """Forecast vs actual (final horizon step) for a few symbols, IC by date, calibration.
+
+    Returns the files written; without matplotlib (the `plot` extra) it writes none and
+    says so in one line.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log.warning("no plots: matplotlib is not installed (pip install -e '.[plot]')")
+        return []
+    written = []
+    symbols = sorted({s for _, s in acc.sums})[:n_symbols]
+    forecasts = pd.read_parquet(
+        folder / FORECASTS_FILE,
+        columns=["model", "symbol", "timestamp", "horizon", "close_pred", "close_true"],
+        filters=[("symbol", "in", symbols)],
+    )
+    last = forecasts[forecasts.horizon == forecasts.horizon.max()]
+    fig, axes = plt.subplots(len(symbols), 1, figsize=(10, 2.6 * len(symbols)), squeeze=False)
+    for ax, symbol in zip(axes[:, 0], symbols):
+        rows = last[last.symbol == symbol]
+        actual = rows.drop_duplicates("timestamp").sort_values("timestamp")
+        ax.plot(actual.timestamp, actual.close_true, color="black", lw=1.4, label="actual")
+        for model, part in rows.groupby("model", sort=False):
+            part = part.sort_values("timestamp")
+            ax.plot(part.timestamp, part.close_pred, lw=1, label=model)
+        ax.set_title(f"{symbol}: close forecast {int(last.horizon.max())} steps ahead")
+        ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(folder / "forecast_vs_actual.png", dpi=110)
+    plt.close(fig)
+    written.append("forecast_vs_actual.png")
+
+    daily = {m: acc.daily_ic(m) for m in acc.models}
+    if any(d["rank_ic"].notna().any() for d in daily.values() if len(d)):
+        fig, ax = plt.subplots(figsize=(10, 3.5))
+        for model, d in daily.items():
+            if len(d):
+                ax.plot(d.index, d["rank_ic"], lw=1, marker=".", label=model)
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set_title("RankIC of the predicted horizon return, by origin date")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(folder / "ic_by_date.png", dpi=110)
+        plt.close(fig)
+        written.append("ic_by_date.png")
+
+    calibration = acc.calibration_table()
+    if len(calibration):
+        fig, ax = plt.subplots(figsize=(4.5, 4.5))
+        ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--", label="ideal")
+        for model, part in calibration.groupby("model", sort=False):
+            ax.plot(part["quantile"], part["observed"], marker="o", label=model)
+        ax.set_xlabel("forecast quantile")
+        ax.set_ylabel("share of actuals below it")
+        ax.set_title("Calibration of the close quantiles")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(folder / "calibration.png", dpi=110)
+        plt.close(fig)
+        written.append("calibration.png")
+    return written
+
+
+def write_evaluation(
+    store: Any,
+    origins: Any,
+    forecasters: dict[str, Any],
+    opts: Any,
+    output: Path,
+    info: dict[str, Any],
+    plots: bool = True,
+    progress: bool = True,
+) -> dict[str, dict[str, float]]:
+    """Run the rolling evaluation and write every file of `output` (atomically replaced)."""
+    import shutil
+
+    from kronos_engine.checkpoint import replace_dir
+
+    from .rolling import run_rolling
+
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = output.with_name(f".{output.name}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        sink = ForecastSink(staging / FORECASTS_FILE)
+        try:
+            acc = run_rolling(store, origins, forecasters, opts, sink, progress)
+        finally:
+            sink.close()
+        overall = write_metrics(staging, acc)
+        write_report_md(staging, overall, {**info, "forecast rows": sink.rows})
+        if plots:
+            write_plots(staging, acc)
+        replace_dir(staging, output, output.with_name(f".{output.name}.old"))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return overall
