@@ -1,0 +1,13 @@
+"""Does the forecast trade? Qlib's top-k dropout backtest of scripts/evaluate.py's forecasts.
+
+    python scripts/backtest.py --exp_dir outputs/demo --provider data/qlib_provider
+        [--topk 50 --n_drop 5 --hold 1] [--benchmark SH000300] [--output outputs/demo/backtest]
+
+Writes <output>/report.json, report.csv and cumulative_return.png. All logic lives in
+`kronos_engine.backtest`; see `--help`.
+"""
+
+from kronos_engine.backtest import main
+
+if __name__ == "__main__":
+    raise SystemExit(main())
