@@ -3,6 +3,7 @@
 from callbacks.activation_checkpointing import ActivationCheckpointing
 from callbacks.best_checkpoint import BestCheckpoint
 from callbacks.early_stopping import EarlyStopping
+from callbacks.forecast_validation import ForecastValidation
 from callbacks.graceful_stop import GracefulStop, Preempted
 from callbacks.grad_clip import GradClipCallback
 from callbacks.metrics_jsonl import JSONLMetrics
@@ -16,6 +17,7 @@ __all__ = [
     "ActivationCheckpointing",
     "BestCheckpoint",
     "EarlyStopping",
+    "ForecastValidation",
     "GracefulStop",
     "Preempted",
     "GradClipCallback",

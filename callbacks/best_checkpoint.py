@@ -1,4 +1,6 @@
-"""Keep the model with the lowest validation metric in `<output_dir>/best/` (public layout)."""
+"""Keep the model with the best validation metric in `<output_dir>/best/` (public layout): the
+lowest strategy metric by default, or `best_metric` in `best_mode` (e.g. the highest
+`val_rank_ic` of the forecast validation)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,9 @@ import shutil
 
 from kronos_engine.callback import TrainCallback
 from kronos_engine.checkpoint import replace_dir, save_model, writing
+from kronos_engine.config import FORECAST_VAL_METRICS, ConfigError
 from kronos_engine.context import TrainContext
+from kronos_engine.evaluation.validation import improves, selection_metric
 from kronos_engine.registry import CALLBACKS
 
 log = logging.getLogger("kronos_engine")
@@ -24,16 +28,27 @@ class BestCheckpoint(TrainCallback):
         self.dirname = dirname
 
     def on_validation_end(self, ctx: TrainContext) -> None:
-        name = ctx.strategy.metric_name
+        name, mode = selection_metric(ctx)
         metric = ctx.val_metrics.get(name)
-        if metric is not None and not math.isfinite(metric):
+        if metric is None and name.removeprefix("val_") not in FORECAST_VAL_METRICS:
+            raise ConfigError(
+                f"best_metric: '{name}' is not a validation metric of this run; it logs "
+                f"{sorted(ctx.val_metrics)}"
+            )
+        if metric is None:  # a forecast metric undefined at this validation (e.g. no IC)
+            if ctx.is_main:
+                log.warning(
+                    "step %d: %s is undefined; not a candidate for best/", ctx.global_step, name
+                )
+            return
+        if not math.isfinite(metric):
             # NaN compares false with everything: it would become (and stay) the best.
             if ctx.is_main:
                 log.warning(
                     "step %d: %s is %s; not a candidate for best/", ctx.global_step, name, metric
                 )
             return
-        if metric is None or (ctx.best_metric is not None and metric >= ctx.best_metric):
+        if not improves(metric, ctx.best_metric, mode):
             return
         ctx.best_metric, ctx.best_step = metric, ctx.global_step
         if ctx.is_main:

@@ -1,4 +1,5 @@
-"""Stop when the validation metric has not improved for `patience` validations."""
+"""Stop when the validation metric (`best_metric` in `best_mode`, default the strategy's loss)
+has not improved for `patience` validations."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 from kronos_engine.callback import TrainCallback
 from kronos_engine.context import TrainContext
+from kronos_engine.evaluation.validation import improves, selection_metric
 from kronos_engine.registry import CALLBACKS
 
 log = logging.getLogger("kronos_engine")
@@ -22,12 +24,16 @@ class EarlyStopping(TrainCallback):
         self.bad_validations = 0
 
     def on_validation_end(self, ctx: TrainContext) -> None:
-        metric = ctx.val_metrics.get(ctx.strategy.metric_name)
-        if metric is None:
-            return
-        # A non-finite metric is never an improvement (NaN would otherwise become the best and
-        # every later, finite metric would count as "no improvement").
-        if math.isfinite(metric) and (self.best is None or metric < self.best - self.min_delta):
+        name, mode = selection_metric(ctx)
+        metric = ctx.val_metrics.get(name)
+        # A missing (undefined forecast metric) or non-finite metric is never an improvement
+        # (NaN would otherwise become the best and every later, finite metric would count as
+        # "no improvement").
+        if (
+            metric is not None
+            and math.isfinite(metric)
+            and improves(metric, self.best, mode, self.min_delta)
+        ):
             self.best, self.bad_validations = metric, 0
             return
         self.bad_validations += 1

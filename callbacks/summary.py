@@ -42,7 +42,7 @@ class RunSummary(TrainCallback):
             "val_metrics": ctx.val_metrics,
             "best_metric": ctx.best_metric,
             "best_step": ctx.best_step,
-            "metric_name": ctx.strategy.metric_name,
+            "metric_name": ctx.cfg.best_metric or ctx.strategy.metric_name,
             "world_size": ctx.world_size,
             "wall_time_s": round(time.time() - self.t0, 3),
             "best_dir": str(ctx.output_dir / "best"),

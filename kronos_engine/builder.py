@@ -124,8 +124,13 @@ class TrainContextBuilder:
             make("non_finite_guard")(cfg.nan_policy),
             make("graceful_stop")(),
             make("validation")(cfg.val_interval),
-            make("best_checkpoint")(),
         ]
+        if cfg.forecast_val_origins:
+            # Before best/ and early stopping: they may select on its forecast metrics.
+            callbacks.append(
+                make("forecast_validation")(cfg.forecast_val_origins, cfg.forecast_val_sample_count)
+            )
+        callbacks.append(make("best_checkpoint")())
         if cfg.early_stopping_patience:
             callbacks.append(make("early_stopping")(cfg.early_stopping_patience))
         callbacks += [

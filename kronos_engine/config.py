@@ -21,6 +21,12 @@ PRECISIONS = ("fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 BAD_DATA_POLICIES = ("error", "repair")
 NAN_POLICIES = ("stop", "skip")
+BEST_MODES = ("min", "max")
+# Forecast metrics the forecast validation logs as `val_<name>` (kronos_engine.evaluation).
+FORECAST_VAL_METRICS = (
+    "mae", "rmse", "mape", "mase", "skill", "direction_accuracy", "crps", "coverage_80",
+    "coverage_90", "ic", "icir", "rank_ic", "rank_icir",
+)  # fmt: skip
 TOKENIZER_PRESETS = ("tiny", "base")
 PREDICTOR_PRESETS = ("tiny", "mini", "small", "base")
 
@@ -38,6 +44,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "device": DEVICES,
     "bad_data": BAD_DATA_POLICIES,
     "nan_policy": NAN_POLICIES,
+    "best_mode": BEST_MODES,
 }
 
 
@@ -379,6 +386,36 @@ class TrainConfig:
             "help": "validate every N steps (default: at each epoch end only)",
         },
     )
+    forecast_val_origins: int | None = field(
+        default=None,
+        metadata={
+            "group": "logging",
+            "help": "at each validation also forecast this many validation origins (fixed, "
+            "evenly spaced dates) and log val_mae, val_rank_ic, ... (predictor; default: off)",
+        },
+    )
+    forecast_val_sample_count: int = field(
+        default=1,
+        metadata={
+            "group": "logging",
+            "help": "sample paths per forecast validation origin (>1 adds val_crps and coverage)",
+        },
+    )
+    best_metric: str | None = field(
+        default=None,
+        metadata={
+            "group": "logging",
+            "help": "validation metric that picks best/ and drives early stopping, e.g. "
+            "val_rank_ic (default: the strategy's val_loss / val_recon_mse)",
+        },
+    )
+    best_mode: str = field(
+        default="min",
+        metadata={
+            "group": "logging",
+            "help": "min: a lower best_metric is better; max: higher is better (IC, skill)",
+        },
+    )
     ckpt_interval: int | None = field(
         default=None,
         metadata={
@@ -465,10 +502,30 @@ class TrainConfig:
                 raise ConfigError(f"{key}: must be >= 1 or null, got {value}")
         if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout: must lie in [0, 1) or be null, got {self.dropout}")
-        for key in ["val_samples", "early_stopping_patience"]:
+        for key in ["val_samples", "early_stopping_patience", "forecast_val_origins"]:
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise ConfigError(f"{key}: must be >= 1 or null, got {value}")
+        if self.forecast_val_sample_count < 1:
+            raise ConfigError(
+                f"forecast_val_sample_count: must be >= 1, got {self.forecast_val_sample_count}"
+            )
+        if self.forecast_val_origins is not None and self.train_type != "predictor":
+            raise ConfigError(
+                "forecast_val_origins: forecasts need a predictor; set it only with "
+                "train_type predictor"
+            )
+        forecast_names = {f"val_{name}" for name in FORECAST_VAL_METRICS}
+        if self.best_metric in forecast_names and self.forecast_val_origins is None:
+            raise ConfigError(
+                f"best_metric: '{self.best_metric}' is a forecast metric; set "
+                "forecast_val_origins (e.g. 256) to compute it at each validation"
+            )
+        if self.best_mode == "max" and self.best_metric is None:
+            raise ConfigError(
+                "best_mode: 'max' needs best_metric (the default metric is a loss, lower is "
+                "better); set best_metric, e.g. val_rank_ic"
+            )
         if self.div_factor <= 0:
             raise ConfigError(f"div_factor: must be > 0, got {self.div_factor}")
         if self.weight_decay < 0:

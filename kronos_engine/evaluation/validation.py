@@ -50,3 +50,16 @@ def evaluate(ctx: TrainContext) -> dict[str, float]:
     for i, name in enumerate(names, start=1):
         metrics[name] = reduced[i].item() / total
     return metrics
+
+
+def selection_metric(ctx: TrainContext) -> tuple[str, str]:
+    """The validation metric that picks `best/` and drives early stopping, and its mode
+    (`min`: lower is better, `max`: higher): `best_metric`, else the strategy's metric."""
+    return ctx.cfg.best_metric or ctx.strategy.metric_name, ctx.cfg.best_mode
+
+
+def improves(value: float, best: float | None, mode: str, min_delta: float = 0.0) -> bool:
+    """Whether `value` beats `best` by more than `min_delta` in `mode`; ties never do."""
+    if best is None:
+        return True
+    return value < best - min_delta if mode == "min" else value > best + min_delta
