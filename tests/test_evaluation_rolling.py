@@ -127,9 +127,9 @@ def test_subset_by_date_keeps_whole_dates_and_the_budget(csv_run):
 @pytest.fixture(scope="module")
 def evaluated(csv_run) -> Path:
     exp = csv_run["exp"]
-    code = evaluate_main(
-        ["--exp_dir", str(exp), "--sample_count", "4", "--stride", "2", "--no_progress"]
-    )
+    best = exp / "predictor" / "best"  # the same model again, as a --compare folder
+    args = ["--exp_dir", str(exp), "--sample_count", "4", "--stride", "2", "--no_progress"]
+    code = evaluate_main([*args, "--compare", f"again={best}"])
     assert code == 0
     return exp / "eval"
 
@@ -139,14 +139,17 @@ def test_evaluate_writes_every_output_on_a_csv_finetune(evaluated):
     assert {"metrics.json", "metrics_by_symbol.csv", "forecasts.parquet", "report.md"} <= names
     assert {"forecast_vs_actual.png", "ic_by_date.png", "calibration.png"} <= names
     metrics = json.loads((evaluated / "metrics.json").read_text())
-    assert list(metrics) == ["kronos", "naive", "drift"]
+    assert list(metrics) == ["kronos", "again", "naive", "drift"]
+    # A --compare folder is read with the run's tokenizer and forecast on the same origins
+    # with the same seeds: the same model gives the same numbers.
+    assert metrics["again"] == metrics["kronos"]
     for values in metrics.values():
         assert {"mae", "rmse", "mase", "skill", "direction_accuracy", "crps"} <= set(values)
         assert {"coverage_80", "coverage_90"} <= set(values)
     assert {"ic", "rank_ic"} <= set(metrics["kronos"])
     assert metrics["naive"]["skill"] == 0.0
     by_symbol = pd.read_csv(evaluated / "metrics_by_symbol.csv")
-    assert len(by_symbol) == 9 and set(by_symbol.model) == {"kronos", "naive", "drift"}
+    assert len(by_symbol) == 12 and set(by_symbol.model) == {"kronos", "again", "naive", "drift"}
     report = (evaluated / "report.md").read_text()
     assert "| kronos |" in report and "**" in report
 
