@@ -26,7 +26,18 @@ from .timestamps import infer_future_stamps
 
 log = logging.getLogger("kronos_engine")
 
-DATA_KEYS = ("data_source", "data_path", "instruments", "freq", "bad_data", "qlib_region")
+FLAG_DATA_KEYS = ("data_source", "data_path", "instruments", "freq", "bad_data")
+
+
+def run_data_keys() -> list[str]:
+    """The run-config keys that decide which bars training read (the data group + seed,
+    which generates the demo data)."""
+    import dataclasses
+
+    from kronos_engine.config import TrainConfig
+
+    fields = dataclasses.fields(TrainConfig)
+    return [f.name for f in fields if f.metadata.get("group") == "data"] + ["seed"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,8 +107,10 @@ def _stderr():
 
 
 def run(args: argparse.Namespace) -> int:
-    job = resolve_job(args)
     quantiles = _parse_quantiles(args.quantiles)
+    if quantiles and args.sample_count < 2:
+        raise ForecastError("--quantiles: quantiles need sample_count >= 2 sample paths")
+    job = resolve_job(args)
     histories, skipped = collect_histories(job, args.as_of)
     if skipped:
         log.warning("skipped %d symbol(s): %s", len(skipped), "; ".join(skipped))
@@ -127,10 +140,11 @@ def resolve_job(args: argparse.Namespace) -> Job:
         config, default_out = {}, Path("forecast.csv")
     else:
         raise ForecastError("--exp_dir, or both --tokenizer and --predictor, are required")
-    data = {k: config[k] for k in DATA_KEYS if k in config}
+    data = {k: config[k] for k in run_data_keys() if k in config}
     if args.data_path:
         data.update(data_path=args.data_path, data_source=args.data_source or "csv")
-    for key in DATA_KEYS:
+        data.update(instruments="all", dataset_begin_time=None, dataset_end_time=None)
+    for key in FLAG_DATA_KEYS:
         if getattr(args, key, None) is not None:
             data[key] = getattr(args, key)
     lookback = _positive(args.lookback, config.get("lookback_window"), "--lookback")
@@ -211,29 +225,28 @@ def forecast_all(
     job: Job, histories: list[History], args: argparse.Namespace, quantiles: list[float]
 ) -> pd.DataFrame:
     """Forecast in batches of `--batch_size` symbols; one long table."""
-    parts = []
-    bar = tqdm(total=len(histories), desc="symbols", unit="symbol")
-    for start in range(0, len(histories), max(1, args.batch_size)):
-        chunk = histories[start : start + max(1, args.batch_size)]
-        frames = job.predictor.predict_batch(
-            [h.frame[COLUMNS] for h in chunk],
-            [h.frame["timestamps"] for h in chunk],
-            [h.future for h in chunk],
-            job.pred_len,
-            T=args.T,
-            top_k=args.top_k,
-            top_p=args.top_p,
-            sample_count=args.sample_count,
-            verbose=False,
-            quantiles=quantiles,
-            seed=args.seed + start,
-        )
-        for history, frame in zip(chunk, frames):
-            frame = frame.reset_index(names="timestamp")
-            frame.insert(0, "symbol", history.symbol)
-            parts.append(frame)
-        bar.update(len(chunk))
-    bar.close()
+    parts, size = [], max(1, args.batch_size)
+    with tqdm(total=len(histories), desc="symbols", unit="symbol") as bar:
+        for start in range(0, len(histories), size):
+            chunk = histories[start : start + size]
+            frames = job.predictor.predict_batch(
+                [h.frame[COLUMNS] for h in chunk],
+                [h.frame["timestamps"] for h in chunk],
+                [h.future for h in chunk],
+                job.pred_len,
+                T=args.T,
+                top_k=args.top_k,
+                top_p=args.top_p,
+                sample_count=args.sample_count,
+                verbose=False,
+                quantiles=quantiles,
+                seed=args.seed + start,
+            )
+            for history, frame in zip(chunk, frames):
+                frame = frame.reset_index(names="timestamp")
+                frame.insert(0, "symbol", history.symbol)
+                parts.append(frame)
+            bar.update(len(chunk))
     return pd.concat(parts, ignore_index=True)
 
 

@@ -53,7 +53,7 @@ def _frequency(history: pd.DatetimeIndex) -> Any:
             freq = None
         if freq is not None:
             return freq
-    steps = pd.Series(np.diff(history.asi8))
+    steps = pd.Series(np.diff(history.as_unit("ns").asi8))
     if (steps > 0).all() and steps.nunique() == 1:
         return pd.Timedelta(int(steps.iloc[0]), unit="ns")
     day = pd.Timedelta(days=1).value
