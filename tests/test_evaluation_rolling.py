@@ -4,6 +4,9 @@ on a CSV fine-tune, with `metrics.json` recomputed from `forecasts.parquet`."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +26,7 @@ from kronos_engine.evaluation.rolling import (
 )
 
 LOOKBACK, PRED = 20, 4
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -211,3 +215,28 @@ def test_crps_rows_match_the_samples_definition():
     y = np.array([[1.0, 2.0]])
     samples = np.repeat(np.array([[3.0, 1.5]])[..., None], 5, axis=-1)
     np.testing.assert_allclose(M.crps_ensemble(samples, y), [[2.0, 0.5]])
+
+
+@pytest.mark.slow
+def test_evaluate_on_the_quick_start_outputs(tmp_path):
+    """The README's Quick start commands, then `scripts/evaluate.py --exp_dir outputs/demo`
+    alone, as a new user runs them (several minutes on 2 CPU cores)."""
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
+    )
+
+    def script(name: str, *args: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, str(REPO / "scripts" / name), *args]
+        return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
+
+    for stage in ("tokenizer", "predictor"):
+        proc = script("train.py", f"--train_type={stage}", "--progress_bar=false")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = script("evaluate.py", "--exp_dir", "outputs/demo", "--no_progress")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    metrics = json.loads((tmp_path / "outputs/demo/eval/metrics.json").read_text())
+    assert list(metrics) == ["kronos", "naive", "drift"]
+    assert {"mae", "rmse", "mase", "skill", "direction_accuracy", "ic", "rank_ic"} <= set(
+        metrics["kronos"]
+    )
+    assert "| kronos |" in proc.stdout
