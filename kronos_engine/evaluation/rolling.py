@@ -83,7 +83,11 @@ def subset_by_date(store: WindowStore, origins: Origins, budget: int) -> Origins
 
 @dataclass
 class ForecastOptions:
-    """How each forecaster is asked to forecast (the `predict_batch` sampling arguments)."""
+    """How each forecaster is asked to forecast (the `predict_batch` sampling arguments).
+
+    Batch `b` samples with seed `seed + b`, so a run is reproducible for a given `batch_size`
+    and every model sees the same seeds on the same origins.
+    """
 
     pred_len: int
     lookback: int
