@@ -134,3 +134,34 @@ def test_an_unknown_best_metric_stops_at_the_first_validation(tmp_path):
     cfg = _cfg(tmp_path, tok, best_metric="val_los", best_mode="min", max_steps=2)
     with pytest.raises(ConfigError, match="best_metric: 'val_los' is not a validation metric"):
         run(cfg)
+
+
+def test_every_rank_gets_the_same_forecast_metrics_under_torchrun(tmp_path):
+    """Rank 0 forecasts and the values are all-reduced: every rank takes the same best/ and
+    early-stopping decision."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    runner = Path(__file__).with_name("dist_runner.py")
+    tok = save_random_tokenizer(tmp_path / "tok")
+    out = tmp_path / "two"
+    cfg = _cfg(tmp_path, tok, epochs=1, device="cpu", best_metric="val_mae", best_mode="min")
+    values = {**cfg.to_dict(), "output_dir": str(out), "early_stopping_patience": 1}
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps(values))
+    paths = os.pathsep.join([str(runner.parent), str(runner.parent.parent)])  # this checkout
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": paths}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    proc = subprocess.run(
+        [*cmd, str(runner), str(path)], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [json.loads((out / f"losses_rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["world"] == 2
+    assert ranks[0]["val"] == ranks[1]["val"] and "val_mae" in ranks[0]["val"]
+    assert ranks[0]["losses"] == ranks[1]["losses"]  # both stopped at the same step
+    vals = [r for r in _records(out) if r["type"] == "val"]
+    best = json.loads((out / "best" / "best.json").read_text())
+    assert best["metric"] == "val_mae" and best["value"] == min(r["val_mae"] for r in vals)
