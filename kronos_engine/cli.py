@@ -207,13 +207,15 @@ def read_yaml_config(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ConfigError(f"{path}: expected a mapping of key: value pairs at the top level")
     keys = {f.name for f in config_fields()}
     lines: dict[str, int] = {}
-    for key_node, _ in node.value:
+    texts: dict[str, Any] = {}
+    for key_node, value_node in node.value:
         key, line = str(key_node.value), key_node.start_mark.line + 1
         if key in lines:
             raise ConfigError(
                 f"{path}:{line}: key '{key}' appears twice (first on line {lines[key]})"
             )
         lines[key] = line
+        texts[key] = _source_text(value_node)
     values: dict[str, Any] = {}
     for key, value in data.items():
         line = lines.get(str(key), 0)
@@ -223,11 +225,33 @@ def read_yaml_config(path: str | os.PathLike[str]) -> dict[str, Any]:
             raise ConfigError(
                 f"{path}:{line}: unknown key '{key}'{close} (see params.md for the keys)"
             )
+        if value is not None and _is_text_key(key) and texts.get(key) is not None:
+            # YAML reads `000010` as the octal 8 and `2e5` as text only sometimes: a key that
+            # holds text (symbols, paths, dates) takes the characters as written.
+            value = texts[key]
         try:
             values[key] = coerce(key, value, field_type(key))
         except ConfigError as exc:
             raise ConfigError(f"{path}:{line}: {exc}") from None
     return values
+
+
+def _source_text(node: yaml.Node) -> Any:
+    """A plain scalar's characters as written (a list of them for a flat sequence)."""
+    if isinstance(node, yaml.ScalarNode):
+        return node.value
+    if isinstance(node, yaml.SequenceNode) and all(
+        isinstance(n, yaml.ScalarNode) for n in node.value
+    ):
+        return [n.value for n in node.value]
+    return None
+
+
+def _is_text_key(key: str) -> bool:
+    tp, is_list = _base_type(key)
+    if is_list:
+        (tp,) = typing.get_args(tp)
+    return tp is str
 
 
 # ---------------------------------------------------------------------------- config
@@ -257,12 +281,19 @@ def check_before_work(cfg: TrainConfig) -> None:
     `callbacks`/`strategy` import, so a typo fails in a second, not after the data build."""
     if cfg.resume and not Path(cfg.resume).exists():
         raise ConfigError(f"resume: '{cfg.resume}' does not exist")
-    from kronos_engine.builder import check_output_dir
+    if cfg.data_source == "qlib":
+        from kronos_engine.data.sources_qlib import require_pyqlib
 
-    check_output_dir(cfg)  # a fresh run never mixes with an earlier run's outputs
+        require_pyqlib()
+    from kronos_engine import run_dir
+
+    run_dir.check_output_dir(cfg)  # fails fast, before the folder is created for the lock
+    if is_rank0():
+        run_dir.acquire(cfg.resolved_output_dir)  # held until the run ends (see run_dir)
+        run_dir.check_output_dir(cfg)  # again: another run may have finished in between
     from kronos_engine.callback import TrainCallback
     from kronos_engine.registry import CALLBACKS, STRATEGIES, RegistryError
-    from kronos_engine.strategy import Strategy
+    from kronos_engine.strategy import Strategy, check_strategy_train_type
 
     checks = [("callbacks", name, CALLBACKS, TrainCallback) for name in cfg.callbacks]
     if cfg.strategy:
@@ -276,6 +307,8 @@ def check_before_work(cfg: TrainConfig) -> None:
             raise ConfigError(
                 f"{key}: '{name}' is {obj!r}, not a subclass of {base.__module__}.{base.__name__}"
             )
+        if key == "strategy":
+            check_strategy_train_type(obj, name, cfg.train_type)
         if key == "callbacks":  # the builder creates command-line callbacks without arguments
             try:
                 inspect.signature(obj).bind()
@@ -336,6 +369,12 @@ def _distributed_started() -> bool:
     import torch.distributed as dist
 
     return dist.is_available() and dist.is_initialized()
+
+
+def _release_output_dirs() -> None:
+    from kronos_engine import run_dir
+
+    run_dir.release_all()
 
 
 def _shutdown_distributed() -> None:
@@ -442,6 +481,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SystemExit, KeyboardInterrupt, Exception) as exc:
         return exit_code_for(exc)
     finally:
+        _release_output_dirs()
         _shutdown_distributed()
 
 
@@ -540,4 +580,5 @@ def pipeline_main(argv: Sequence[str] | None = None) -> int:
     except (SystemExit, KeyboardInterrupt, Exception) as exc:
         return exit_code_for(exc)
     finally:
+        _release_output_dirs()
         _shutdown_distributed()
