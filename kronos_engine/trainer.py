@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from kronos_engine import run_dir
 from kronos_engine.context import TrainContext
 from kronos_engine.strategy import StepOutput
 
@@ -91,6 +92,8 @@ class Trainer:
         except BaseException as error:
             ctx.callbacks.fire_error(ctx, error)
             raise
+        finally:
+            run_dir.release(ctx.output_dir)  # taken by the builder (rank 0)
         return ctx
 
     def _finished(self) -> bool:
