@@ -285,12 +285,12 @@ def check_before_work(cfg: TrainConfig) -> None:
         from kronos_engine.data.sources_qlib import require_pyqlib
 
         require_pyqlib()
+    from kronos_engine.model_factory import check_pretrained_paths
+
+    check_pretrained_paths(cfg)
     from kronos_engine import run_dir
 
     run_dir.check_output_dir(cfg)  # fails fast, before the folder is created for the lock
-    if is_rank0():
-        run_dir.acquire(cfg.resolved_output_dir)  # held until the run ends (see run_dir)
-        run_dir.check_output_dir(cfg)  # again: another run may have finished in between
     from kronos_engine.callback import TrainCallback
     from kronos_engine.registry import CALLBACKS, STRATEGIES, RegistryError
     from kronos_engine.strategy import Strategy, check_strategy_train_type
@@ -317,6 +317,9 @@ def check_before_work(cfg: TrainConfig) -> None:
                     f"callbacks: '{name}' cannot be created without arguments ({exc}); give it "
                     "defaults or pass an instance with TrainContextBuilder.with_callbacks"
                 ) from None
+    if is_rank0():
+        run_dir.acquire(cfg.resolved_output_dir)  # held until the run ends (see run_dir)
+        run_dir.check_output_dir(cfg)  # again: another run may have finished in between
 
 
 # ---------------------------------------------------------------------------- running
@@ -440,12 +443,41 @@ def describe_results(ctx, suggest_next: bool = True) -> str:
             f"resume with: python scripts/train.py --config {out / 'config.yaml'} --resume={out}"
         )
     elif suggest_next and cfg.train_type == "tokenizer" and (out / "best").is_dir():
-        where = f"--exp_dir={cfg.exp_dir}" if cfg.output_dir is None else ""
-        if cfg.output_dir is not None or cfg.pretrained_tokenizer:
-            where = f"--tokenizer_path={out / 'best'}"
-        lines.append(f"next: python scripts/train.py --train_type=predictor {where}")
+        lines.append(f"next: {next_predictor_command(ctx)}")
     lines.append(f"plot: python scripts/plot.py {out}")
     return "\n".join(lines)
+
+
+def next_predictor_command(ctx) -> str:
+    """The predictor run that goes with a finished tokenizer run: the same config (data,
+    windows, exp_dir) as written to its config.yaml, this tokenizer's best/, a predictor
+    preset with its token bits, and none of the tokenizer-only settings."""
+    from kronos_engine.models.presets import PREDICTOR_PRESETS
+
+    cfg, out = ctx.cfg, ctx.output_dir
+    model = getattr(ctx.model, "module", ctx.model)
+    bits = (getattr(model, "s1_bits", None), getattr(model, "s2_bits", None))
+    flags = [
+        "--train_type=predictor",
+        f"--config {out / 'config.yaml'}",
+        f"--tokenizer_path={out / 'best'}",
+        f"--output_dir={out.parent / 'predictor'}",
+    ]
+    if not cfg.pretrained_predictor:  # model_preset in config.yaml names the tokenizer's preset
+        matching = [
+            name
+            for name, conf in PREDICTOR_PRESETS.items()
+            if (conf.get("s1_bits"), conf.get("s2_bits")) == bits
+        ]
+        if matching:
+            flags.append(f"--model_preset={'small' if 'small' in matching else matching[0]}")
+    if cfg.strategy:
+        flags.append("--strategy=null")
+    if cfg.resume:
+        flags.append("--resume=null")
+    if cfg.overwrite:
+        flags.append("--overwrite=false")
+    return "python scripts/train.py " + " ".join(flags)
 
 
 def exit_code_for(exc: BaseException) -> int:

@@ -83,7 +83,7 @@ def check_output_dir(cfg: TrainConfig) -> None:
 
 # ---------------------------------------------------------------------------- the lock
 
-_HELD: dict[str, tuple[int, Path, bool]] = {}  # abspath -> (fd, lock file, created the dir)
+_HELD: dict[str, tuple[int, Path, list[Path]]] = {}  # abspath -> (fd, lock file, dirs made)
 
 
 def _holder_text(path: Path) -> str:
@@ -104,7 +104,7 @@ def acquire(output_dir: str | os.PathLike[str]) -> None:
     key = os.path.abspath(out)
     if key in _HELD:
         return
-    created = not out.exists()
+    created = [p for p in [out, *out.absolute().parents] if not p.exists()]
     out.mkdir(parents=True, exist_ok=True)
     lock = out / LOCK_NAME
     while True:
@@ -151,11 +151,11 @@ def release(output_dir: str | os.PathLike[str]) -> None:
     except FileNotFoundError:
         pass
     os.close(fd)  # unlink first: a waiting process then re-checks the inode and retries
-    if created:
+    for folder in created:  # deepest first; stops at the first one that holds anything
         try:
-            lock.parent.rmdir()
+            folder.rmdir()
         except OSError:
-            pass
+            break
 
 
 def release_all() -> None:
