@@ -380,9 +380,34 @@ def _release_output_dirs() -> None:
     run_dir.release_all()
 
 
-def _shutdown_distributed() -> None:
+def _close_distributed() -> None:
+    """The end of a successful distributed run, in an order that cannot abort a rank.
+
+    Rank 1 sometimes died at exit with `terminate called without an active exception`
+    (SIGABRT): `destroy_process_group` only unregisters the gloo group, the C++ object lives on
+    while the DDP model's reducer (kept alive by the run's context, and by reference cycles
+    until a garbage collection) holds it, and it was then destroyed during interpreter exit,
+    after the peer had already closed its sockets, with its worker threads still joinable.
+    So: drop the model and collect (the group is freed while every peer is still connected),
+    meet at a barrier, destroy the group, then exit."""
+    import gc
+
     import torch.distributed as dist
 
+    gc.collect()
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+    gc.collect()
+
+
+def _shutdown_distributed() -> None:
+    """After an error (no barrier: a peer may be gone); a no-op after `_close_distributed`."""
+    import gc
+
+    import torch.distributed as dist
+
+    gc.collect()
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
@@ -509,7 +534,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         ctx.executor.barrier()  # every rank done with its collectives before teardown
         if ctx.is_main:
             print(describe_results(ctx), flush=True)
-        return stop_exit_code(ctx)
+        code = stop_exit_code(ctx)
+        del ctx  # the DDP model's reducer holds the process group: free it now (see below)
+        _close_distributed()
+        return code
     except (SystemExit, KeyboardInterrupt, Exception) as exc:
         return exit_code_for(exc)
     finally:
@@ -608,7 +636,11 @@ def pipeline_main(argv: Sequence[str] | None = None) -> int:
                 print(f"data prepared in {data_cfg.cache_dir}; no stage to train", flush=True)
             for ctx in finished:
                 print(describe_results(ctx, suggest_next=False), flush=True)
-        return stop_exit_code(finished[-1]) if finished else 0
+        code = stop_exit_code(finished[-1]) if finished else 0
+        del ctx
+        finished.clear()
+        _close_distributed()
+        return code
     except (SystemExit, KeyboardInterrupt, Exception) as exc:
         return exit_code_for(exc)
     finally:
