@@ -3,8 +3,9 @@ makes that exclusive.
 
 * A fresh run never writes into a folder that already holds a run (`--resume` it, or
   `--overwrite=true`).
-* A resumed run continues in its own folder: `--resume=A` with `output_dir` pointing at another
-  run B would replace B's files with A's, so it is refused.
+* A resumed run continues in its own folder, or in a new one that holds no run yet (a fork):
+  `--resume=A` with `output_dir` pointing at another run B would replace B's files with A's,
+  so it is refused.
 * A run holds its output dir exclusively while it runs: `<output_dir>/.lock`, locked with
   `flock` and naming the holder (pid, host, start time). The kernel drops an `flock` when its
   process dies, so a lock left by a killed run never blocks `--resume`; a second run started
@@ -46,6 +47,8 @@ def resumed_run_dir(resume: str | os.PathLike[str]) -> Path | None:
     path = Path(resume)
     if (path / "checkpoints").is_dir():
         return path
+    if path.name == "checkpoints" and path.is_dir():
+        return path.parent
     if path.parent.name == "checkpoints" and path.is_dir():
         return path.parent.parent
     return None
@@ -63,20 +66,26 @@ def check_output_dir(cfg: TrainConfig) -> None:
     out = cfg.resolved_output_dir
     if cfg.resume:
         owner = resumed_run_dir(cfg.resume)
-        if owner is not None and not _same_dir(owner, out):
-            raise ConfigError(
-                f"resume: '{cfg.resume}' is a checkpoint of run '{owner}', but output_dir is "
-                f"'{out}'; a resumed run continues in its own folder: pass "
-                f"--output_dir={owner} (or --config {owner / 'config.yaml'}), or start a "
-                f"fresh run into '{out}' without --resume"
+        if owner is not None and _same_dir(owner, out):
+            return  # continuing the run in its own folder
+        if previous_run_outputs(out):  # even with overwrite: a resume never clears a folder
+            whose = f"a checkpoint of run '{owner}'" if owner is not None else "a checkpoint"
+            fix = (
+                f"--output_dir={owner} (or --config {owner / 'config.yaml'})"
+                if owner
+                else ("an output_dir that holds no run")
             )
-        if owner is not None or cfg.overwrite:
-            return
+            raise ConfigError(
+                f"resume: '{cfg.resume}' is {whose}, but output_dir '{out}' holds another "
+                f"run; a resumed run continues in its own folder or a new one: pass {fix}, "
+                f"or start a fresh run into '{out}' without --resume"
+            )
+        return
     found = previous_run_outputs(out)
     if found and not cfg.overwrite:
-        how = "" if cfg.resume else f"continue it with --resume={out}, "
         raise ConfigError(
-            f"output_dir: '{out}' already holds a run ({', '.join(found)}); {how}choose "
+            f"output_dir: '{out}' already holds a run ({', '.join(found)}); continue it with "
+            f"--resume={out}, choose "
             f"another --output_dir, or pass --overwrite=true to replace it"
         )
 

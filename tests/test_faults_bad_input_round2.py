@@ -208,12 +208,13 @@ def _cases(root: Path, run: Path, other: Path) -> dict[str, tuple[list[str], str
         # 11. --resume=A into another run B
         "resume_a_into_run_b": (
             tok + [f"--resume={run}", f"--output_dir={other}"],
-            f"resume: '{run}' is a checkpoint of run '{run}', but output_dir is '{other}'",
+            f"resume: '{run}' is a checkpoint of run '{run}', but output_dir '{other}' holds "
+            "another run",
         ),
         "resume_a_step_into_run_b": (
             tok
             + [f"--resume={sorted((run / 'checkpoints').iterdir())[0]}", f"--output_dir={other}"],
-            f"is a checkpoint of run '{run}', but output_dir is '{other}'",
+            f"is a checkpoint of run '{run}', but output_dir '{other}' holds another run",
         ),
         # trap: data_path without data_source
         "data_path_without_data_source": (
@@ -524,3 +525,19 @@ def test_the_lock_is_given_back_when_a_library_run_ends(tmp_path):
     assert run_dir.holds(out) and (out / LOCK).exists()
     Trainer(ctx).fit()
     assert not run_dir.holds(out) and not (out / LOCK).exists()
+
+
+def test_resume_continues_a_run_in_its_own_folder_or_a_new_one(tmp_path_factory, tmp_path):
+    """Class 11, the allowed side: `--resume=A/checkpoints` into A, and a fork of A into an
+    empty folder, both run; A's files are untouched by the fork."""
+    from kronos_engine.config import TrainConfig as Cfg
+    from kronos_engine.run_dir import check_output_dir
+
+    run = _finished_run(tmp_path_factory, tmp_path / "run")
+    check_output_dir(Cfg(output_dir=str(run), resume=str(run / "checkpoints")))
+    before = snapshot(run)
+    fork = tmp_path / "fork"
+    args = fi.train_args("tokenizer", fork) + [f"--resume={run}"]
+    assert main(args) == 0
+    assert (fork / "summary.json").is_file()
+    _assert_untouched(before, snapshot(run))
