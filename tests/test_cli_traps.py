@@ -9,6 +9,7 @@ logs and reports its result, and pyqlib is an extra.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -129,10 +130,11 @@ CALLBACK = textwrap.dedent(
 )
 
 
-def _run_in(cwd: Path, args: list[str], merge: bool = False) -> subprocess.CompletedProcess:
+def _run_in(
+    cwd: Path, args: list[str], merge: bool = False, pythonpath: str = ""
+) -> subprocess.CompletedProcess:
     env = fi.env()
-    env.pop("PYTHONPATH", None)  # only the installed engine; the user module is in cwd
-    env["PYTHONPATH"] = str(REPO)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), pythonpath]))  # no cwd
     return subprocess.run(
         [sys.executable, str(REPO / "scripts" / "train.py"), *args],
         cwd=cwd,
@@ -165,7 +167,12 @@ def test_prints_and_logs_stay_above_the_progress_bar(tmp_path):
     out = tmp_path / "run"
     args = [*BASE, "--train_type=tokenizer", f"--output_dir={out}", "--max_steps=4"]
     args = [a for a in args if a != "--progress_bar=false"] + ["--progress_bar=true"]
-    result = _run_in(tmp_path, [*args, "--callbacks=my_callbacks:PrintLoss"], merge=True)
+    result = _run_in(
+        tmp_path,
+        [*args, "--callbacks=my_callbacks:PrintLoss"],
+        merge=True,
+        pythonpath=str(tmp_path),
+    )
     assert result.returncode == 0, result.stdout
     segments = result.stdout.replace("\r", "\n").split("\n")
     hits = [s for s in segments if "step 1: loss" in s or "step 4: loss" in s]
