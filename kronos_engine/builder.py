@@ -249,6 +249,7 @@ class TrainContextBuilder:
             ctx.output_dir.mkdir(parents=True, exist_ok=True)
             with open(ctx.output_dir / "config.yaml", "w", encoding="utf-8") as fh:
                 yaml.safe_dump(self.cfg.to_dict(), fh, sort_keys=False)
+            ctx.strategy.write_run_files(ctx.output_dir)
         ctx.executor.barrier()
 
 

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 # Train record keys that are bookkeeping, not losses (see params.md, "metrics.jsonl").
 TRAIN_NON_LOSS = {"type", "step", "epoch", "loss", "lr", "grad_norm", "samples_per_s", "samples"}
@@ -194,3 +195,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     print(f"plot written to {out}")
     return 0
+
+
+def plot_forecast(
+    history: Any, forecast: Any, out: str | Path, quantiles: Sequence[float] = ()
+) -> Path:
+    """One symbol's close: history, forecast mean and the outer quantile band (PNG).
+
+    `history` has `timestamps` and `close` columns; `forecast` is indexed by timestamp with
+    `close` and, for each quantile q, `close_q<percent>`.
+    """
+    from kronos_engine.forecasting import quantile_column
+
+    plt = _import_pyplot()
+    fig, ax = plt.subplots(figsize=(10, 4))
+    ax.plot(history["timestamps"], history["close"], color="tab:blue", label="history")
+    ax.plot(forecast.index, forecast["close"], color="tab:orange", label="forecast (mean)")
+    if len(quantiles) >= 2:
+        low, high = min(quantiles), max(quantiles)
+        ax.fill_between(
+            forecast.index,
+            forecast[quantile_column("close", low)],
+            forecast[quantile_column("close", high)],
+            color="tab:orange",
+            alpha=0.25,
+            label=f"{format(low * 100, 'g')}-{format(high * 100, 'g')}% band",
+        )
+    ax.set_ylabel("close")
+    ax.legend(loc="best")
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    out = Path(out)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out

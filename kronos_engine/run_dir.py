@@ -28,7 +28,7 @@ from pathlib import Path
 
 from kronos_engine.config import ConfigError, TrainConfig
 
-RUN_OUTPUTS = ("checkpoints", "best", "metrics.jsonl", "summary.json")
+RUN_OUTPUTS = ("checkpoints", "best", "metrics.jsonl", "summary.json", "frozen_tokenizer")
 LOCK_NAME = ".lock"
 
 

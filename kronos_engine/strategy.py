@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -50,6 +51,9 @@ class Strategy:
 
     def setup(self, ctx: TrainContext) -> None:
         """Called after the model is placed on the device, before training starts."""
+
+    def write_run_files(self, output_dir: Path) -> None:
+        """Record in the run folder what the run depends on beyond its own model (rank 0)."""
 
     def training_step(self, model: nn.Module, batch: Any, ctx: TrainContext) -> StepOutput:
         raise NotImplementedError(f"{type(self).__name__} must implement training_step")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -9,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kronos_engine.context import TrainContext
+from kronos_engine.forecasting.runs import FROZEN_TOKENIZER_DIR
 from kronos_engine.model_factory import (
     build_predictor_model,
     check_bits_match,
@@ -41,6 +45,17 @@ class PredictorNextTokenStrategy(Strategy):
         if self.tokenizer is None:
             self.tokenizer = load_frozen_tokenizer(self.cfg)
         self.tokenizer.to(ctx.executor.device).eval()
+
+    def write_run_files(self, output_dir: Path) -> None:
+        """Keep the exact tokenizer this predictor learns to read: forecasting from the run
+        (`KronosPredictor.from_run`) must decode with it even if its source folder changes."""
+        target = output_dir / FROZEN_TOKENIZER_DIR
+        if target.exists() or self.tokenizer is None:
+            return  # a resumed run keeps the tokenizer it started with
+        staging = output_dir / f".{FROZEN_TOKENIZER_DIR}.tmp"
+        shutil.rmtree(staging, ignore_errors=True)
+        self.tokenizer.save_pretrained(staging)
+        os.replace(staging, target)
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

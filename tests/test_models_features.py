@@ -8,14 +8,8 @@ import torch
 from safetensors.torch import load_file
 
 import kronos_engine.models.layers as layers
-from kronos_engine.models import (
-    Kronos,
-    auto_regressive_inference,
-    build_predictor,
-    build_tokenizer,
-    sample_from_logits,
-)
-from kronos_engine.models.forecast import filter_logits
+from kronos_engine.forecasting import auto_regressive_inference, filter_logits, sample_from_logits
+from kronos_engine.models import Kronos, build_predictor, build_tokenizer
 from kronos_engine.models.layers import MultiHeadAttentionWithRoPE, build_attention_mask
 
 B, L = 3, 10
@@ -169,10 +163,10 @@ def test_attention_mask_combines_causal_and_padding():
         4, 4, causal=True, key_padding_mask=None, device=torch.device("cpu")
     )[:2] == (None, True)
     # A length-1 causal query is aligned with the last key, so it sees the whole context.
-    single, _, _ = build_attention_mask(
+    # No mask at all (the fast SDPA path) is exactly that.
+    assert build_attention_mask(
         1, 4, causal=True, key_padding_mask=None, device=torch.device("cpu")
-    )
-    assert single.all()
+    ) == (None, False, None)
 
 
 def test_compute_loss_ignores_padding(predictor):

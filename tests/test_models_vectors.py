@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from kronos_engine.models import Kronos, KronosTokenizer, auto_regressive_inference
+from kronos_engine.forecasting import auto_regressive_inference
+from kronos_engine.models import Kronos, KronosTokenizer
 
 ATOL, RTOL = 1e-5, 1e-4
 
@@ -125,9 +126,10 @@ def test_predictor_decode_s1_and_s2(predictor, pred_vectors):
     assert_close(s2_logits, v["decode_s2.s2_logits"], "decode_s2.s2_logits")
 
 
+@pytest.mark.parametrize("use_cache", [True, False], ids=["kv_cache", "recompute"])
 @pytest.mark.parametrize("context, max_context", [(12, 32), (20, 16)])
 def test_greedy_forecast_matches_reference(
-    reference_dir, tokenizer, predictor, context, max_context
+    reference_dir, tokenizer, predictor, context, max_context, use_cache
 ):
     v = load_file(reference_dir / f"vectors_inference_ctx{context}_max{max_context}.safetensors")
     preds = auto_regressive_inference(
@@ -143,6 +145,7 @@ def test_greedy_forecast_matches_reference(
         top_k=1,
         top_p=1.0,
         sample_count=1,
+        use_cache=use_cache,
     )
     assert preds.shape == (2, min(context + 6, max_context), 6)
     assert_close(preds, v["preds"], "preds")

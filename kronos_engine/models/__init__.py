@@ -1,7 +1,7 @@
 """Kronos tokenizer and predictor, compatible with the public checkpoints."""
 
-from .forecast import auto_regressive_inference, sample_from_logits
 from .io import CheckpointError
+from .kv_cache import KVCache
 from .predictor import Kronos
 from .presets import (
     build_predictor,
@@ -14,13 +14,12 @@ from .tokenizer import KronosTokenizer
 
 __all__ = [
     "CheckpointError",
+    "KVCache",
     "Kronos",
     "KronosTokenizer",
-    "auto_regressive_inference",
     "build_predictor",
     "build_tokenizer",
     "count_parameters",
     "predictor_config",
-    "sample_from_logits",
     "tokenizer_config",
 ]

@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from .kv_cache import KVCache
+
 
 class RMSNorm(nn.Module):
     """RMS normalisation computed in float32 so that bf16 activations keep their precision."""
@@ -76,6 +78,19 @@ class RotaryPositionalEmbedding(nn.Module):
         cos, sin = self.cos_sin(n, q.dtype)
         return q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
 
+    def rotate(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Rotate `(B, H, L, D)` by explicit per-row positions `(B, L)`.
+
+        Incremental decoding needs this: a token keeps the rotation of its position in the
+        window when it is computed alone, and left-padded rows count from their first real
+        token. The angles are the same float32 products as `cos_sin`, so equal positions give
+        bit-identical rotations.
+        """
+        freqs = positions.to(self.inv_freq.dtype)[..., None] * self.inv_freq
+        emb = torch.cat((freqs, freqs), dim=-1)[:, None]
+        cos, sin = emb.cos().to(x.dtype), emb.sin().to(x.dtype)
+        return x * cos + _rotate_half(x) * sin
+
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     a, b = x.chunk(2, dim=-1)
@@ -99,6 +114,8 @@ def build_attention_mask(
     position) are opened up to avoid NaN and reported in `valid_rows` so that their output
     can be zeroed.
     """
+    if causal and q_len == 1:
+        causal = False  # a single query sits at the last key position and sees every key
     if key_padding_mask is None:
         if not causal:
             return None, False, None
@@ -165,14 +182,48 @@ class MultiHeadAttentionWithRoPE(nn.Module):
     ) -> torch.Tensor:
         key = query if key is None else key
         value = key if value is None else value
-        b, q_len, _ = query.shape
-        k_len = key.shape[1]
         q = self._heads(self.q_proj(query))
         k = self._heads(self.k_proj(key))
         v = self._heads(self.v_proj(value))
         q, k = self.rotary(q, k)
+        return self._attend(q, k, v, key_padding_mask, causal)
+
+    def forward_cached(
+        self,
+        query: torch.Tensor,
+        new_kv: torch.Tensor,
+        cache: KVCache,
+        layer: int,
+        *,
+        positions: torch.Tensor | None = None,
+        key_padding_mask: torch.Tensor | None = None,
+        causal: bool = True,
+    ) -> torch.Tensor:
+        """Attend from `query` to the cached keys/values plus those of `new_kv`.
+
+        Keys are stored already rotated (by `positions`; None means no rotation, the public
+        rule for a length-1 query). `key_padding_mask` covers every key, cached and new.
+        """
+        q = self._heads(self.q_proj(query))
+        k = self._heads(self.k_proj(new_kv))
+        v = self._heads(self.v_proj(new_kv))
+        if positions is not None:
+            q, k = self.rotary.rotate(q, positions), self.rotary.rotate(k, positions)
+        k, v = cache.update(layer, k, v)
+        return self._attend(q, k, v, key_padding_mask, causal)
+
+    def _attend(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        key_padding_mask: torch.Tensor | None,
+        causal: bool,
+    ) -> torch.Tensor:
+        b, _, q_len, _ = q.shape
+        k_len = k.shape[-2]
         attn_mask, is_causal, valid_rows = build_attention_mask(
-            q_len, k_len, causal=causal, key_padding_mask=key_padding_mask, device=query.device
+            q_len, k_len, causal=causal, key_padding_mask=key_padding_mask, device=q.device
         )
         out = F.scaled_dot_product_attention(
             q,
@@ -223,6 +274,22 @@ class TransformerBlock(nn.Module):
 
     def _forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None) -> torch.Tensor:
         x = x + self.self_attn(self.norm1(x), key_padding_mask=key_padding_mask)
+        return x + self.ffn(self.norm2(x))
+
+    def forward_cached(
+        self,
+        x: torch.Tensor,
+        cache: KVCache,
+        layer: int,
+        positions: torch.Tensor,
+        key_padding_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The same block for new tokens `x` only, reading earlier tokens from `cache`."""
+        h = self.norm1(x)
+        attn = self.self_attn.forward_cached(
+            h, h, cache, layer, positions=positions, key_padding_mask=key_padding_mask
+        )
+        x = x + attn
         return x + self.ffn(self.norm2(x))
 
 

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .io import PretrainedMixin
+from .kv_cache import KVCache
 from .layers import (
     MultiHeadAttentionWithRoPE,
     RMSNorm,
@@ -125,6 +126,23 @@ class DependencyAwareLayer(nn.Module):
         )
         # With a length-1 query (inference) the attention output broadcasts over positions.
         return self.norm(hidden_states + attn)
+
+    def forward_cached(
+        self,
+        new_hidden: torch.Tensor,
+        sibling_embed: torch.Tensor,
+        cache: KVCache,
+        layer: int,
+        key_padding_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The last position of `forward` at inference (a length-1 sibling query), reading
+        the hidden states of earlier tokens from `cache`."""
+        if sibling_embed.shape[1] != 1:
+            raise ValueError("cached s2 decoding takes one sibling token per row")
+        attn = self.cross_attn.forward_cached(
+            sibling_embed, new_hidden, cache, layer, key_padding_mask=key_padding_mask, causal=False
+        )
+        return self.norm(new_hidden[:, -1:] + attn)
 
 
 class DualHead(nn.Module):
@@ -254,14 +272,31 @@ class Kronos(PretrainedMixin):
         s2_ids: torch.Tensor,
         stamp: torch.Tensor | None = None,
         padding_mask: torch.Tensor | None = None,
+        *,
+        cache: KVCache | None = None,
+        positions: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return `(s1_logits, hidden)`; `hidden` is the context that `decode_s2` attends to."""
+        """Return `(s1_logits, hidden)`; `hidden` is the context that `decode_s2` attends to.
+
+        With a `cache` only the new tokens are given (and returned); earlier ones are read
+        from the cache, `padding_mask` then covers cached and new tokens, and `positions`
+        `(B, n)` are the tokens' rotary positions (default: their places in the cache). The
+        caller commits the new tokens with `cache.advance(n)` after `decode_s2`.
+        """
         x = self.embedding([s1_ids, s2_ids])
         if stamp is not None:
             x = x + self.time_emb(stamp)
         x = self.token_drop(x)
-        for layer in self.transformer:
-            x = layer(x, key_padding_mask=padding_mask)
+        if cache is None:
+            for layer in self.transformer:
+                x = layer(x, key_padding_mask=padding_mask)
+        else:
+            if positions is None:
+                n = s1_ids.shape[1]
+                positions = torch.arange(cache.length, cache.length + n, device=x.device)
+                positions = positions.expand(s1_ids.shape[0], n)
+            for i, layer in enumerate(self.transformer):
+                x = layer.forward_cached(x, cache, i, positions, padding_mask)
         x = self.norm(x)
         return self.head(x), x
 
@@ -271,14 +306,23 @@ class Kronos(PretrainedMixin):
         s1_ids: torch.Tensor,
         padding_mask: torch.Tensor | None = None,
         causal: bool | None = None,
+        *,
+        cache: KVCache | None = None,
     ) -> torch.Tensor:
         """s2 logits given the hidden context and the s1 tokens at the predicted positions.
 
         `causal=None` keeps the public behaviour (causal only in training mode). Pass True
         for a leak-free evaluation of a teacher-forced sequence: position t then never sees
-        hidden states after t.
+        hidden states after t. With a `cache` (inference), `context` holds only the new
+        tokens' hidden states, `s1_ids` is one token per row, and the logits of the last
+        position `(B, 1, vocab)` are returned.
         """
-        causal = self.training if causal is None else causal
         sibling = self.embedding.emb_s1(s1_ids)
+        if cache is not None:
+            x2 = self.dep_layer.forward_cached(
+                context, sibling, cache, self.n_layers, key_padding_mask=padding_mask
+            )
+            return self.head.cond_forward(x2)
+        causal = self.training if causal is None else causal
         x2 = self.dep_layer(context, sibling, key_padding_mask=padding_mask, causal=causal)
         return self.head.cond_forward(x2)

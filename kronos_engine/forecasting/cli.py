@@ -1,0 +1,276 @@
+"""`scripts/predict.py`: forecast the bars after each symbol's history with a trained run.
+
+Data are read exactly as training reads them (same sources, column spellings, symbol handling
+and bad-row policy), by default with the run's own data settings, so `--exp_dir` alone
+forecasts the bars after the run's data. Symbols too short for the lookback, or whose future
+timestamps cannot be told, are named in one line and skipped; nothing is written until every
+forecast is done, and the output file is replaced atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from .errors import ForecastError
+from .predictor import COLUMNS, KronosPredictor
+from .runs import find_predictor_run
+from .timestamps import infer_future_stamps
+
+log = logging.getLogger("kronos_engine")
+
+FLAG_DATA_KEYS = ("data_source", "data_path", "instruments", "freq", "bad_data")
+
+
+def run_data_keys() -> list[str]:
+    """The run-config keys that decide which bars training read (the data group + seed,
+    which generates the demo data)."""
+    import dataclasses
+
+    from kronos_engine.config import TrainConfig
+
+    fields = dataclasses.fields(TrainConfig)
+    return [f.name for f in fields if f.metadata.get("group") == "data"] + ["seed"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="scripts/predict.py",
+        description="Forecast the next bars of every symbol with a trained tokenizer+predictor.",
+    )
+    src = p.add_argument_group("model (either --exp_dir, or --tokenizer and --predictor)")
+    src.add_argument("--exp_dir", help="experiment dir or predictor run dir (uses its best/)")
+    src.add_argument("--tokenizer", help="tokenizer model folder (config.json + safetensors)")
+    src.add_argument("--predictor", help="predictor model folder (config.json + safetensors)")
+    data = p.add_argument_group("data (default: the run's own data settings)")
+    data.add_argument("--data_path", help="CSV/Parquet file or folder (implies data_source=csv)")
+    data.add_argument("--data_source", choices=("demo", "csv", "qlib"))
+    data.add_argument("--instruments", help="'all' or comma-separated symbols")
+    data.add_argument("--freq", help="bar frequency of the data: 'day' or e.g. '5min'")
+    data.add_argument("--bad_data", choices=("error", "repair"))
+    data.add_argument("--as_of", help="forecast from the bars up to this time (default: all)")
+    fc = p.add_argument_group("forecast")
+    fc.add_argument("--lookback", type=int, help="history bars per symbol (default: the run's)")
+    fc.add_argument("--pred_len", type=int, help="bars to forecast (default: the run's)")
+    fc.add_argument("--sample_count", type=int, default=1, help="sample paths per symbol")
+    fc.add_argument("--quantiles", help="comma-separated, e.g. 0.1,0.5,0.9 (sample_count >= 2)")
+    fc.add_argument("--T", type=float, default=1.0, help="sampling temperature")
+    fc.add_argument("--top_k", type=int, default=0, help="top-k sampling (1 = greedy)")
+    fc.add_argument("--top_p", type=float, default=0.9, help="nucleus sampling threshold")
+    fc.add_argument("--seed", type=int, default=0, help="seed of the sampling")
+    fc.add_argument("--max_context", type=int, default=512, help="model context in tokens")
+    fc.add_argument("--batch_size", type=int, default=32, help="symbols forecast together")
+    fc.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    fc.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    out = p.add_argument_group("output")
+    out.add_argument("--output", help="CSV or Parquet file (default <exp_dir>/forecast.csv)")
+    out.add_argument("--plot", nargs="?", const="", help="write a PNG per symbol to this folder")
+    return p
+
+
+@dataclass
+class Job:
+    """What to forecast: the model, data settings and forecast options, resolved."""
+
+    predictor: KronosPredictor
+    data: dict
+    lookback: int
+    pred_len: int
+    output: Path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from kronos_engine.cli import exit_code_for, setup_logging
+
+    setup_logging()
+    try:
+        args = build_parser().parse_args(argv)
+        return run(args)
+    except ForecastError as exc:
+        print(f"error: {' '.join(str(exc).split())}", flush=True, file=_stderr())
+        return 2
+    except (SystemExit, KeyboardInterrupt, Exception) as exc:
+        return exit_code_for(exc)
+
+
+def _stderr():
+    import sys
+
+    return sys.stderr
+
+
+def run(args: argparse.Namespace) -> int:
+    quantiles = _parse_quantiles(args.quantiles)
+    if quantiles and args.sample_count < 2:
+        raise ForecastError("--quantiles: quantiles need sample_count >= 2 sample paths")
+    job = resolve_job(args)
+    histories, skipped = collect_histories(job, args.as_of)
+    if skipped:
+        log.warning("skipped %d symbol(s): %s", len(skipped), "; ".join(skipped))
+    if not histories:
+        raise ForecastError("no symbol could be forecast" + (f": {skipped[0]}" if skipped else ""))
+    table = forecast_all(job, histories, args, quantiles)
+    write_table(table, job.output)
+    if args.plot is not None:
+        folder = Path(args.plot) if args.plot else job.output.with_suffix("").parent / "plots"
+        write_plots(table, histories, folder, quantiles)
+    print(f"forecast {len(histories)} symbol(s) x {job.pred_len} bars -> {job.output}")
+    return 0
+
+
+def resolve_job(args: argparse.Namespace) -> Job:
+    kwargs = dict(device=args.device, max_context=args.max_context, precision=args.precision)
+    if args.exp_dir and (args.tokenizer or args.predictor):
+        raise ForecastError("give either --exp_dir or --tokenizer and --predictor, not both")
+    if args.exp_dir:
+        run = find_predictor_run(args.exp_dir)
+        predictor = KronosPredictor.from_pretrained(
+            run.tokenizer_dir, run.predictor_dir, clip=run.clip, **kwargs
+        )
+        config, default_out = run.config, Path(args.exp_dir) / "forecast.csv"
+    elif args.tokenizer and args.predictor:
+        predictor = KronosPredictor.from_pretrained(args.tokenizer, args.predictor, **kwargs)
+        config, default_out = {}, Path("forecast.csv")
+    else:
+        raise ForecastError("--exp_dir, or both --tokenizer and --predictor, are required")
+    data = {k: config[k] for k in run_data_keys() if k in config}
+    if args.data_path:
+        data.update(data_path=args.data_path, data_source=args.data_source or "csv")
+        data.update(instruments="all", dataset_begin_time=None, dataset_end_time=None)
+    for key in FLAG_DATA_KEYS:
+        if getattr(args, key, None) is not None:
+            data[key] = getattr(args, key)
+    lookback = _positive(args.lookback, config.get("lookback_window"), "--lookback")
+    pred_len = _positive(args.pred_len, config.get("predict_window"), "--pred_len")
+    output = Path(args.output) if args.output else default_out
+    if output.suffix.lower() not in (".csv", ".parquet"):
+        raise ForecastError(f"--output: '{output}' must end in .csv or .parquet")
+    return Job(predictor, data, lookback, pred_len, output)
+
+
+def _positive(value: int | None, default: object, flag: str) -> int:
+    value = value if value is not None else default
+    if value is None:
+        raise ForecastError(f"{flag}: required (no run config to take it from)")
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ForecastError(f"{flag}: must be a positive integer, got {value!r}")
+    return value
+
+
+def _parse_quantiles(text: str | None) -> list[float]:
+    if not text:
+        return []
+    try:
+        return [float(q) for q in text.split(",") if q.strip()]
+    except ValueError:
+        raise ForecastError(
+            f"--quantiles: '{text}' is not a comma-separated list of numbers"
+        ) from None
+
+
+@dataclass
+class History:
+    symbol: str
+    frame: pd.DataFrame  # timestamps + six features, the last `lookback` bars
+    future: pd.DatetimeIndex
+
+
+def collect_histories(job: Job, as_of: str | None) -> tuple[list[History], list[str]]:
+    """The last `lookback` bars (up to `as_of`) of each symbol and its future stamps."""
+    cutoff = pd.Timestamp(as_of) if as_of else None
+    histories, skipped = [], []
+    for symbol, frame in _clean_frames(job.data):
+        rows = frame if cutoff is None else frame[frame["timestamps"] <= cutoff]
+        if len(rows) < job.lookback:
+            skipped.append(f"{symbol} has {len(rows)} bars, lookback is {job.lookback}")
+            continue
+        try:
+            future = _future_stamps(frame, rows, job.pred_len)
+        except ForecastError as exc:
+            skipped.append(f"{symbol}: {exc}")
+            continue
+        histories.append(History(symbol, rows.iloc[-job.lookback :], future))
+    return histories, skipped
+
+
+def _clean_frames(data: dict) -> Iterator[tuple[str, pd.DataFrame]]:
+    from kronos_engine.config import TrainConfig
+    from kronos_engine.data import DataError, iter_clean_frames
+
+    cfg = TrainConfig.from_dict(data, source="predict data settings")
+    try:
+        yield from iter_clean_frames(cfg)
+    except DataError as exc:
+        raise ForecastError(str(exc)) from None
+
+
+def _future_stamps(frame: pd.DataFrame, rows: pd.DataFrame, pred_len: int) -> pd.DatetimeIndex:
+    """The data's own next timestamps when it goes on past the history (exact sessions and
+    holidays), else the history's frequency continued."""
+    after = frame["timestamps"].iloc[len(rows) : len(rows) + pred_len]
+    if len(after) == pred_len:
+        return pd.DatetimeIndex(after, name="timestamps")
+    history = pd.DatetimeIndex(rows["timestamps"])
+    return infer_future_stamps(history, pred_len)
+
+
+def forecast_all(
+    job: Job, histories: list[History], args: argparse.Namespace, quantiles: list[float]
+) -> pd.DataFrame:
+    """Forecast in batches of `--batch_size` symbols; one long table."""
+    parts, size = [], max(1, args.batch_size)
+    with tqdm(total=len(histories), desc="symbols", unit="symbol") as bar:
+        for start in range(0, len(histories), size):
+            chunk = histories[start : start + size]
+            frames = job.predictor.predict_batch(
+                [h.frame[COLUMNS] for h in chunk],
+                [h.frame["timestamps"] for h in chunk],
+                [h.future for h in chunk],
+                job.pred_len,
+                T=args.T,
+                top_k=args.top_k,
+                top_p=args.top_p,
+                sample_count=args.sample_count,
+                verbose=False,
+                quantiles=quantiles,
+                seed=args.seed + start,
+            )
+            for history, frame in zip(chunk, frames):
+                frame = frame.reset_index(names="timestamp")
+                frame.insert(0, "symbol", history.symbol)
+                parts.append(frame)
+            bar.update(len(chunk))
+    return pd.concat(parts, ignore_index=True)
+
+
+def write_table(table: pd.DataFrame, output: Path) -> None:
+    """Write next to the target, then rename: a failure never leaves a half-written file."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = output.with_name(f".{output.name}.tmp")
+    try:
+        if output.suffix.lower() == ".parquet":
+            table.to_parquet(staging, index=False)
+        else:
+            table.to_csv(staging, index=False)
+        os.replace(staging, output)
+    finally:
+        staging.unlink(missing_ok=True)
+
+
+def write_plots(
+    table: pd.DataFrame, histories: list[History], folder: Path, quantiles: list[float]
+) -> None:
+    from kronos_engine.plotting import plot_forecast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for history in histories:
+        forecast = table[table["symbol"] == history.symbol].set_index("timestamp")
+        plot_forecast(history.frame, forecast, folder / f"{history.symbol}.png", quantiles)
+    print(f"plots -> {folder}")

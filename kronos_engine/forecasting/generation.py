@@ -1,0 +1,333 @@
+"""Autoregressive forecasting over token ids: KV-cached, batched over unequal histories.
+
+The algorithm is the public one (SPEC "Autoregressive forecasting"): encode the clipped
+context, then for each future step run `decode_s1` on the last `max_context` tokens, sample s1,
+run `decode_s2` with it, sample s2, append; finally decode the last `max_context` ids.
+
+Two ways to run the predictor, with the same result:
+- cached (default): while every window still starts at the first token, each token's keys and
+  values never change, so the context is run once (prefill) and each step feeds one token.
+  Once the longest history slides past `max_context`, every window start moves and every
+  hidden state changes, so those steps recompute the window (exactly the public loop).
+- `use_cache=False`: the public loop as written, the reference and the benchmark baseline.
+
+Histories of different lengths are left-padded; the key-padding mask hides the pads and each
+row's rotary positions count from its own first token, so a row's numbers are those it gets
+alone. The tokenizer encodes and decodes each distinct length separately for the same reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+
+import torch
+from torch import nn
+
+from kronos_engine.models.kv_cache import KVCache
+from kronos_engine.models.predictor import Kronos
+from kronos_engine.models.tokenizer import KronosTokenizer
+
+from .sampling import sample_from_logits
+
+Draw = Callable[[torch.Tensor], torch.Tensor]
+
+
+@contextmanager
+def eval_mode(*models: nn.Module) -> Iterator[None]:
+    """Run in eval mode (no dropout, public cross-attention behaviour), then restore."""
+    modes = [(m, m.training) for model in models for m in model.modules()]
+    for model in models:
+        model.eval()
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+@torch.no_grad()
+def generate(
+    tokenizer: KronosTokenizer,
+    model: Kronos,
+    contexts: Sequence[torch.Tensor],
+    stamps: Sequence[torch.Tensor],
+    pred_len: int,
+    max_context: int,
+    clip: float = 5.0,
+    T: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 0.99,
+    sample_count: int = 1,
+    generator: torch.Generator | None = None,
+    use_cache: bool = True,
+    precision: str = "fp32",
+    on_step: Callable[[], None] | None = None,
+) -> torch.Tensor:
+    """Forecast every normalised history `contexts[i]` `(C_i, d_in)` `pred_len` steps ahead.
+
+    `stamps[i]` `(C_i + pred_len, 5)` are the calendar features of history and future.
+    Returns every sample path, still normalised: `(len(contexts), sample_count, pred_len, d_in)`.
+    `precision="bf16"` runs the predictor under bf16 autocast (the tokenizer stays fp32).
+    """
+    _check_batch(contexts, stamps, pred_len, max_context, sample_count)
+    lengths = [int(c.shape[0]) for c in contexts]
+    draw = _drawer(T, top_k, top_p, generator)
+    with eval_mode(tokenizer, model):
+        s1, s2 = generate_ids(
+            tokenizer, model, contexts, stamps, pred_len, max_context, clip, draw,
+            sample_count, use_cache, precision, on_step,
+        )  # fmt: skip
+        windows = [min(n + pred_len, max_context) for n in lengths for _ in range(sample_count)]
+        z = decode_windows(tokenizer, s1, s2, windows, keep=pred_len)
+    return z.reshape(len(contexts), sample_count, pred_len, z.shape[-1])
+
+
+def generate_ids(
+    tokenizer: KronosTokenizer,
+    model: Kronos,
+    contexts: Sequence[torch.Tensor],
+    stamps: Sequence[torch.Tensor],
+    pred_len: int,
+    max_context: int,
+    clip: float,
+    draw: Draw,
+    sample_count: int = 1,
+    use_cache: bool = True,
+    precision: str = "fp32",
+    on_step: Callable[[], None] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Encode the histories and sample `pred_len` tokens after each (models in eval mode):
+    left-padded `(N * sample_count, C_max + pred_len)` s1 and s2 ids."""
+    s1, s2 = encode_left_padded(tokenizer, contexts, pred_len, sample_count, clip)
+    stamp = _left_pad([s.to(s1.device) for s in stamps], s1.shape[1]).long()
+    stamp = stamp.repeat_interleave(sample_count, dim=0)
+    context_end = s1.shape[1] - pred_len
+    pads = torch.tensor([context_end - c.shape[0] for c in contexts], device=s1.device)
+    pads = pads.repeat_interleave(sample_count)
+    with _autocast(s1.device, precision):
+        sample_tokens(model, s1, s2, stamp, pads, pred_len, max_context, draw, use_cache, on_step)
+    return s1, s2
+
+
+def sample_tokens(
+    model: Kronos,
+    s1: torch.Tensor,
+    s2: torch.Tensor,
+    stamp: torch.Tensor,
+    pads: torch.Tensor,
+    pred_len: int,
+    max_context: int,
+    draw: Draw,
+    use_cache: bool = True,
+    on_step: Callable[[], None] | None = None,
+) -> None:
+    """Fill the last `pred_len` columns of the left-padded id buffers `s1`, `s2` in place.
+
+    `pads[r]` is the number of padding columns of row r; all rows end at the same column.
+    """
+    total = s1.shape[1]
+    context_end = total - pred_len
+    cols = torch.arange(total, device=s1.device)
+    valid = cols[None, :] >= pads[:, None]
+    padded = bool((pads > 0).any())
+    cache: KVCache | None = None
+    for end in range(context_end, total):
+        start = max(0, end - max_context)
+        if use_cache and start == 0 and cache is not None:
+            first = end - 1  # one new token: the one sampled in the previous step
+        else:
+            first = start  # (re)compute the whole window
+            cache = KVCache(min(max_context, total) if use_cache and start == 0 else end - start)
+        positions = (cols[None, first:end] - pads.clamp(min=start)[:, None]).clamp(min=0)
+        mask = valid[:, start:end] if padded else None
+        ids = (s1[:, first:end], s2[:, first:end])
+        logits, hidden = model.decode_s1(
+            *ids, stamp[:, first:end], mask, cache=cache, positions=positions
+        )
+        next_s1 = draw(logits[:, -1])
+        next_s2 = draw(model.decode_s2(hidden, next_s1, mask, cache=cache)[:, -1])
+        cache.advance(end - first)
+        s1[:, end], s2[:, end] = next_s1[:, 0], next_s2[:, 0]
+        if on_step is not None:
+            on_step()
+
+
+def encode_left_padded(
+    tokenizer: KronosTokenizer,
+    contexts: Sequence[torch.Tensor],
+    pred_len: int,
+    sample_count: int,
+    clip: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids of each clipped history, right-aligned in `(N*S, C_max + pred_len)` buffers
+    (rows repeated `sample_count` times; padding and future columns hold 0)."""
+    device = next(tokenizer.parameters()).device
+    lengths = [int(c.shape[0]) for c in contexts]
+    width = max(lengths) + pred_len
+    rows = len(contexts) * sample_count
+    s1 = torch.zeros(rows, width, dtype=torch.long, device=device)
+    s2 = torch.zeros_like(s1)
+    for n in sorted(set(lengths)):
+        members = [i for i, m in enumerate(lengths) if m == n]
+        x = torch.stack([contexts[i] for i in members]).to(device=device, dtype=torch.float32)
+        ids = tokenizer.encode(torch.clamp(x, -clip, clip), half=True)
+        target = _rows(members, sample_count, device)
+        left = width - pred_len - n
+        for buf, part in zip((s1, s2), ids):
+            buf[target, left : width - pred_len] = part.repeat_interleave(sample_count, dim=0)
+    return s1, s2
+
+
+def decode_windows(
+    tokenizer: KronosTokenizer,
+    s1: torch.Tensor,
+    s2: torch.Tensor,
+    windows: Sequence[int],
+    keep: int,
+) -> torch.Tensor:
+    """Decode each row's last `windows[r]` ids (its final model window) and keep the last
+    `keep` positions: `(rows, keep, d_in)`. Rows of equal window decode together."""
+    out: torch.Tensor | None = None
+    for w in sorted(set(windows)):
+        members = [r for r, m in enumerate(windows) if m == w]
+        index = torch.tensor(members, device=s1.device)
+        z = tokenizer.decode([s1[index, -w:], s2[index, -w:]], half=True)[:, -keep:]
+        if out is None:
+            out = z.new_empty(len(windows), keep, z.shape[-1])
+        out[index] = z
+    assert out is not None
+    return out
+
+
+def _rows(members: list[int], sample_count: int, device: torch.device) -> torch.Tensor:
+    base = torch.tensor(members, device=device)[:, None] * sample_count
+    return (base + torch.arange(sample_count, device=device)).reshape(-1)
+
+
+def _left_pad(tensors: Sequence[torch.Tensor], width: int) -> torch.Tensor:
+    out = tensors[0].new_zeros(len(tensors), width, *tensors[0].shape[1:])
+    for i, t in enumerate(tensors):
+        out[i, width - t.shape[0] :] = t
+    return out
+
+
+def _autocast(device: torch.device, precision: str):
+    if precision == "fp32":
+        return nullcontext()
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+
+
+def _check_batch(
+    contexts: Sequence[torch.Tensor],
+    stamps: Sequence[torch.Tensor],
+    pred_len: int,
+    max_context: int,
+    sample_count: int,
+) -> None:
+    if not contexts or len(contexts) != len(stamps):
+        raise ValueError("need one stamp tensor per context, and at least one context")
+    if max_context < 1 or pred_len < 1 or sample_count < 1:
+        raise ValueError("max_context, pred_len and sample_count must be >= 1")
+    for i, (x, stamp) in enumerate(zip(contexts, stamps)):
+        if x.dim() != 2 or x.shape[0] < 1:
+            raise ValueError(f"context {i}: expected a (length >= 1, features) tensor")
+        if stamp.shape[0] != x.shape[0] + pred_len:
+            raise ValueError(
+                f"stamps {i}: {stamp.shape[0]} rows, expected context {x.shape[0]} + "
+                f"pred_len {pred_len}"
+            )
+
+
+def _check_inputs(
+    x: torch.Tensor, x_stamp: torch.Tensor, y_stamp: torch.Tensor, max_context: int, pred_len: int
+) -> None:
+    if x.dim() != 3 or x_stamp.dim() != 3 or y_stamp.dim() != 3:
+        raise ValueError("x, x_stamp and y_stamp must be (batch, length, features) tensors")
+    if x_stamp.shape[:2] != x.shape[:2]:
+        raise ValueError(f"x_stamp {tuple(x_stamp.shape)} does not match x {tuple(x.shape)}")
+    if y_stamp.shape[0] != x.shape[0] or y_stamp.shape[1] != pred_len:
+        raise ValueError(f"y_stamp {tuple(y_stamp.shape)} must be (batch, pred_len={pred_len}, 5)")
+    if max_context < 1 or pred_len < 1:
+        raise ValueError("max_context and pred_len must be >= 1")
+
+
+@torch.no_grad()
+def auto_regressive_inference(
+    tokenizer: KronosTokenizer,
+    model: Kronos,
+    x: torch.Tensor,
+    x_stamp: torch.Tensor,
+    y_stamp: torch.Tensor,
+    max_context: int,
+    pred_len: int,
+    clip: float = 5.0,
+    T: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 0.99,
+    sample_count: int = 1,
+    generator: torch.Generator | None = None,
+    use_cache: bool = True,
+) -> torch.Tensor:
+    """The public tensor-level forecast of the normalised context `x` `(B, C, d_in)`.
+
+    Returns the tokenizer's reconstruction of the last `min(C + pred_len, max_context)` tokens
+    (context and generated), averaged over `sample_count` samples, still normalised; the
+    forecast is its last `pred_len` rows (the public `preds`).
+    """
+    _check_inputs(x, x_stamp, y_stamp, max_context, pred_len)
+    if sample_count < 1:
+        raise ValueError(f"sample_count must be >= 1, got {sample_count}")
+    batch, context_len = x.shape[:2]
+    window = min(context_len + pred_len, max_context)
+    stamps = torch.cat([x_stamp, y_stamp], dim=1)
+    draw = _drawer(T, top_k, top_p, generator)
+    with eval_mode(tokenizer, model):
+        if use_cache:
+            s1, s2 = generate_ids(
+                tokenizer, model, list(x), list(stamps), pred_len, max_context, clip, draw,
+                sample_count,
+            )  # fmt: skip
+        else:
+            s1, s2 = _public_loop(
+                tokenizer, model, x, stamps, max_context, pred_len, clip, draw, sample_count
+            )
+        z = tokenizer.decode([s1[:, -window:], s2[:, -window:]], half=True)
+    return z.reshape(batch, sample_count, *z.shape[1:]).mean(dim=1)
+
+
+def _drawer(T: float, top_k: int, top_p: float, generator: torch.Generator | None) -> Draw:
+    return lambda logits: sample_from_logits(logits, T, top_k, top_p, generator)
+
+
+def _public_loop(
+    tokenizer: KronosTokenizer,
+    model: Kronos,
+    x: torch.Tensor,
+    stamps: torch.Tensor,
+    max_context: int,
+    pred_len: int,
+    clip: float,
+    draw: Draw,
+    sample_count: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Recompute the whole window for every new token, as the public code does."""
+    context_len = x.shape[1]
+    x = torch.clamp(x, -clip, clip).repeat_interleave(sample_count, dim=0)
+    stamps = stamps.repeat_interleave(sample_count, dim=0)
+    s1_ctx, s2_ctx = tokenizer.encode(x, half=True)
+    total = context_len + pred_len
+    s1 = s1_ctx.new_zeros(s1_ctx.shape[0], total)
+    s2 = s2_ctx.new_zeros(s2_ctx.shape[0], total)
+    s1[:, :context_len], s2[:, :context_len] = s1_ctx, s2_ctx
+    for end in range(context_len, total):
+        start = max(0, end - max_context)
+        s1_logits, hidden = model.decode_s1(
+            s1[:, start:end], s2[:, start:end], stamps[:, start:end]
+        )
+        next_s1 = draw(s1_logits[:, -1])
+        next_s2 = draw(model.decode_s2(hidden, next_s1, causal=False)[:, -1])
+        s1[:, end], s2[:, end] = next_s1[:, 0], next_s2[:, 0]
+    return s1, s2

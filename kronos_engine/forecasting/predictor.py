@@ -1,0 +1,349 @@
+"""`KronosPredictor`: the public DataFrame forecasting API, on the KV-cached generator.
+
+Code written for the public class runs unchanged: same constructor, same `predict` /
+`predict_batch` arguments and DataFrames, same normalisation (the context's mean and
+population std, `+ 1e-5`, clipped), and with `top_k=1` the same numbers. Beyond it: loading
+from model folders or a training run, histories of different lengths in one batch, inferred
+future timestamps, every sample path, quantiles, a seed, and bf16.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from kronos_engine.models import Kronos, KronosTokenizer
+
+from .errors import ForecastError
+from .generation import generate
+from .timestamps import as_datetime_index, calendar_features, infer_future_stamps
+
+log = logging.getLogger("kronos_engine")
+
+PRICE_COLUMNS = ["open", "high", "low", "close"]
+VOLUME_COLUMN, AMOUNT_COLUMN = "volume", "amount"
+COLUMNS = [*PRICE_COLUMNS, VOLUME_COLUMN, AMOUNT_COLUMN]
+NORM_EPS = 1e-5  # the public epsilon added to the std
+
+
+@dataclass
+class _Series:
+    """One prepared history: normalised values, stamps, and how to undo the normalisation."""
+
+    x: np.ndarray
+    stamps: np.ndarray
+    mean: np.ndarray
+    scale: np.ndarray
+    future: Any  # the index of the returned frame
+
+
+class KronosPredictor:
+    """Forecast OHLCV DataFrames with a Kronos tokenizer and predictor."""
+
+    def __init__(
+        self,
+        model: Kronos,
+        tokenizer: KronosTokenizer,
+        device: str | torch.device | None = None,
+        max_context: int = 512,
+        clip: float = 5,
+        *,
+        precision: str = "fp32",
+        use_cache: bool = True,
+    ) -> None:
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if precision not in ("fp32", "bf16"):
+            raise ForecastError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+        if int(max_context) < 1:
+            raise ForecastError(f"max_context must be >= 1, got {max_context}")
+        if model.s1_bits != tokenizer.s1_bits or model.s2_bits != tokenizer.s2_bits:
+            raise ForecastError(
+                f"predictor s1/s2 bits ({model.s1_bits}, {model.s2_bits}) differ from the "
+                f"tokenizer's ({tokenizer.s1_bits}, {tokenizer.s2_bits})"
+            )
+        self.device = torch.device(device)
+        self.tokenizer = tokenizer.to(self.device)
+        self.model = model.to(self.device)
+        self.max_context = int(max_context)
+        self.clip = clip
+        self.precision = precision
+        self.use_cache = use_cache
+        self.price_cols = list(PRICE_COLUMNS)
+        self.vol_col, self.amt_vol = VOLUME_COLUMN, AMOUNT_COLUMN
+        self.time_cols = ["minute", "hour", "weekday", "day", "month"]
+
+    # ---- loading -------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(
+        cls,
+        tokenizer_dir: str | Path,
+        predictor_dir: str | Path,
+        device: str | torch.device | None = None,
+        max_context: int = 512,
+        clip: float = 5,
+        **kwargs: Any,
+    ) -> KronosPredictor:
+        """From model folders (`config.json` + `model.safetensors`: ours or the public ones)."""
+        tokenizer = KronosTokenizer.from_pretrained(tokenizer_dir)
+        model = Kronos.from_pretrained(predictor_dir)
+        return cls(model, tokenizer, device, max_context, clip, **kwargs)
+
+    @classmethod
+    def from_run(
+        cls,
+        run: str | Path,
+        device: str | torch.device | None = None,
+        max_context: int = 512,
+        clip: float | None = None,
+        **kwargs: Any,
+    ) -> KronosPredictor:
+        """From an experiment dir (`<exp_dir>/predictor`) or a predictor run dir: its `best/`
+        with exactly the tokenizer it trained with, and the run's `clip`."""
+        from .runs import find_predictor_run
+
+        found = find_predictor_run(run)
+        clip = found.clip if clip is None else clip
+        return cls.from_pretrained(
+            found.tokenizer_dir, found.predictor_dir, device, max_context, clip, **kwargs
+        )
+
+    # ---- the public API ------------------------------------------------------------------
+    def predict(
+        self,
+        df: pd.DataFrame,
+        x_timestamp: Any = None,
+        y_timestamp: Any = None,
+        pred_len: int | None = None,
+        T: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 0.9,
+        sample_count: int = 1,
+        verbose: bool = True,
+        *,
+        quantiles: Sequence[float] | None = None,
+        return_samples: bool = False,
+        seed: int | None = None,
+    ) -> pd.DataFrame | tuple[pd.DataFrame, np.ndarray]:
+        """Forecast `pred_len` bars after `df` (the mean over `sample_count` sample paths).
+
+        `x_timestamp` defaults to `df`'s DatetimeIndex or its `timestamps` column;
+        `y_timestamp` defaults to the history's frequency continued. With `quantiles`, adds
+        `<column>_q<percent>` columns; with `return_samples`, returns `(frame, samples)` where
+        `samples` is `(sample_count, pred_len, 6)` on the price scale.
+        """
+        frames, samples = self._forecast(
+            [df], [x_timestamp], [y_timestamp], pred_len, T, top_k, top_p, sample_count,
+            verbose, quantiles, seed,
+        )  # fmt: skip
+        return (frames[0], samples[0]) if return_samples else frames[0]
+
+    def predict_batch(
+        self,
+        df_list: Sequence[pd.DataFrame],
+        x_timestamp_list: Sequence[Any] | None = None,
+        y_timestamp_list: Sequence[Any] | None = None,
+        pred_len: int | None = None,
+        T: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 0.9,
+        sample_count: int = 1,
+        verbose: bool = True,
+        *,
+        quantiles: Sequence[float] | None = None,
+        return_samples: bool = False,
+        seed: int | None = None,
+    ) -> list[pd.DataFrame] | tuple[list[pd.DataFrame], np.ndarray]:
+        """`predict` for several series in one batch; histories may differ in length (each
+        result equals predicting that series alone). With `return_samples`, returns
+        `(frames, samples)` with `samples` `(n_series, sample_count, pred_len, 6)`."""
+        if not isinstance(df_list, (list, tuple)) or not df_list:
+            raise ForecastError("df_list must be a non-empty list of DataFrames")
+        n = len(df_list)
+        x_list = _per_series(x_timestamp_list, n, "x_timestamp_list")
+        y_list = _per_series(y_timestamp_list, n, "y_timestamp_list")
+        frames, samples = self._forecast(
+            df_list, x_list, y_list, pred_len, T, top_k, top_p, sample_count, verbose,
+            quantiles, seed,
+        )  # fmt: skip
+        return (frames, samples) if return_samples else frames
+
+    # ---- internals -----------------------------------------------------------------------
+    def _forecast(
+        self,
+        dfs: Sequence[pd.DataFrame],
+        x_stamps: Sequence[Any],
+        y_stamps: Sequence[Any],
+        pred_len: int | None,
+        T: float,
+        top_k: int,
+        top_p: float,
+        sample_count: int,
+        verbose: bool,
+        quantiles: Sequence[float] | None,
+        seed: int | None,
+    ) -> tuple[list[pd.DataFrame], np.ndarray]:
+        qs = _check_quantiles(quantiles, sample_count)
+        pred_len = _resolve_pred_len(pred_len, y_stamps)
+        series = [
+            self._prepare(df, x, y, pred_len, i if len(dfs) > 1 else None)
+            for i, (df, x, y) in enumerate(zip(dfs, x_stamps, y_stamps))
+        ]
+        paths = self._generate(series, pred_len, T, top_k, top_p, sample_count, verbose, seed)
+        samples = np.stack([p * s.scale + s.mean for p, s in zip(paths.astype(np.float32), series)])
+        frames = [_frame(sample, s.future, qs) for sample, s in zip(samples, series)]
+        return frames, samples
+
+    def _generate(
+        self,
+        series: list[_Series],
+        pred_len: int,
+        T: float,
+        top_k: int,
+        top_p: float,
+        sample_count: int,
+        verbose: bool,
+        seed: int | None,
+    ) -> np.ndarray:
+        generator = None
+        if seed is not None:
+            generator = torch.Generator(device=self.device).manual_seed(int(seed))
+        with tqdm(total=pred_len, desc="forecast", disable=not verbose, leave=False) as bar:
+            paths = generate(
+                self.tokenizer,
+                self.model,
+                [torch.from_numpy(s.x) for s in series],
+                [torch.from_numpy(s.stamps) for s in series],
+                pred_len,
+                self.max_context,
+                clip=self.clip,
+                T=T,
+                top_k=top_k,
+                top_p=top_p,
+                sample_count=sample_count,
+                generator=generator,
+                use_cache=self.use_cache,
+                precision=self.precision,
+                on_step=bar.update,
+            )
+        return paths.float().cpu().numpy()
+
+    def _prepare(
+        self, df: pd.DataFrame, x_timestamp: Any, y_timestamp: Any, pred_len: int, i: int | None
+    ) -> _Series:
+        where = "df" if i is None else f"df_list[{i}]"
+        values = ohlcv_values(df, where)
+        x_index = _history_stamps(df, x_timestamp, where)
+        if len(x_index) != len(values):
+            raise ForecastError(
+                f"{where}: {len(values)} rows but {len(x_index)} x_timestamp values"
+            )
+        if y_timestamp is None:
+            future = infer_future_stamps(x_index, pred_len)
+            y_index = future
+        else:
+            future = y_timestamp
+            y_index = as_datetime_index(y_timestamp, f"{where} y_timestamp")
+            if len(y_index) != pred_len:
+                raise ForecastError(
+                    f"{where}: y_timestamp has {len(y_index)} rows, pred_len is {pred_len}"
+                )
+        mean, std = np.mean(values, axis=0), np.std(values, axis=0)
+        scale = std + np.float32(NORM_EPS)
+        x = np.clip((values - mean) / scale, -self.clip, self.clip).astype(np.float32)
+        stamps = np.concatenate([calendar_features(x_index), calendar_features(y_index)])
+        return _Series(x, stamps, mean, scale, future)
+
+
+def ohlcv_values(df: pd.DataFrame, where: str = "df") -> np.ndarray:
+    """The six model columns as float32, filled as the public code does: no volume means
+    volume and amount 0; no amount means volume x mean price."""
+    if not isinstance(df, pd.DataFrame):
+        raise ForecastError(f"{where}: expected a pandas DataFrame, got {type(df).__name__}")
+    missing = [c for c in PRICE_COLUMNS if c not in df.columns]
+    if missing:
+        raise ForecastError(f"{where}: price column(s) {missing} not found; need {PRICE_COLUMNS}")
+    if len(df) < 1:
+        raise ForecastError(f"{where}: no rows to forecast from")
+    df = df.copy()
+    if VOLUME_COLUMN not in df.columns:
+        df[VOLUME_COLUMN] = 0.0
+        df[AMOUNT_COLUMN] = 0.0
+    if AMOUNT_COLUMN not in df.columns:
+        df[AMOUNT_COLUMN] = df[VOLUME_COLUMN] * df[PRICE_COLUMNS].mean(axis=1)
+    values = df[COLUMNS].to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        raise ForecastError(
+            f"{where}: non-finite value in column '{COLUMNS[col]}' at row {row} "
+            f"({int(bad.any(axis=1).sum())} row(s) affected); prices and volumes must be finite"
+        )
+    return values.astype(np.float32)
+
+
+def _history_stamps(df: pd.DataFrame, x_timestamp: Any, where: str) -> pd.DatetimeIndex:
+    if x_timestamp is not None:
+        return as_datetime_index(x_timestamp, f"{where} x_timestamp")
+    if isinstance(df.index, pd.DatetimeIndex):
+        return pd.DatetimeIndex(df.index)
+    if "timestamps" in df.columns:
+        return as_datetime_index(df["timestamps"], f"{where} timestamps")
+    raise ForecastError(
+        f"{where}: no x_timestamp given and neither a DatetimeIndex nor a 'timestamps' column"
+    )
+
+
+def _per_series(values: Sequence[Any] | None, n: int, name: str) -> list[Any]:
+    if values is None:
+        return [None] * n
+    if not isinstance(values, (list, tuple)) or len(values) != n:
+        raise ForecastError(f"{name} must be a list with one entry per DataFrame ({n})")
+    return list(values)
+
+
+def _resolve_pred_len(pred_len: int | None, y_stamps: Sequence[Any]) -> int:
+    if pred_len is None:
+        given = [len(y) for y in y_stamps if y is not None]
+        if not given:
+            raise ForecastError("pred_len: required when y_timestamp is not given")
+        pred_len = given[0]
+    if isinstance(pred_len, bool) or not isinstance(pred_len, (int, np.integer)) or pred_len < 1:
+        raise ForecastError(f"pred_len must be a positive integer, got {pred_len!r}")
+    return int(pred_len)
+
+
+def _check_quantiles(quantiles: Sequence[float] | None, sample_count: int) -> list[float]:
+    if sample_count < 1:
+        raise ForecastError(f"sample_count must be >= 1, got {sample_count}")
+    if not quantiles:
+        return []
+    qs = [float(q) for q in quantiles]
+    if any(not 0.0 < q < 1.0 for q in qs):
+        raise ForecastError(f"quantiles must lie strictly between 0 and 1, got {qs}")
+    if sample_count < 2:
+        raise ForecastError("quantiles need sample_count >= 2 sample paths")
+    return qs
+
+
+def quantile_column(column: str, q: float) -> str:
+    """`close` and 0.1 -> `close_q10`."""
+    return f"{column}_q{format(q * 100, 'g')}"
+
+
+def _frame(samples: np.ndarray, index: Any, quantiles: list[float]) -> pd.DataFrame:
+    """The mean path as the public frame, then one column per (column, quantile)."""
+    frame = pd.DataFrame(samples.mean(axis=0), columns=COLUMNS, index=index)
+    for q in quantiles:
+        values = np.quantile(samples, q, axis=0)
+        for j, column in enumerate(COLUMNS):
+            frame[quantile_column(column, q)] = values[:, j]
+    return frame

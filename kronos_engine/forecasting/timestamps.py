@@ -1,0 +1,66 @@
+"""Calendar features of timestamps and the future stamps of a regular history."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .errors import ForecastError
+
+TIME_COLUMNS = ("minute", "hour", "weekday", "day", "month")
+
+
+def as_datetime_index(stamps: Any, what: str) -> pd.DatetimeIndex:
+    """A Series, Index, list or array of datetimes as a DatetimeIndex (values, not labels)."""
+    values = stamps.to_numpy() if isinstance(stamps, (pd.Series, pd.Index)) else stamps
+    try:
+        index = pd.DatetimeIndex(pd.to_datetime(values))
+    except (TypeError, ValueError) as exc:
+        raise ForecastError(f"{what}: not datetimes ({' '.join(str(exc).split())})") from None
+    if index.hasnans:
+        raise ForecastError(f"{what}: contains missing timestamps (NaT)")
+    return index
+
+
+def calendar_features(stamps: pd.DatetimeIndex) -> np.ndarray:
+    """`(n, 5)` float32 [minute, hour, weekday, day, month], the public column order."""
+    return np.stack(
+        [stamps.minute, stamps.hour, stamps.weekday, stamps.day, stamps.month], axis=1
+    ).astype(np.float32)
+
+
+def infer_future_stamps(history: pd.DatetimeIndex, pred_len: int) -> pd.DatetimeIndex:
+    """The `pred_len` stamps after `history` at its regular frequency.
+
+    A pandas-inferable frequency is used as is (so weekday-only daily bars continue on
+    business days); otherwise every step must be the same. Bars with session gaps (intraday
+    data with nights, lunch breaks or holidays) have no single frequency: pass `y_timestamp`.
+    """
+    if len(history) < 2:
+        raise ForecastError("y_timestamp: cannot infer future timestamps from fewer than 2 rows")
+    freq = _frequency(history)
+    future = pd.date_range(start=history[-1], periods=pred_len + 1, freq=freq)[1:]
+    return pd.DatetimeIndex(future, name="timestamps")
+
+
+def _frequency(history: pd.DatetimeIndex) -> Any:
+    if len(history) >= 3:
+        try:
+            freq = pd.infer_freq(history)
+        except (TypeError, ValueError):
+            freq = None
+        if freq is not None:
+            return freq
+    steps = pd.Series(np.diff(history.as_unit("ns").asi8))
+    if (steps > 0).all() and steps.nunique() == 1:
+        return pd.Timedelta(int(steps.iloc[0]), unit="ns")
+    day = pd.Timedelta(days=1).value
+    if (steps % day == 0).all() and (history.weekday < 5).all() and (steps > 0).all():
+        return "B"  # weekday bars with holidays: continue on business days
+    common = pd.to_timedelta(steps.value_counts().index[:3], unit="ns")
+    raise ForecastError(
+        "y_timestamp: the history has no regular frequency to continue (most common steps: "
+        f"{', '.join(str(c) for c in common)}); pass y_timestamp with the future timestamps"
+    )
