@@ -226,8 +226,8 @@ def read_yaml_config(path: str | os.PathLike[str]) -> dict[str, Any]:
                 f"{path}:{line}: unknown key '{key}'{close} (see params.md for the keys)"
             )
         if value is not None and _is_text_key(key) and texts.get(key) is not None:
-            # YAML reads `000010` as the octal 8 and `2e5` as text only sometimes: a key that
-            # holds text (symbols, paths, dates) takes the characters as written.
+            # YAML 1.1 reads `000010` as the octal number 8: a key that holds text (symbols,
+            # paths, dates) takes the characters as written.
             value = texts[key]
         try:
             values[key] = coerce(key, value, field_type(key))
@@ -637,7 +637,7 @@ def pipeline_main(argv: Sequence[str] | None = None) -> int:
             for ctx in finished:
                 print(describe_results(ctx, suggest_next=False), flush=True)
         code = stop_exit_code(finished[-1]) if finished else 0
-        del ctx
+        ctx = None  # noqa: F841 - drop the last stage's model before the teardown
         finished.clear()
         _close_distributed()
         return code
