@@ -6,10 +6,12 @@ makes that exclusive.
 * A resumed run continues in its own folder, or in a new one that holds no run yet (a fork):
   `--resume=A` with `output_dir` pointing at another run B would replace B's files with A's,
   so it is refused.
-* A run holds its output dir exclusively while it runs: `<output_dir>/.lock`, locked with
-  `flock` and naming the holder (pid, host, start time). The kernel drops an `flock` when its
-  process dies, so a lock left by a killed run never blocks `--resume`; a second run started
-  into the same folder fails at once with one line naming the holder.
+* A run holds its output dir exclusively while it runs: `<output_dir>/.lock`, locked with a
+  POSIX record lock (`lockf`) and naming the holder (pid, host, start time). The kernel drops
+  the lock when its process dies, so a lock left by a killed run never blocks `--resume`; a
+  second run started into the same folder fails at once with one line naming the holder.
+  Not `flock`: forked DataLoader workers would share an `flock` and keep it alive after their
+  trainer was killed; record locks belong to the process alone.
 
 Only the process that writes (rank 0 under torchrun) takes the lock.
 """
@@ -119,7 +121,7 @@ def acquire(output_dir: str | os.PathLike[str]) -> None:
     while True:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             os.close(fd)
             if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
@@ -128,7 +130,7 @@ def acquire(output_dir: str | os.PathLike[str]) -> None:
                 f"output_dir: '{out}' is in use by a running training run, "
                 f"{_holder_text(lock)}; wait for it to finish or choose another --output_dir"
             ) from None
-        # The holder may have removed the file between our open and flock: lock the new one.
+        # The holder may have removed the file between our open and lockf: lock the new one.
         try:
             same = os.fstat(fd).st_ino == os.stat(lock).st_ino
         except FileNotFoundError:

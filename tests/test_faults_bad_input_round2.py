@@ -432,6 +432,7 @@ def test_prices_of_normal_scale_keep_the_public_normalisation(tmp_path):
 LOCK = ".lock"  # kronos_engine.run_dir.LOCK_NAME
 HOLD = """
 import sys, time
+from kronos_engine import run_dir
 run_dir.acquire(sys.argv[1])
 print("held", flush=True)
 time.sleep(600)
