@@ -15,13 +15,32 @@ from kronos_engine.registry import CALLBACKS
 class RunSummary(TrainCallback):
     def __init__(self) -> None:
         self.t0 = time.time()
+        self.first_step = 0
 
     def on_train_begin(self, ctx: TrainContext) -> None:
         self.t0 = time.time()
+        self.first_step = ctx.global_step
 
     def on_train_end(self, ctx: TrainContext) -> None:
         status = "stopped" if ctx.extra.get("preempted") else "completed"
+        if ctx.global_step == self.first_step and self._keep_finished(ctx):
+            return
         self._write(ctx, status, None)
+
+    def _keep_finished(self, ctx: TrainContext) -> bool:
+        """Resuming a run that had already finished trains nothing: its summary (stop reason,
+        wall time) stays as the run wrote it, and the context reports the same reason."""
+        path = ctx.output_dir / "summary.json"
+        if not ctx.cfg.resume or not path.is_file():
+            return False
+        try:
+            previous = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        if previous.get("status") != "completed" or previous.get("global_step") != ctx.global_step:
+            return False
+        ctx.stop_reason = ctx.stop_reason or previous.get("stop_reason")
+        return True
 
     def on_error(self, ctx: TrainContext, error: BaseException) -> None:
         self._write(ctx, "failed", f"{type(error).__name__}: {error}")

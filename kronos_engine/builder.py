@@ -16,16 +16,18 @@ import torch
 import yaml
 from torch.utils.data import DataLoader
 
+from kronos_engine import run_dir
 from kronos_engine.callback import CallbackList, TrainCallback
 from kronos_engine.checkpoint import find_resume_checkpoint, load_checkpoint
-from kronos_engine.config import ConfigError, TrainConfig
+from kronos_engine.config import TrainConfig
 from kronos_engine.context import TrainContext
 from kronos_engine.executors import Executor, make_executor
 from kronos_engine.model_factory import preflight
 from kronos_engine.optim import build_optimizer, build_scheduler
 from kronos_engine.registry import CALLBACKS, STRATEGIES
 from kronos_engine.rng import seed_everything
-from kronos_engine.strategy import Strategy
+from kronos_engine.run_dir import check_output_dir, previous_run_outputs
+from kronos_engine.strategy import Strategy, check_strategy_train_type
 from kronos_engine.trainer import EpochPlan
 
 log = logging.getLogger("kronos_engine")
@@ -68,9 +70,24 @@ class TrainContextBuilder:
 
     # ---- assembly ----
     def build(self) -> TrainContext:
+        """Assemble the run. Rank 0 holds `output_dir` (see `run_dir`) from here until
+        `Trainer.fit` ends; a build that fails gives it back."""
         cfg = self.cfg
         preflight(cfg)
-        check_output_dir(cfg)
+        out = cfg.resolved_output_dir
+        owned = run_dir.is_writer() and not run_dir.holds(out)
+        if run_dir.is_writer():
+            run_dir.acquire(out)
+        try:
+            check_output_dir(cfg)
+            return self._build()
+        except BaseException:
+            if owned:
+                run_dir.release(out)
+            raise
+
+    def _build(self) -> TrainContext:
+        cfg = self.cfg
         checkpoint = find_resume_checkpoint(cfg.resume) if cfg.resume else None
         executor = self._executor or make_executor(cfg.device, cfg.precision)
         _configure_determinism(cfg)
@@ -161,8 +178,10 @@ class TrainContextBuilder:
     def _make_strategy(self) -> Strategy:
         strategy = self._strategy or DEFAULT_STRATEGY[self.cfg.train_type]
         if isinstance(strategy, Strategy):
+            check_strategy_train_type(strategy, type(strategy).__name__, self.cfg.train_type)
             return strategy
         cls = STRATEGIES.get(strategy)
+        check_strategy_train_type(cls, strategy, self.cfg.train_type)
         return cls(self.cfg)
 
     def _load_data(self, executor: Executor):
@@ -249,24 +268,6 @@ def _leave_process_group(worker_id: int) -> None:
         os.setpgid(0, 0)
     except OSError:  # pragma: no cover - e.g. a platform without process groups
         pass
-
-
-RUN_OUTPUTS = ("checkpoints", "best", "metrics.jsonl", "summary.json", "frozen_tokenizer")
-
-
-def previous_run_outputs(output_dir: Path) -> list[str]:
-    return [name for name in RUN_OUTPUTS if (output_dir / name).exists()]
-
-
-def check_output_dir(cfg: TrainConfig) -> None:
-    """A fresh run never mixes with, or silently replaces, an earlier run's outputs."""
-    found = previous_run_outputs(cfg.resolved_output_dir)
-    if found and not cfg.resume and not cfg.overwrite:
-        raise ConfigError(
-            f"output_dir: '{cfg.resolved_output_dir}' already holds a run ({', '.join(found)}); "
-            f"continue it with resume={cfg.resolved_output_dir}, choose another output_dir, "
-            f"or set overwrite=true to replace it"
-        )
 
 
 def clear_previous_run(output_dir: Path) -> None:

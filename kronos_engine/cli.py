@@ -207,13 +207,15 @@ def read_yaml_config(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ConfigError(f"{path}: expected a mapping of key: value pairs at the top level")
     keys = {f.name for f in config_fields()}
     lines: dict[str, int] = {}
-    for key_node, _ in node.value:
+    texts: dict[str, Any] = {}
+    for key_node, value_node in node.value:
         key, line = str(key_node.value), key_node.start_mark.line + 1
         if key in lines:
             raise ConfigError(
                 f"{path}:{line}: key '{key}' appears twice (first on line {lines[key]})"
             )
         lines[key] = line
+        texts[key] = _source_text(value_node)
     values: dict[str, Any] = {}
     for key, value in data.items():
         line = lines.get(str(key), 0)
@@ -223,11 +225,33 @@ def read_yaml_config(path: str | os.PathLike[str]) -> dict[str, Any]:
             raise ConfigError(
                 f"{path}:{line}: unknown key '{key}'{close} (see params.md for the keys)"
             )
+        if value is not None and _is_text_key(key) and texts.get(key) is not None:
+            # YAML 1.1 reads `000010` as the octal number 8: a key that holds text (symbols,
+            # paths, dates) takes the characters as written.
+            value = texts[key]
         try:
             values[key] = coerce(key, value, field_type(key))
         except ConfigError as exc:
             raise ConfigError(f"{path}:{line}: {exc}") from None
     return values
+
+
+def _source_text(node: yaml.Node) -> Any:
+    """A plain scalar's characters as written (a list of them for a flat sequence)."""
+    if isinstance(node, yaml.ScalarNode):
+        return node.value
+    if isinstance(node, yaml.SequenceNode) and all(
+        isinstance(n, yaml.ScalarNode) for n in node.value
+    ):
+        return [n.value for n in node.value]
+    return None
+
+
+def _is_text_key(key: str) -> bool:
+    tp, is_list = _base_type(key)
+    if is_list:
+        (tp,) = typing.get_args(tp)
+    return tp is str
 
 
 # ---------------------------------------------------------------------------- config
@@ -257,12 +281,19 @@ def check_before_work(cfg: TrainConfig) -> None:
     `callbacks`/`strategy` import, so a typo fails in a second, not after the data build."""
     if cfg.resume and not Path(cfg.resume).exists():
         raise ConfigError(f"resume: '{cfg.resume}' does not exist")
-    from kronos_engine.builder import check_output_dir
+    if cfg.data_source == "qlib":
+        from kronos_engine.data.sources_qlib import require_pyqlib
 
-    check_output_dir(cfg)  # a fresh run never mixes with an earlier run's outputs
+        require_pyqlib()
+    from kronos_engine.model_factory import check_pretrained_paths
+
+    check_pretrained_paths(cfg)
+    from kronos_engine import run_dir
+
+    run_dir.check_output_dir(cfg)  # fails fast, before the folder is created for the lock
     from kronos_engine.callback import TrainCallback
     from kronos_engine.registry import CALLBACKS, STRATEGIES, RegistryError
-    from kronos_engine.strategy import Strategy
+    from kronos_engine.strategy import Strategy, check_strategy_train_type
 
     checks = [("callbacks", name, CALLBACKS, TrainCallback) for name in cfg.callbacks]
     if cfg.strategy:
@@ -276,6 +307,8 @@ def check_before_work(cfg: TrainConfig) -> None:
             raise ConfigError(
                 f"{key}: '{name}' is {obj!r}, not a subclass of {base.__module__}.{base.__name__}"
             )
+        if key == "strategy":
+            check_strategy_train_type(obj, name, cfg.train_type)
         if key == "callbacks":  # the builder creates command-line callbacks without arguments
             try:
                 inspect.signature(obj).bind()
@@ -284,6 +317,9 @@ def check_before_work(cfg: TrainConfig) -> None:
                     f"callbacks: '{name}' cannot be created without arguments ({exc}); give it "
                     "defaults or pass an instance with TrainContextBuilder.with_callbacks"
                 ) from None
+    if is_rank0():
+        run_dir.acquire(cfg.resolved_output_dir)  # held until the run ends (see run_dir)
+        run_dir.check_output_dir(cfg)  # again: another run may have finished in between
 
 
 # ---------------------------------------------------------------------------- running
@@ -338,9 +374,40 @@ def _distributed_started() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
-def _shutdown_distributed() -> None:
+def _release_output_dirs() -> None:
+    from kronos_engine import run_dir
+
+    run_dir.release_all()
+
+
+def _close_distributed() -> None:
+    """The end of a successful distributed run, in an order that cannot abort a rank.
+
+    Rank 1 sometimes died at exit with `terminate called without an active exception`
+    (SIGABRT): `destroy_process_group` only unregisters the gloo group, the C++ object lives on
+    while the DDP model's reducer (kept alive by the run's context, and by reference cycles
+    until a garbage collection) holds it, and it was then destroyed during interpreter exit,
+    after the peer had already closed its sockets, with its worker threads still joinable.
+    So: drop the model and collect (the group is freed while every peer is still connected),
+    meet at a barrier, destroy the group, then exit."""
+    import gc
+
     import torch.distributed as dist
 
+    gc.collect()
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+    gc.collect()
+
+
+def _shutdown_distributed() -> None:
+    """After an error (no barrier: a peer may be gone); a no-op after `_close_distributed`."""
+    import gc
+
+    import torch.distributed as dist
+
+    gc.collect()
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
@@ -401,12 +468,41 @@ def describe_results(ctx, suggest_next: bool = True) -> str:
             f"resume with: python scripts/train.py --config {out / 'config.yaml'} --resume={out}"
         )
     elif suggest_next and cfg.train_type == "tokenizer" and (out / "best").is_dir():
-        where = f"--exp_dir={cfg.exp_dir}" if cfg.output_dir is None else ""
-        if cfg.output_dir is not None or cfg.pretrained_tokenizer:
-            where = f"--tokenizer_path={out / 'best'}"
-        lines.append(f"next: python scripts/train.py --train_type=predictor {where}")
+        lines.append(f"next: {next_predictor_command(ctx)}")
     lines.append(f"plot: python scripts/plot.py {out}")
     return "\n".join(lines)
+
+
+def next_predictor_command(ctx) -> str:
+    """The predictor run that goes with a finished tokenizer run: the same config (data,
+    windows, exp_dir) as written to its config.yaml, this tokenizer's best/, a predictor
+    preset with its token bits, and none of the tokenizer-only settings."""
+    from kronos_engine.models.presets import PREDICTOR_PRESETS
+
+    cfg, out = ctx.cfg, ctx.output_dir
+    model = getattr(ctx.model, "module", ctx.model)
+    bits = (getattr(model, "s1_bits", None), getattr(model, "s2_bits", None))
+    flags = [
+        "--train_type=predictor",
+        f"--config {out / 'config.yaml'}",
+        f"--tokenizer_path={out / 'best'}",
+        f"--output_dir={out.parent / 'predictor'}",
+    ]
+    if not cfg.pretrained_predictor:  # model_preset in config.yaml names the tokenizer's preset
+        matching = [
+            name
+            for name, conf in PREDICTOR_PRESETS.items()
+            if (conf.get("s1_bits"), conf.get("s2_bits")) == bits
+        ]
+        if matching:
+            flags.append(f"--model_preset={'small' if 'small' in matching else matching[0]}")
+    if cfg.strategy:
+        flags.append("--strategy=null")
+    if cfg.resume:
+        flags.append("--resume=null")
+    if cfg.overwrite:
+        flags.append("--overwrite=false")
+    return "python scripts/train.py " + " ".join(flags)
 
 
 def exit_code_for(exc: BaseException) -> int:
@@ -438,10 +534,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         ctx.executor.barrier()  # every rank done with its collectives before teardown
         if ctx.is_main:
             print(describe_results(ctx), flush=True)
-        return stop_exit_code(ctx)
+        code = stop_exit_code(ctx)
+        del ctx  # the DDP model's reducer holds the process group: free it now (see below)
+        _close_distributed()
+        return code
     except (SystemExit, KeyboardInterrupt, Exception) as exc:
         return exit_code_for(exc)
     finally:
+        _release_output_dirs()
         _shutdown_distributed()
 
 
@@ -536,8 +636,13 @@ def pipeline_main(argv: Sequence[str] | None = None) -> int:
                 print(f"data prepared in {data_cfg.cache_dir}; no stage to train", flush=True)
             for ctx in finished:
                 print(describe_results(ctx, suggest_next=False), flush=True)
-        return stop_exit_code(finished[-1]) if finished else 0
+        code = stop_exit_code(finished[-1]) if finished else 0
+        ctx = None  # noqa: F841 - drop the last stage's model before the teardown
+        finished.clear()
+        _close_distributed()
+        return code
     except (SystemExit, KeyboardInterrupt, Exception) as exc:
         return exit_code_for(exc)
     finally:
+        _release_output_dirs()
         _shutdown_distributed()

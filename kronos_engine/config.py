@@ -7,6 +7,7 @@ keyword all name the same thing. `params.md` documents every field; a test keeps
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -481,6 +482,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Check value ranges and combinations that do not need any file."""
+        self._check_numbers()
         for key, allowed in CHOICES.items():
             value = getattr(self, key)
             if value not in allowed:
@@ -553,6 +555,11 @@ class TrainConfig:
             value = getattr(self, key)
             if value is not None and len(value) != 2:
                 raise ConfigError(f"{key}: must be [start, end], got {value}")
+        if self.data_source == "demo" and self.data_path:
+            raise ConfigError(
+                f"data_path: '{self.data_path}' is set but data_source is 'demo' (the built-in "
+                f"synthetic data); add --data_source=csv (or qlib) to train on it"
+            )
         if self.data_source != "demo" and not self.data_path:
             raise ConfigError(f"data_path: required when data_source is '{self.data_source}'")
         if self.lookback_window + self.predict_window > self.max_context:
@@ -561,6 +568,24 @@ class TrainConfig:
                 f"{self.lookback_window + self.predict_window} exceeds max_context "
                 f"{self.max_context}; lower the windows or raise max_context"
             )
+
+    def _check_numbers(self) -> None:
+        """NaN/inf and integers beyond 64 bits fail here, naming the key, rather than as a
+        traceback or a NaN loss later. Only `max_grad_norm` may be infinite (measure only)."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            items = value if isinstance(value, list) else [value]
+            for item in items:
+                if isinstance(item, bool) or not isinstance(item, (int, float)):
+                    continue
+                if isinstance(item, float) and math.isnan(item):
+                    raise ConfigError(f"{f.name}: must be a number, got nan")
+                if isinstance(item, float) and math.isinf(item) and f.name != "max_grad_norm":
+                    raise ConfigError(f"{f.name}: must be finite, got {item}")
+                if isinstance(item, int) and not -(2**63) <= item < 2**63:
+                    raise ConfigError(f"{f.name}: {item} does not fit in 64 bits")
+        if not 0 <= self.seed < 2**63:
+            raise ConfigError(f"seed: must lie in [0, 2**63 - 1], got {self.seed}")
 
 
 def field_type(key: str) -> Any:

@@ -93,8 +93,54 @@ def _check_bits(tok_bits: tuple, pred_bits: tuple, cfg: TrainConfig) -> None:
         key = "pretrained_predictor" if cfg.pretrained_predictor else "model_preset"
         raise ConfigError(
             f"{key}: predictor s1_bits/s2_bits {pred_bits} differ from the tokenizer's "
-            f"{tok_bits} at '{cfg.resolved_tokenizer_path}'; use a predictor with the "
-            f"tokenizer's bits"
+            f"{tok_bits} at '{cfg.resolved_tokenizer_path}'; {_matching_presets(tok_bits)}"
+        )
+
+
+def _matching_presets(tok_bits: tuple) -> str:
+    """The predictor presets that read this tokenizer's ids, as the fix to type."""
+    from kronos_engine.models.presets import PREDICTOR_PRESETS
+
+    names = [
+        name
+        for name, conf in PREDICTOR_PRESETS.items()
+        if (conf.get("s1_bits"), conf.get("s2_bits")) == tuple(tok_bits)
+    ]
+    if not names:
+        return "no predictor preset has these bits; use a pretrained_predictor that does"
+    flags = " or ".join(f"--model_preset={n}" for n in names)
+    return f"use a predictor with the tokenizer's bits: {flags} (and no pretrained_predictor)"
+
+
+def check_pretrained_paths(cfg: TrainConfig) -> None:
+    """A `pretrained_*` folder that is not there fails before any data work, naming the key.
+    `models/Kronos-small` also reads as a Hub id; without huggingface_hub it can only be a
+    missing folder, so that is what the message says."""
+    keys = []
+    if cfg.train_type == "tokenizer" and cfg.pretrained_tokenizer:
+        keys.append(("pretrained_tokenizer", cfg.pretrained_tokenizer))
+    if cfg.train_type == "predictor":
+        if cfg.pretrained_predictor:
+            keys.append(("pretrained_predictor", cfg.pretrained_predictor))
+        if cfg.pretrained_tokenizer and cfg.resolved_tokenizer_path == cfg.pretrained_tokenizer:
+            keys.append(("pretrained_tokenizer", cfg.pretrained_tokenizer))
+    import importlib.util
+
+    hub = importlib.util.find_spec("huggingface_hub") is not None
+    for key, path in keys:
+        if Path(path).expanduser().exists() or (hub and is_hub_id(path)):
+            continue
+        where = Path(path).expanduser().absolute()
+        hub_hint = (
+            ""
+            if hub or not is_hub_id(path)
+            else ("; or, to download it by Hub id, pip install -e '.[hub]'")
+        )
+        raise ConfigError(
+            f"{key}: no model folder at '{where}'; download the checkpoint folder "
+            f"(config.json + model.safetensors) there (README: Starting from the public "
+            f"checkpoints), or remove {key} and pick model_preset to train from scratch"
+            f"{hub_hint}"
         )
 
 
@@ -116,6 +162,7 @@ def _read_local_config(path: str, key: str) -> dict | None:
 
 def preflight(cfg: TrainConfig) -> None:
     """Cheap checks that need files but no data or weights: fail before any real work."""
+    check_pretrained_paths(cfg)
     if cfg.train_type != "predictor":
         return
     from kronos_engine.models import predictor_config

@@ -8,7 +8,9 @@ names them as `module:Class` strings.
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -32,13 +34,36 @@ def load_object(spec: str) -> Any:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise RegistryError(f"cannot import module '{module_name}' for '{spec}': {exc}") from None
+        module = _import_from_cwd(module_name, exc)
+        if module is None:
+            raise RegistryError(
+                f"cannot import module '{module_name}' for '{spec}': {exc}; run from the folder "
+                f"that holds it or add that folder to PYTHONPATH"
+            ) from None
     try:
         return getattr(module, attr)
     except AttributeError:
         raise RegistryError(
             f"module '{module_name}' has no attribute '{attr}' ('{spec}')"
         ) from None
+
+
+def _import_from_cwd(module_name: str, exc: ImportError):
+    """`scripts/train.py` puts scripts/ on sys.path, not the working directory: a user module
+    next to where the command runs (as with `python -m`, and as when the run was started with
+    PYTHONPATH=.) is imported from there, so resuming needs no PYTHONPATH either."""
+    top = module_name.split(".")[0]
+    cwd = Path.cwd()
+    if not isinstance(exc, ModuleNotFoundError) or exc.name not in (top, module_name):
+        return None
+    if not ((cwd / f"{top}.py").is_file() or (cwd / top / "__init__.py").is_file()):
+        return None
+    if str(cwd) not in sys.path:
+        sys.path.insert(0, str(cwd))
+    try:
+        return importlib.import_module(module_name)
+    except ImportError:
+        return None
 
 
 class Registry:

@@ -40,6 +40,8 @@ class Strategy:
     """
 
     metric_name: str = "val_loss"
+    # The train_type this strategy trains (None: any). A mismatch is a config error.
+    train_type: str | None = None
 
     def __init__(self, cfg: TrainConfig) -> None:
         self.cfg = cfg
@@ -62,3 +64,16 @@ class Strategy:
     def batch_size_of(self, batch: Any) -> int:
         first = batch[0] if isinstance(batch, (tuple, list)) else batch
         return int(first.shape[0])
+
+
+def check_strategy_train_type(strategy: type | Strategy, name: str, train_type: str) -> None:
+    """`--train_type=predictor --strategy=tokenizer_recon` would train a tokenizer and report a
+    predictor: refuse it, naming both keys."""
+    own = getattr(strategy, "train_type", None)
+    if own is not None and own != train_type:
+        from kronos_engine.config import ConfigError
+
+        raise ConfigError(
+            f"strategy: '{name}' trains a {own}, but train_type is '{train_type}'; drop "
+            f"--strategy (the default for {train_type} is used) or set train_type={own}"
+        )

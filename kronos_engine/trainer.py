@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
 from dataclasses import dataclass
 
 import torch
 
+from kronos_engine import run_dir
 from kronos_engine.context import TrainContext
 from kronos_engine.strategy import StepOutput
 
@@ -72,6 +74,20 @@ class StepMeter:
         return {n: reduced[i].item() / total for i, n in enumerate(names)}
 
 
+def _library_log_handler() -> logging.Handler | None:
+    """From the Python API nobody configured logging, and the run would be silent: show the
+    engine's INFO lines on stderr for the duration of `fit` (the CLI configures its own)."""
+    if log.hasHandlers():
+        return None
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
+    )
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    return handler
+
+
 class Trainer:
     """Runs `ctx` to completion: `Trainer(ctx).fit()`."""
 
@@ -83,14 +99,38 @@ class Trainer:
     # ------------------------------------------------------------------ top level
     def fit(self) -> TrainContext:
         ctx = self.ctx
+        handler = _library_log_handler() if ctx.is_main else None
         try:
+            if handler is not None:
+                log.info(
+                    "%s: %d steps, writing to %s",
+                    ctx.cfg.train_type,
+                    ctx.total_steps,
+                    ctx.output_dir,
+                )
             ctx.callbacks.fire("on_train_begin", ctx)
             while not self._finished():
                 self._run_epoch()
             ctx.callbacks.fire("on_train_end", ctx)
+            if handler is not None:
+                reason = f", {ctx.stop_reason}" if ctx.stop_reason else ""
+                log.info(
+                    "%s training finished at step %d (epoch %d%s); results in %s (best/, "
+                    "metrics.jsonl, summary.json, checkpoints/)",
+                    ctx.cfg.train_type,
+                    ctx.global_step,
+                    ctx.epoch,
+                    reason,
+                    ctx.output_dir,
+                )
         except BaseException as error:
             ctx.callbacks.fire_error(ctx, error)
             raise
+        finally:
+            run_dir.release(ctx.output_dir)  # taken by the builder (rank 0)
+            if handler is not None:
+                log.removeHandler(handler)
+                log.setLevel(logging.NOTSET)
         return ctx
 
     def _finished(self) -> bool:

@@ -29,6 +29,7 @@ class PredictorNextTokenStrategy(Strategy):
     and a causal cross-attention even in eval mode."""
 
     metric_name = "val_loss"
+    train_type = "predictor"
 
     def __init__(self, cfg) -> None:
         super().__init__(cfg)

@@ -134,6 +134,7 @@ def test_resume_rejects_a_checkpoint_of_the_other_train_type(tmp_path):
         train_type="predictor",
         tokenizer_path=str(tok),
         resume=str(ctx.output_dir),
+        output_dir=str(ctx.output_dir),  # a resumed run continues in its own folder
     )
     with pytest.raises(ResumeError, match="train_type 'tokenizer'"):
         run(cfg)

@@ -82,7 +82,7 @@ def iter_clean_frames(
         raise DataError(
             f"bad_data: '{cfg.bad_data}' is not allowed; choose one of ['error', 'repair']"
         )
-    parse_freq(cfg.freq)
+    freq = parse_freq(cfg.freq)
     bounds = time_bounds(
         cfg.dataset_begin_time, cfg.dataset_end_time, "dataset_begin_time/end_time"
     )
@@ -96,6 +96,7 @@ def iter_clean_frames(
             bounds=bounds,
             file_rows=file_rows,
             drop_untraded=cfg.data_source == "qlib",
+            freq=freq,
         )
         report.symbols_loaded += 1
         report.rows_loaded += len(frame)

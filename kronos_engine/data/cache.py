@@ -96,19 +96,27 @@ def fingerprint_inputs(cfg: TrainConfig) -> str:
     """A content hash of the inputs the build would read."""
     if cfg.data_source == "demo":
         return _digest({"demo": identity_of(cfg)})
-    if cfg.data_source == "csv":
-        files = list_table_files(cfg.data_path or "")
-        root = Path(cfg.data_path or "").expanduser().resolve()
-    else:
-        files = _qlib_inputs(cfg)
-        root = Path(cfg.data_path or "").expanduser().resolve()
+    root = Path(cfg.data_path or "").expanduser()
+    files = list_table_files(root) if cfg.data_source == "csv" else _qlib_inputs(cfg)
+    resolved_root = root.resolve()
     digest = hashlib.blake2b(digest_size=32)
     for path in files:
-        resolved = path.resolve()
-        name = str(resolved.relative_to(root)) if resolved != root else resolved.name
-        digest.update(f"{name}\0{resolved.stat().st_size}\0".encode())
-        _hash_file(resolved, digest)
+        # Named as listed under data_path, not by where a symlink points: a folder of links to
+        # files elsewhere is hashed like a folder of the files themselves.
+        name = _name_under(path, root, resolved_root)
+        digest.update(f"{name}\0{path.stat().st_size}\0".encode())
+        _hash_file(path, digest)
     return digest.hexdigest()
+
+
+def _name_under(path: Path, root: Path, resolved_root: Path) -> str:
+    for base in (root, resolved_root):
+        try:
+            relative = path.relative_to(base)
+        except ValueError:
+            continue
+        return str(relative) if str(relative) != "." else path.name
+    return path.name
 
 
 def entry_dir(cache_dir: str | Path, identity: dict[str, Any]) -> Path:

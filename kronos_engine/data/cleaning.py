@@ -30,6 +30,7 @@ counted as ``untraded_rows_dropped`` under both policies.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -37,8 +38,9 @@ import numpy as np
 import pandas as pd
 
 from .errors import DataError
-from .schema import FEATURES, ROW, TIMESTAMP, is_na_string
+from .schema import FEATURES, ROW, TIMESTAMP, Freq, is_na_string
 from .timeutil import to_naive_ns
+from .windows import NORM_EPS
 
 REPAIR_KINDS: tuple[str, ...] = (
     "unsorted_symbols_sorted",
@@ -50,7 +52,11 @@ REPAIR_KINDS: tuple[str, ...] = (
     "high_low_fixed",
 )
 _OHLC_RTOL = 1e-6  # float32 sources round prices; below this a high/low mismatch is noise
-_ALLOWED_VALUES = "allowed: finite numbers, prices > 0, volume and amount >= 0"
+_F32_MAX = float(np.finfo(np.float32).max)  # windows are stored as float32
+_ALLOWED_VALUES = (
+    "allowed: finite numbers of magnitude below 3.4e38 (stored as float32), prices > 0, "
+    "volume and amount >= 0"
+)
 
 
 @dataclass
@@ -103,10 +109,7 @@ def parse_timestamps(col: pd.Series, where: RowLocator) -> np.ndarray:
     elif isinstance(col.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_any_dtype(col):
         parsed = pd.Series(col)
     else:
-        try:
-            parsed = pd.to_datetime(col)
-        except (ValueError, TypeError, OverflowError):
-            parsed = pd.to_datetime(col, format="mixed", errors="coerce")
+        parsed = _parse_text_stamps(col, where)
     bad = np.flatnonzero(parsed.isna().to_numpy())
     if bad.size:
         i = int(bad[0])
@@ -119,6 +122,111 @@ def parse_timestamps(col: pd.Series, where: RowLocator) -> np.ndarray:
     if isinstance(parsed.dtype, pd.DatetimeTZDtype):
         parsed = parsed.dt.tz_localize(None)
     return to_naive_ns(parsed)
+
+
+_SLASH_DATE = re.compile(r"^\s*(\d{1,2})([/.-])(\d{1,2})\2(\d{4})(.*)$")
+_OFFSET = re.compile(r"^(.*\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)\s*(Z|[+-]\d{2}:?\d{2})\s*$")
+_MAX_DST_SHIFT_MIN = 60
+
+
+def _day_month_order(text: pd.Series, where: RowLocator) -> pd.Series:
+    """`dd/mm/yyyy` vs `mm/dd/yyyy`: decided for the whole column, never per cell. A field
+    above 12 settles it; when none is, the order that keeps the rows sorted in time wins, and
+    if both (or neither) do, the column is ambiguous and refused. Returns ISO text."""
+    parts = text.str.extract(_SLASH_DATE)
+    first, second = parts[0].astype(int), parts[2].astype(int)
+    day_first_ok = bool((second <= 12).all() and (first <= 31).all())
+    month_first_ok = bool((first <= 12).all() and (second <= 31).all())
+
+    def iso(day: pd.Series, month: pd.Series) -> pd.Series:
+        return (
+            parts[3] + "-" + month.astype(str).str.zfill(2) + "-" + day.astype(str).str.zfill(2)
+        ) + parts[4]
+
+    if day_first_ok and month_first_ok:
+        orders = {}
+        for name, (day, month) in {
+            "day-first": (first, second),
+            "month-first": (second, first),
+        }.items():
+            stamps = pd.to_datetime(iso(day, month), errors="coerce", format="mixed")
+            orders[name] = bool(stamps.notna().all() and stamps.is_monotonic_increasing)
+        if orders["day-first"] == orders["month-first"]:
+            raise DataError(
+                f"{where(0)}: dates like {text.iloc[0]!r} can be read day-first or month-first "
+                f"and both orders fit; allowed: ISO dates (YYYY-MM-DD) or a column with a day "
+                f"above 12 that settles the order"
+            )
+        day_first_ok = orders["day-first"]
+    elif not (day_first_ok or month_first_ok):
+        day_first = np.flatnonzero((first > 12).to_numpy())
+        month_first = np.flatnonzero((second > 12).to_numpy())
+        if day_first.size and month_first.size:
+            i, j = int(day_first[0]), int(month_first[0])
+            raise DataError(
+                f"{where(max(i, j))}: date {text.iloc[max(i, j)]!r} and {text.iloc[min(i, j)]!r} "
+                f"(data row {int(where.rows[min(i, j)])}) need different day/month orders; "
+                f"allowed: one order per column (ISO dates, YYYY-MM-DD, are never ambiguous)"
+            )
+        i = int(np.flatnonzero(((first > 31) | (second > 31)).to_numpy())[0])
+        raise DataError(f"{where(i)}: timestamp {text.iloc[i]!r} is not a date")
+    return iso(first, second) if day_first_ok else iso(second, first)
+
+
+def _utc_offsets(text: pd.Series, where: RowLocator) -> pd.Series:
+    """Mixed UTC offsets (a daylight-saving switch) keep each row's wall-clock time, like a
+    single offset does; offsets further apart than a DST shift, or rows with and without an
+    offset, are refused. Returns the text to parse (offsets stripped when they were mixed)."""
+    parts = text.str.extract(_OFFSET)
+    has = parts[1].notna()
+    if not has.any():
+        return text
+    offsets = parts[1].fillna("")
+    if offsets[has].nunique() <= 1 and has.all():
+        return text  # one offset: pandas keeps it, the wall-clock time is used
+    if not has.all():
+        i = int(np.flatnonzero(~has.to_numpy())[0])
+        j = int(np.flatnonzero(has.to_numpy())[0])
+        raise DataError(
+            f"{where(i)}: timestamp {text.iloc[i]!r} has no UTC offset but row "
+            f"{int(where.rows[j])} has {offsets.iloc[j]}; allowed: an offset on every row or on "
+            f"none"
+        )
+
+    def minutes(value: str) -> int:
+        if value == "Z":
+            return 0
+        digits = value[1:].replace(":", "")
+        sign = -1 if value[0] == "-" else 1
+        return sign * (int(digits[:2]) * 60 + int(digits[2:]))
+
+    mins = offsets.map(minutes).to_numpy()
+    if int(mins.max() - mins.min()) > _MAX_DST_SHIFT_MIN:
+        i = int(np.flatnonzero(mins != mins[0])[0])
+        raise DataError(
+            f"{where(i)}: timestamp {text.iloc[i]!r} has UTC offset {offsets.iloc[i]}, row "
+            f"{int(where.rows[0])} has {offsets.iloc[0]}; allowed: one UTC offset per symbol, "
+            f"or a daylight-saving switch of at most 1 hour (local wall-clock time is kept)"
+        )
+    return parts[0]
+
+
+def _parse_text_stamps(col: pd.Series, where: RowLocator) -> pd.Series:
+    text = col.astype(str).str.strip()
+    missing = is_na_string(col)
+    if missing.any():
+        i = int(np.flatnonzero(missing)[0])
+        raise DataError(f"{where(i)}: missing timestamp; every row needs one")
+    if len(text) and bool(text.str.match(_SLASH_DATE).all()):
+        text = _day_month_order(text, where)
+    text = _utc_offsets(text, where)
+    try:
+        return pd.to_datetime(text)
+    except (ValueError, TypeError, OverflowError):
+        try:
+            return pd.to_datetime(text, format="mixed", errors="coerce")
+        except (ValueError, TypeError, OverflowError):
+            return pd.to_datetime(text, format="mixed", errors="coerce", utc=True)
 
 
 def parse_numbers(col: pd.Series, name: str, where: RowLocator) -> np.ndarray:
@@ -138,6 +246,65 @@ def parse_numbers(col: pd.Series, name: str, where: RowLocator) -> np.ndarray:
     return numbers.to_numpy(dtype=np.float64, na_value=np.nan)
 
 
+_DAY_NS = 86_400 * 1_000_000_000
+_MINUTE_NS = 60 * 1_000_000_000
+
+
+def check_frequency(ns: np.ndarray, freq: Freq, where: RowLocator) -> None:
+    """Bars of one symbol must all be of the configured ``freq``: never two bars on one day
+    with ``freq: day``; never two bars of one day closer than ``freq``, nor a run of daily bars
+    (one bar at midnight on its day) among intraday bars."""
+    if len(ns) < 2:
+        return
+    days = ns // _DAY_NS
+    same_day = np.flatnonzero(days[1:] == days[:-1]) + 1
+    if not freq.intraday:
+        if same_day.size:
+            i = int(same_day[0])
+            raise DataError(
+                f"{where(i)}: second bar on {pd.Timestamp(int(ns[i])).date()} "
+                f"({same_day.size} such row(s)) but freq is day; allowed: one bar per day "
+                f"with freq: day, or set freq to the bar length (e.g. 5min)"
+            )
+        return
+    step = freq.minutes * _MINUTE_NS
+    close = same_day[(ns[same_day] - ns[same_day - 1]) < step]
+    if close.size:
+        i = int(close[0])
+        gap = (ns[i] - ns[i - 1]) / _MINUTE_NS
+        raise DataError(
+            f"{where(i)}: bar {gap:g} min after the previous one ({close.size} such row(s)) but "
+            f"freq is {freq.name}; allowed: bars at least {freq.minutes} min apart, or set freq "
+            f"to the bar length"
+        )
+    _, first, counts = np.unique(days, return_index=True, return_counts=True)
+    lone = first[(counts == 1) & (ns[first] % _DAY_NS == 0)]
+    if lone.size >= 2:
+        i = int(lone[0])
+        raise DataError(
+            f"{where(i)}: a daily bar (the only bar of its day, at midnight; {lone.size} such "
+            f"day(s)) among {freq.name} bars; allowed: bars of one frequency per symbol (put "
+            f"daily and intraday bars in separate runs)"
+        )
+
+
+def check_scale(values: np.ndarray, where: RowLocator) -> None:
+    """Windows are normalised with ``(x - mean) / (std + 1e-5)`` (the public epsilon, kept for
+    normal data): prices that vary by far less than 1e-5 would normalise to constant zeros and
+    the model would train on nothing, so they are refused with the scale to use."""
+    if len(values) < 2:
+        return
+    spread = float(np.max(np.std(values[:, :4], axis=0)))
+    if spread < NORM_EPS:
+        level = float(np.median(np.abs(values[:, 3])))
+        raise DataError(
+            f"{where(0)}: prices vary by only {spread:.3g} (std of open..close over "
+            f"{len(values)} rows, level {level:.3g}), below the normalisation epsilon "
+            f"{NORM_EPS:g}, so every window would normalise to ~0; allowed: price std >= "
+            f"{NORM_EPS:g}; rescale the prices (e.g. quote them per 1e6 units)"
+        )
+
+
 def _hint(policy_fix: str) -> str:
     return f"fix the input or set bad_data: repair ({policy_fix})"
 
@@ -151,6 +318,7 @@ def clean_frame(
     bounds: tuple[int | None, int | None] = (None, None),
     file_rows: bool = True,
     drop_untraded: bool = False,
+    freq: Freq | None = None,
 ) -> tuple[pd.DataFrame, CleanReport]:
     """Validate (and with ``policy='repair'`` fix) a frame from ``canonical_columns``.
 
@@ -233,7 +401,8 @@ def clean_frame(
     if amount_absent:
         values[:, 5] = 0.0  # placeholder, derived below
         report.amount_derived = True
-    nonfinite = ~np.isfinite(values)
+    with np.errstate(invalid="ignore"):
+        nonfinite = ~np.isfinite(values) | (np.abs(values) > _F32_MAX)
     nonpositive = np.zeros_like(nonfinite)
     with np.errstate(invalid="ignore"):
         nonpositive[:, :4] = values[:, :4] <= 0
@@ -270,6 +439,15 @@ def clean_frame(
         where.ns, where.rows = ns, rows
     if amount_absent:
         values[:, 5] = values[:, :4].mean(axis=1) * values[:, 4]
+    with np.errstate(invalid="ignore", over="ignore"):
+        overflow = np.flatnonzero(~(np.abs(values[:, 5]) <= _F32_MAX))
+    if overflow.size:  # derived price * volume beyond float32 (never repairable)
+        i = int(overflow[0])
+        raise DataError(
+            f"{where(i)}: amount = mean(open, high, low, close) * volume = "
+            f"{float(values[i, 5]):.3g} overflows float32 ({overflow.size} row(s)); "
+            f"{_ALLOWED_VALUES}; rescale the prices or the volume"
+        )
 
     # --- high / low must bound open / close ---
     o, h, low, c = (values[:, k] for k in range(4))
@@ -291,6 +469,10 @@ def clean_frame(
         if changed.any():
             report.repairs["high_low_fixed"] += int(changed.sum())
             values[:, 1], values[:, 2] = new_high, new_low
+
+    if freq is not None:
+        check_frequency(ns, freq, where)
+    check_scale(values, where)
 
     out = pd.DataFrame(values, columns=list(FEATURES))
     out.insert(0, TIMESTAMP, pd.DatetimeIndex(ns.astype("datetime64[ns]")))

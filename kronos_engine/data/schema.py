@@ -87,6 +87,7 @@ def canonical_columns(df: pd.DataFrame, origin: str, symbol: str) -> pd.DataFram
         index_name = str(df.index.name or "").strip().lower()
         if isinstance(df.index, pd.DatetimeIndex) or index_name in COLUMN_ALIASES[TIMESTAMP]:
             df = df.reset_index(names=TIMESTAMP)
+    df = _join_date_and_time(df)
     columns = list(df.columns)
     rename: dict[str, str] = {}
     for name, aliases in COLUMN_ALIASES.items():
@@ -95,7 +96,7 @@ def canonical_columns(df: pd.DataFrame, origin: str, symbol: str) -> pd.DataFram
             rename[found] = name
     missing = [name for name in REQUIRED if name not in rename.values()]
     if missing:
-        shown = ", ".join(str(c) for c in columns[:12])
+        shown = ", ".join(str(c) for c in columns[:12] if c != ROW)
         allowed = "; ".join(
             f"{k}: {'/'.join(v)}" for k, v in COLUMN_ALIASES.items() if k in missing
         )
@@ -108,6 +109,22 @@ def canonical_columns(df: pd.DataFrame, origin: str, symbol: str) -> pd.DataFram
         out[ROW] = df[ROW].to_numpy()
     else:
         out[ROW] = np.arange(1, len(df) + 1, dtype=np.int64)
+    return out
+
+
+def _join_date_and_time(df: pd.DataFrame) -> pd.DataFrame:
+    """Separate ``date`` and ``time`` columns (and no full timestamp column) are one timestamp:
+    ``"<date> <time>"``; otherwise the time of day would be dropped without a word."""
+    columns = list(df.columns)
+    full = find_column(columns, ("timestamps", "timestamp", "datetime", "dt"))
+    date = find_column(columns, ("date", "trade_date"))
+    time = find_column(columns, ("time",))
+    if full is not None or date is None or time is None:
+        return df
+    joined = df[date].astype(str).str.strip() + " " + df[time].astype(str).str.strip()
+    blank = df[date].isna() | df[time].isna()
+    out = df.drop(columns=[date, time])
+    out.insert(0, TIMESTAMP, joined.where(~blank, None))
     return out
 
 

@@ -62,6 +62,53 @@ def check_provider(provider: Path, freq: Freq, instruments: str) -> None:
             f"data_path: qlib provider '{provider}' is missing {', '.join(missing)} "
             f"(freq {freq.name}); {_build_hint(provider, freq)}"
         )
+    check_calendar(calendar)
+
+
+def check_calendar(calendar: Path) -> None:
+    """Every calendar line is a date/datetime (pyqlib would fail on it with a traceback)."""
+    lines = calendar.read_text(encoding="utf-8", errors="replace").splitlines()
+    text = pd.Series([line.strip() for line in lines])
+    text = text[text != ""]
+    parsed = pd.to_datetime(text, errors="coerce", format="mixed")
+    bad = np.flatnonzero(parsed.isna().to_numpy())
+    if bad.size:
+        line = int(text.index[bad[0]]) + 1
+        raise DataError(
+            f"{calendar}:{line}: calendar entry {text.iloc[bad[0]]!r} is not a date "
+            f"({bad.size} such line(s)); allowed: one date or datetime per line, e.g. 2020-01-02"
+        )
+    if not parsed.is_monotonic_increasing or parsed.duplicated().any():
+        i = int(np.flatnonzero(np.diff(parsed.to_numpy().astype("int64")) <= 0)[0]) + 1
+        raise DataError(
+            f"{calendar}:{int(text.index[i]) + 1}: calendar entry {text.iloc[i]!r} is not after "
+            f"the previous one; allowed: strictly increasing dates"
+        )
+
+
+def check_feature_file(path: Path) -> None:
+    """A Qlib ``.bin`` is float32 little-endian: a start index, then one value per slot."""
+    size = path.stat().st_size
+    if size < 4 or size % 4:
+        raise DataError(
+            f"{path}: {size} bytes is not a Qlib feature file (allowed: a 4-byte start index "
+            f"plus 4 bytes per value, a multiple of 4); rewrite it, e.g. with "
+            f"write_qlib_provider or qlib's dump_bin.py"
+        )
+
+
+QLIB_MISSING = (
+    "data_source: 'qlib' needs pyqlib, which is not installed; install the Qlib extra with "
+    "pip install -e '.[qlib]' (or pip install pyqlib)"
+)
+
+
+def require_pyqlib() -> None:
+    """pyqlib is an optional extra: one line instead of a ModuleNotFoundError traceback."""
+    import importlib.util
+
+    if importlib.util.find_spec("qlib") is None:
+        raise DataError(QLIB_MISSING)
 
 
 def init_qlib(provider: Path, region: str) -> None:
@@ -70,6 +117,7 @@ def init_qlib(provider: Path, region: str) -> None:
         raise DataError(
             f"qlib_region: '{region}' is not allowed; choose one of {list(QLIB_REGIONS)}"
         )
+    require_pyqlib()
     import qlib
 
     qlib.init(
@@ -145,9 +193,18 @@ def iter_qlib_frames(
                 f"{origin}: symbol {symbol}: missing feature file(s) "
                 f"{', '.join(f'features/{symbol.lower()}/{f}.{qfreq.name}.bin' for f in absent)}"
             )
-        frame = D.features(
-            [symbol], [f"${f}" for f in fields], start_time=start, end_time=end, freq=qfreq.name
-        )
+        for f in fields:
+            check_feature_file(folder / f"{f}.{qfreq.name}.bin")
+        try:
+            frame = D.features(
+                [symbol], [f"${f}" for f in fields], start_time=start, end_time=end, freq=qfreq.name
+            )
+        except Exception as exc:  # noqa: BLE001 - pyqlib's traceback would not name the files
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DataError(
+                f"{origin}: symbol {symbol}: pyqlib cannot read features/{symbol.lower()}/ "
+                f"({type(exc).__name__}: {first}); check its .bin files and the calendar"
+            ) from None
         stamps = frame.index.get_level_values("datetime") if len(frame) else pd.DatetimeIndex([])
         raw = pd.DataFrame({"timestamps": np.asarray(stamps, dtype="datetime64[ns]")})
         for f in fields:
