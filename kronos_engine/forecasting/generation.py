@@ -127,27 +127,31 @@ def sample_tokens(
     `pads[r]` is the number of padding columns of row r; all rows end at the same column.
     """
     total = s1.shape[1]
-    context_end = total - pred_len
     cols = torch.arange(total, device=s1.device)
     valid = cols[None, :] >= pads[:, None]
     padded = bool((pads > 0).any())
     cache: KVCache | None = None
-    for end in range(context_end, total):
+    for end in range(total - pred_len, total):
         start = max(0, end - max_context)
-        if use_cache and start == 0 and cache is not None:
-            first = end - 1  # one new token: the one sampled in the previous step
-        else:
-            first = start  # (re)compute the whole window
-            cache = KVCache(min(max_context, total) if use_cache and start == 0 else end - start)
-        positions = (cols[None, first:end] - pads.clamp(min=start)[:, None]).clamp(min=0)
-        mask = valid[:, start:end] if padded else None
-        ids = (s1[:, first:end], s2[:, first:end])
-        logits, hidden = model.decode_s1(
-            *ids, stamp[:, first:end], mask, cache=cache, positions=positions
-        )
-        next_s1 = draw(logits[:, -1])
-        next_s2 = draw(model.decode_s2(hidden, next_s1, mask, cache=cache)[:, -1])
-        cache.advance(end - first)
+        if padded or (use_cache and start == 0):
+            if cache is None or start > 0 or not use_cache:
+                cache, first = KVCache(min(max_context, total) if use_cache else end - start), start
+            else:
+                first = end - 1  # one new token: the one sampled in the previous step
+            positions = (cols[None, first:end] - pads.clamp(min=start)[:, None]).clamp(min=0)
+            mask = valid[:, start:end] if padded else None
+            logits, hidden = model.decode_s1(
+                s1[:, first:end], s2[:, first:end], stamp[:, first:end], mask,
+                cache=cache, positions=positions,
+            )  # fmt: skip
+            next_s1 = draw(logits[:, -1])
+            next_s2 = draw(model.decode_s2(hidden, next_s1, mask, cache=cache)[:, -1])
+            cache.advance(end - first)
+        else:  # the public step: the whole window, as the public loop computes it
+            window = slice(start, end)
+            logits, hidden = model.decode_s1(s1[:, window], s2[:, window], stamp[:, window])
+            next_s1 = draw(logits[:, -1])
+            next_s2 = draw(model.decode_s2(hidden, next_s1, causal=False)[:, -1])
         s1[:, end], s2[:, end] = next_s1[:, 0], next_s2[:, 0]
         if on_step is not None:
             on_step()
@@ -285,49 +289,13 @@ def auto_regressive_inference(
     stamps = torch.cat([x_stamp, y_stamp], dim=1)
     draw = _drawer(T, top_k, top_p, generator)
     with eval_mode(tokenizer, model):
-        if use_cache:
-            s1, s2 = generate_ids(
-                tokenizer, model, list(x), list(stamps), pred_len, max_context, clip, draw,
-                sample_count,
-            )  # fmt: skip
-        else:
-            s1, s2 = _public_loop(
-                tokenizer, model, x, stamps, max_context, pred_len, clip, draw, sample_count
-            )
+        s1, s2 = generate_ids(
+            tokenizer, model, list(x), list(stamps), pred_len, max_context, clip, draw,
+            sample_count, use_cache,
+        )  # fmt: skip
         z = tokenizer.decode([s1[:, -window:], s2[:, -window:]], half=True)
     return z.reshape(batch, sample_count, *z.shape[1:]).mean(dim=1)
 
 
 def _drawer(T: float, top_k: int, top_p: float, generator: torch.Generator | None) -> Draw:
     return lambda logits: sample_from_logits(logits, T, top_k, top_p, generator)
-
-
-def _public_loop(
-    tokenizer: KronosTokenizer,
-    model: Kronos,
-    x: torch.Tensor,
-    stamps: torch.Tensor,
-    max_context: int,
-    pred_len: int,
-    clip: float,
-    draw: Draw,
-    sample_count: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Recompute the whole window for every new token, as the public code does."""
-    context_len = x.shape[1]
-    x = torch.clamp(x, -clip, clip).repeat_interleave(sample_count, dim=0)
-    stamps = stamps.repeat_interleave(sample_count, dim=0)
-    s1_ctx, s2_ctx = tokenizer.encode(x, half=True)
-    total = context_len + pred_len
-    s1 = s1_ctx.new_zeros(s1_ctx.shape[0], total)
-    s2 = s2_ctx.new_zeros(s2_ctx.shape[0], total)
-    s1[:, :context_len], s2[:, :context_len] = s1_ctx, s2_ctx
-    for end in range(context_len, total):
-        start = max(0, end - max_context)
-        s1_logits, hidden = model.decode_s1(
-            s1[:, start:end], s2[:, start:end], stamps[:, start:end]
-        )
-        next_s1 = draw(s1_logits[:, -1])
-        next_s2 = draw(model.decode_s2(hidden, next_s1, causal=False)[:, -1])
-        s1[:, end], s2[:, end] = next_s1[:, 0], next_s2[:, 0]
-    return s1, s2
