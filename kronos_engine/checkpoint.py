@@ -296,6 +296,9 @@ SCHEDULE_KEYS = (
     "adam_beta1",
     "adam_beta2",
     "weight_decay",
+    "sgdr_cycle_steps",
+    "sgdr_cycle_mult",
+    "wsd_decay_ratio",
 )
 
 

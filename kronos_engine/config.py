@@ -16,7 +16,7 @@ from typing import Any
 TRAIN_TYPES = ("tokenizer", "predictor")
 DATA_SOURCES = ("demo", "csv", "qlib")
 SAMPLING_MODES = ("uniform", "per_symbol")
-SCHEDULERS = ("onecycle", "cosine", "constant")
+SCHEDULERS = ("onecycle", "cosine", "constant", "sgdr", "wsd")
 PRECISIONS = ("fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 BAD_DATA_POLICIES = ("error", "repair")
@@ -301,7 +301,8 @@ class TrainConfig:
         default="onecycle",
         metadata={
             "group": "optim",
-            "help": "LR schedule: onecycle (public recipe), cosine with warm-up, or constant",
+            "help": "LR schedule: onecycle (public recipe), cosine with warm-up, constant, sgdr "
+            "(cosine with warm restarts) or wsd (warmup-stable-decay)",
         },
     )
     warmup_ratio: float = field(
@@ -392,6 +393,36 @@ class TrainConfig:
     )
     progress_bar: bool = field(
         default=True, metadata={"group": "logging", "help": "show a tqdm progress bar"}
+    )
+
+    # --- fine-tuning toolbox (issue 13) ---
+    label_smoothing: float = field(
+        default=0.0,
+        metadata={
+            "group": "toolbox",
+            "help": "label smoothing of the predictor's training cross-entropy (0: off, the public loss)",
+        },
+    )
+    sgdr_cycle_steps: int | None = field(
+        default=None,
+        metadata={
+            "group": "toolbox",
+            "help": "scheduler=sgdr: steps of the first cosine cycle (default: a quarter of the run after warm-up)",
+        },
+    )
+    sgdr_cycle_mult: int = field(
+        default=1,
+        metadata={
+            "group": "toolbox",
+            "help": "scheduler=sgdr: each cycle is this many times longer",
+        },
+    )
+    wsd_decay_ratio: float = field(
+        default=0.2,
+        metadata={
+            "group": "toolbox",
+            "help": "scheduler=wsd: share of the run's steps spent decaying the lr to zero at the end",
+        },
     )
 
     # ----- derived values (not config keys) -----
@@ -504,6 +535,20 @@ class TrainConfig:
                 f"{self.lookback_window + self.predict_window} exceeds max_context "
                 f"{self.max_context}; lower the windows or raise max_context"
             )
+        self.validate_toolbox()
+
+    def validate_toolbox(self) -> None:
+        """Ranges of the fine-tuning toolbox keys (label smoothing, schedules, LoRA, EMA, ...)."""
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(f"label_smoothing: must lie in [0, 1), got {self.label_smoothing}")
+        if self.sgdr_cycle_steps is not None and self.sgdr_cycle_steps < 1:
+            raise ConfigError(
+                f"sgdr_cycle_steps: must be >= 1 or null, got {self.sgdr_cycle_steps}"
+            )
+        if self.sgdr_cycle_mult < 1:
+            raise ConfigError(f"sgdr_cycle_mult: must be >= 1, got {self.sgdr_cycle_mult}")
+        if not 0.0 <= self.wsd_decay_ratio <= 1.0:
+            raise ConfigError(f"wsd_decay_ratio: must lie in [0, 1], got {self.wsd_decay_ratio}")
 
 
 def field_type(key: str) -> Any:
