@@ -3,6 +3,7 @@
 from callbacks.activation_checkpointing import ActivationCheckpointing
 from callbacks.best_checkpoint import BestCheckpoint
 from callbacks.early_stopping import EarlyStopping
+from callbacks.ema import EMA
 from callbacks.graceful_stop import GracefulStop, Preempted
 from callbacks.grad_clip import GradClipCallback
 from callbacks.metrics_jsonl import JSONLMetrics
@@ -16,6 +17,7 @@ __all__ = [
     "ActivationCheckpointing",
     "BestCheckpoint",
     "EarlyStopping",
+    "EMA",
     "GracefulStop",
     "Preempted",
     "GradClipCallback",

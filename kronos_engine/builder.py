@@ -123,6 +123,7 @@ class TrainContextBuilder:
             make("grad_clip")(cfg.resolved_max_grad_norm),
             make("non_finite_guard")(cfg.nan_policy),
             make("graceful_stop")(),
+            *([make("ema")(cfg.ema_decay)] if cfg.ema else []),  # averaged before validation
             make("validation")(cfg.val_interval),
             make("best_checkpoint")(),
         ]

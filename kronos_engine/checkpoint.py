@@ -220,6 +220,7 @@ def _write_checkpoint_files(ctx: TrainContext, directory: Path, rng_states: list
         "torch_version": torch.__version__,
     }
     _write_json(directory / "trainer_state.json", state)
+    ctx.callbacks.save_files(ctx, directory)
     with open(directory / "config.yaml", "w", encoding="utf-8") as fh:
         yaml.safe_dump(ctx.cfg.to_dict(), fh, sort_keys=False)
 
@@ -270,6 +271,7 @@ def load_checkpoint(ctx: TrainContext, directory: Path) -> None:
     )
     ctx.load_counters(counters)
     ctx.callbacks.load_state_dict(state.get("callbacks", {}))
+    ctx.callbacks.load_files(ctx, directory)
     rng = state.get("rng", [])
     if saved_world == ctx.world_size and ctx.rank < len(rng):
         restore_rng_state(rng[ctx.rank])

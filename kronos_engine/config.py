@@ -417,6 +417,17 @@ class TrainConfig:
             "help": "scheduler=sgdr: each cycle is this many times longer",
         },
     )
+    ema: bool = field(
+        default=False,
+        metadata={
+            "group": "toolbox",
+            "help": "keep an exponential moving average of the weights; validation and best/ use it",
+        },
+    )
+    ema_decay: float = field(
+        default=0.999,
+        metadata={"group": "toolbox", "help": "ema: weight of the average at each step"},
+    )
     wsd_decay_ratio: float = field(
         default=0.2,
         metadata={
@@ -547,6 +558,8 @@ class TrainConfig:
             )
         if self.sgdr_cycle_mult < 1:
             raise ConfigError(f"sgdr_cycle_mult: must be >= 1, got {self.sgdr_cycle_mult}")
+        if not 0.0 < self.ema_decay < 1.0:
+            raise ConfigError(f"ema_decay: must lie in (0, 1), got {self.ema_decay}")
         if not 0.0 <= self.wsd_decay_ratio <= 1.0:
             raise ConfigError(f"wsd_decay_ratio: must lie in [0, 1], got {self.wsd_decay_ratio}")
 
