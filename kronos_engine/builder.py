@@ -21,6 +21,7 @@ from kronos_engine.checkpoint import find_resume_checkpoint, load_checkpoint
 from kronos_engine.config import ConfigError, TrainConfig
 from kronos_engine.context import TrainContext
 from kronos_engine.executors import Executor, make_executor
+from kronos_engine.finetune import apply_finetune_method, check_available
 from kronos_engine.model_factory import preflight
 from kronos_engine.optim import build_optimizer, build_scheduler
 from kronos_engine.registry import CALLBACKS, STRATEGIES
@@ -70,6 +71,7 @@ class TrainContextBuilder:
     def build(self) -> TrainContext:
         cfg = self.cfg
         preflight(cfg)
+        check_available(cfg)
         check_output_dir(cfg)
         checkpoint = find_resume_checkpoint(cfg.resume) if cfg.resume else None
         executor = self._executor or make_executor(cfg.device, cfg.precision)
@@ -78,7 +80,7 @@ class TrainContextBuilder:
         callbacks = CallbackList(self.default_callbacks() + self._resolve_user_callbacks())
         splits = self._splits if self._splits is not None else self._load_data(executor)
         strategy = self._make_strategy()
-        model = strategy.build_model()
+        model = apply_finetune_method(strategy.build_model(), cfg)  # before per-rank seeds
         seed_everything(cfg.seed + executor.rank)  # distinct dropout streams per rank
         model = executor.prepare(model)
         train_loader, train_sampler, val_loader = self._make_loaders(splits, executor)

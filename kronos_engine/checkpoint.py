@@ -1,7 +1,8 @@
 """Resumable checkpoints: atomic writes, integrity manifest, retention, and safe loading.
 
 Layout of `<output_dir>/checkpoints/step_<N>/`:
-  config.json + model.safetensors  the model in the public layout (loadable by the public code)
+  config.json + model.safetensors  the model in the public layout (loadable by the public code);
+                                   with LoRA instead adapter_config.json + adapter_model.safetensors
   optimizer.pt                     optimizer state, read back with `torch.load(weights_only=True)`
   scheduler.json                   LR scheduler state
   trainer_state.json               counters, sampler position, callback states, per-rank RNG
@@ -29,6 +30,14 @@ import yaml
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from kronos_engine.finetune import (
+    ADAPTER_DIR,
+    ADAPTER_WEIGHTS,
+    is_adapted,
+    load_adapter,
+    merged_copy,
+    save_adapter,
+)
 from kronos_engine.rng import capture_rng_state, restore_rng_state
 
 if TYPE_CHECKING:
@@ -90,9 +99,14 @@ def replace_dir(tmp: Path, final: Path, old: Path) -> None:
 
 
 def save_model(model: nn.Module, directory: Path) -> None:
-    """Public layout when the model supports it, else a plain safetensors state dict."""
+    """Public layout when the model supports it, else a plain safetensors state dict. A LoRA
+    model is saved merged (a plain model in the public layout) plus its adapter in
+    `adapter/` (peft's layout)."""
     directory.mkdir(parents=True, exist_ok=True)
-    if hasattr(model, "save_pretrained"):
+    if is_adapted(model):
+        save_model(merged_copy(model), directory)
+        save_adapter(model, directory / ADAPTER_DIR)
+    elif hasattr(model, "save_pretrained"):
         model.save_pretrained(directory)
     else:
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -100,6 +114,13 @@ def save_model(model: nn.Module, directory: Path) -> None:
 
 
 def load_model_weights(model: nn.Module, directory: Path) -> None:
+    if is_adapted(model):
+        load_adapter(model, directory)
+        return
+    if (directory / ADAPTER_WEIGHTS).is_file():
+        raise RuntimeError(
+            "the checkpoint holds LoRA adapters: resume it with finetune_method=lora"
+        )
     state = load_file(str(directory / "model.safetensors"))
     model.load_state_dict(state, strict=True)
 
@@ -206,7 +227,10 @@ def save_checkpoint(ctx: TrainContext, root: Path, keep_last: int) -> Path:
 
 
 def _write_checkpoint_files(ctx: TrainContext, directory: Path, rng_states: list) -> None:
-    save_model(ctx.unwrapped_model, directory)
+    if is_adapted(ctx.unwrapped_model):  # the adapter only: the frozen base is rebuilt on resume
+        save_adapter(ctx.unwrapped_model, directory)
+    else:
+        save_model(ctx.unwrapped_model, directory)
     torch.save(ctx.optimizer.state_dict(), directory / "optimizer.pt")
     if ctx.scheduler is not None:
         _write_json(directory / "scheduler.json", ctx.scheduler.state_dict())

@@ -23,6 +23,7 @@ BAD_DATA_POLICIES = ("error", "repair")
 NAN_POLICIES = ("stop", "skip")
 TOKENIZER_PRESETS = ("tiny", "base")
 PREDICTOR_PRESETS = ("tiny", "mini", "small", "base")
+FINETUNE_METHODS = ("full", "lora", "freeze")
 
 # Public fine-tuning recipe defaults that depend on what is trained.
 DEFAULT_LR = {"tokenizer": 2e-4, "predictor": 4e-5}
@@ -417,6 +418,35 @@ class TrainConfig:
             "help": "scheduler=sgdr: each cycle is this many times longer",
         },
     )
+    finetune_method: str = field(
+        default="full",
+        metadata={
+            "group": "toolbox",
+            "help": "full: train every weight; lora: LoRA adapters through peft; freeze: all but freeze_patterns",
+        },
+    )
+    lora_r: int = field(default=8, metadata={"group": "toolbox", "help": "LoRA rank"})
+    lora_alpha: float = field(
+        default=16.0,
+        metadata={"group": "toolbox", "help": "LoRA scaling: updates are scaled by alpha / r"},
+    )
+    lora_dropout: float = field(
+        default=0.05, metadata={"group": "toolbox", "help": "dropout on the LoRA branch's input"}
+    )
+    lora_targets: list[str] | None = field(
+        default=None,
+        metadata={
+            "group": "toolbox",
+            "help": "module names that get adapters (default: attention and FFN projections)",
+        },
+    )
+    freeze_patterns: list[str] | None = field(
+        default=None,
+        metadata={
+            "group": "toolbox",
+            "help": "finetune_method=freeze: parameter-name patterns kept frozen (default: embeddings and the first block)",
+        },
+    )
     ema: bool = field(
         default=False,
         metadata={
@@ -558,6 +588,17 @@ class TrainConfig:
             )
         if self.sgdr_cycle_mult < 1:
             raise ConfigError(f"sgdr_cycle_mult: must be >= 1, got {self.sgdr_cycle_mult}")
+        if self.finetune_method not in FINETUNE_METHODS:
+            raise ConfigError(
+                f"finetune_method: '{self.finetune_method}' is not allowed; "
+                f"choose one of {list(FINETUNE_METHODS)}"
+            )
+        if self.lora_r < 1 or self.lora_alpha <= 0:
+            raise ConfigError(
+                f"lora_r, lora_alpha: must be >= 1 and > 0, got {self.lora_r}, {self.lora_alpha}"
+            )
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise ConfigError(f"lora_dropout: must lie in [0, 1), got {self.lora_dropout}")
         if not 0.0 < self.ema_decay < 1.0:
             raise ConfigError(f"ema_decay: must lie in (0, 1), got {self.ema_decay}")
         if not 0.0 <= self.wsd_decay_ratio <= 1.0:
