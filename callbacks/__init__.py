@@ -11,6 +11,7 @@ from callbacks.non_finite import NonFiniteError, NonFiniteGuard
 from callbacks.periodic_checkpoint import PeriodicCheckpoint
 from callbacks.progress import ProgressBar
 from callbacks.summary import RunSummary
+from callbacks.trackers import CometTracker, MLflowTracker, TensorBoardTracker, WandbTracker
 from callbacks.validation import ValidationCallback
 
 __all__ = [
@@ -27,5 +28,9 @@ __all__ = [
     "PeriodicCheckpoint",
     "ProgressBar",
     "RunSummary",
+    "CometTracker",
+    "MLflowTracker",
+    "TensorBoardTracker",
+    "WandbTracker",
     "ValidationCallback",
 ]

@@ -21,7 +21,8 @@ from kronos_engine.checkpoint import find_resume_checkpoint, load_checkpoint
 from kronos_engine.config import ConfigError, TrainConfig
 from kronos_engine.context import TrainContext
 from kronos_engine.executors import Executor, make_executor
-from kronos_engine.finetune import apply_finetune_method, check_available
+from kronos_engine.extras import check_available
+from kronos_engine.finetune import apply_finetune_method
 from kronos_engine.model_factory import preflight
 from kronos_engine.optim import build_optimizer, build_scheduler
 from kronos_engine.registry import CALLBACKS, STRATEGIES
@@ -135,6 +136,7 @@ class TrainContextBuilder:
             # Metrics before the checkpoint: a crash between the two then loses the checkpoint
             # too, and the resumed run re-writes the step's record (never a gap in the file).
             make("metrics_jsonl")(cfg.log_interval),
+            *[make(name)(cfg.log_interval) for name in cfg.loggers],  # the same records
             make("periodic_checkpoint")(cfg.ckpt_interval, cfg.keep_last),
             make("summary")(),
         ]

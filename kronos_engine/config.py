@@ -24,6 +24,7 @@ NAN_POLICIES = ("stop", "skip")
 TOKENIZER_PRESETS = ("tiny", "base")
 PREDICTOR_PRESETS = ("tiny", "mini", "small", "base")
 FINETUNE_METHODS = ("full", "lora", "freeze")
+LOGGERS = ("tensorboard", "mlflow", "wandb", "comet")
 
 # Public fine-tuning recipe defaults that depend on what is trained.
 DEFAULT_LR = {"tokenizer": 2e-4, "predictor": 4e-5}
@@ -465,6 +466,38 @@ class TrainConfig:
             "help": "scheduler=wsd: share of the run's steps spent decaying the lr to zero at the end",
         },
     )
+    loggers: list[str] = field(
+        default_factory=list,
+        metadata={
+            "group": "toolbox",
+            "help": "experiment trackers fed with the metrics.jsonl records: tensorboard, mlflow, wandb, comet",
+        },
+    )
+    tracking_uri: str | None = field(
+        default=None,
+        metadata={
+            "group": "toolbox",
+            "help": "mlflow: tracking URI (default: sqlite:///<output_dir>/mlflow.db)",
+        },
+    )
+    experiment_name: str | None = field(
+        default=None,
+        metadata={
+            "group": "toolbox",
+            "help": "mlflow experiment / wandb and comet project (default: kronos-engine)",
+        },
+    )
+    run_name: str | None = field(
+        default=None,
+        metadata={"group": "toolbox", "help": "display name of the tracked run"},
+    )
+    tracking_mode: str = field(
+        default="online",
+        metadata={
+            "group": "toolbox",
+            "help": "wandb and comet: online, or offline (kept under output_dir, uploaded later)",
+        },
+    )
 
     # ----- derived values (not config keys) -----
     @property
@@ -601,6 +634,14 @@ class TrainConfig:
             raise ConfigError(f"lora_dropout: must lie in [0, 1), got {self.lora_dropout}")
         if not 0.0 < self.ema_decay < 1.0:
             raise ConfigError(f"ema_decay: must lie in (0, 1), got {self.ema_decay}")
+        for name in self.loggers:
+            if name not in LOGGERS:
+                raise ConfigError(f"loggers: '{name}' is not allowed; choose from {list(LOGGERS)}")
+        if self.tracking_mode not in ("online", "offline"):
+            raise ConfigError(
+                f"tracking_mode: '{self.tracking_mode}' is not allowed; choose one of "
+                "['online', 'offline']"
+            )
         if not 0.0 <= self.wsd_decay_ratio <= 1.0:
             raise ConfigError(f"wsd_decay_ratio: must lie in [0, 1], got {self.wsd_decay_ratio}")
 

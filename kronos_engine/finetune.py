@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import copy
 import fnmatch
-import importlib
 from pathlib import Path
 
 from torch import nn
 
 from kronos_engine.config import ConfigError, TrainConfig
+from kronos_engine.extras import require
 
 # The attention (self- and cross-) and SwiGLU projections of both the tokenizer and the predictor.
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "w1", "w2", "w3")
@@ -24,23 +24,6 @@ DEFAULT_FREEZE = {
 }
 ADAPTER_DIR = "adapter"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
-
-
-def require(module: str, extra: str, key: str, value: str):
-    """Import an optional dependency, or stop with one line naming the key and the extra."""
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise ConfigError(
-            f"{key}: '{value}' needs the '{module}' package; install it with "
-            f"pip install 'kronos-engine[{extra}]'"
-        ) from None
-
-
-def check_available(cfg: TrainConfig) -> None:
-    """Before any work: the packages the config asks for are installed."""
-    if cfg.finetune_method == "lora":
-        require("peft", "peft", "finetune_method", "lora")
 
 
 def apply_finetune_method(model: nn.Module, cfg: TrainConfig) -> nn.Module:
@@ -69,7 +52,7 @@ def freeze(model: nn.Module, patterns: list[str]) -> None:
 
 
 def add_lora(model: nn.Module, cfg: TrainConfig) -> nn.Module:
-    peft = require("peft", "peft", "finetune_method", "lora")
+    peft = require("peft", "finetune_method", "lora")
     targets = list(cfg.lora_targets or DEFAULT_LORA_TARGETS)
     leaf_names = {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if name}
     for target in targets:
