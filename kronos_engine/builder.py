@@ -82,6 +82,8 @@ class TrainContextBuilder:
         splits = self._splits if self._splits is not None else self._load_data(executor)
         strategy = self._make_strategy()
         model = apply_finetune_method(strategy.build_model(), cfg)  # before per-rank seeds
+        if cfg.compile:
+            model.compile()  # in place: state-dict keys stay clean (no `_orig_mod.`)
         seed_everything(cfg.seed + executor.rank)  # distinct dropout streams per rank
         model = executor.prepare(model)
         train_loader, train_sampler, val_loader = self._make_loaders(splits, executor)

@@ -466,6 +466,13 @@ class TrainConfig:
             "help": "scheduler=wsd: share of the run's steps spent decaying the lr to zero at the end",
         },
     )
+    compile: bool = field(
+        default=False,
+        metadata={
+            "group": "toolbox",
+            "help": "torch.compile the trained model (in place: checkpoints keep plain keys)",
+        },
+    )
     loggers: list[str] = field(
         default_factory=list,
         metadata={
