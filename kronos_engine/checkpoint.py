@@ -37,6 +37,7 @@ from kronos_engine.finetune import (
     load_adapter,
     merged_copy,
     save_adapter,
+    save_adapter_checkpoint,
 )
 from kronos_engine.rng import capture_rng_state, restore_rng_state
 
@@ -228,7 +229,7 @@ def save_checkpoint(ctx: TrainContext, root: Path, keep_last: int) -> Path:
 
 def _write_checkpoint_files(ctx: TrainContext, directory: Path, rng_states: list) -> None:
     if is_adapted(ctx.unwrapped_model):  # the adapter only: the frozen base is rebuilt on resume
-        save_adapter(ctx.unwrapped_model, directory)
+        save_adapter_checkpoint(ctx.unwrapped_model, directory)
     else:
         save_model(ctx.unwrapped_model, directory)
     torch.save(ctx.optimizer.state_dict(), directory / "optimizer.pt")

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import copy
 import fnmatch
+import hashlib
+import json
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from kronos_engine.config import ConfigError, TrainConfig
@@ -24,6 +27,7 @@ DEFAULT_FREEZE = {
 }
 ADAPTER_DIR = "adapter"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
+BASE_FINGERPRINT = "base_model.json"
 
 
 def apply_finetune_method(model: nn.Module, cfg: TrainConfig) -> nn.Module:
@@ -85,6 +89,25 @@ def save_adapter(model: nn.Module, directory: Path) -> None:
     model.save_pretrained(str(directory))
 
 
+def base_fingerprint(model: nn.Module) -> str:
+    """sha256 of the frozen base weights: a LoRA checkpoint holds only the adapter, so resume
+    rebuilds the base from the config and must find the very same weights."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        if "lora_" in name:
+            continue
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def save_adapter_checkpoint(model: nn.Module, directory: Path) -> None:
+    """A resumable LoRA checkpoint's model part: the adapter and the base's fingerprint."""
+    save_adapter(model, directory)
+    record = {"sha256": base_fingerprint(model)}
+    (directory / BASE_FINGERPRINT).write_text(json.dumps(record), encoding="utf-8")
+
+
 def load_adapter(model: nn.Module, directory: Path) -> None:
     """Load adapter weights saved by `save_adapter`, strictly: every adapter tensor present,
     none unexpected."""
@@ -97,6 +120,15 @@ def load_adapter(model: nn.Module, directory: Path) -> None:
             f"no {ADAPTER_WEIGHTS} (the checkpoint holds a full model: resume it with "
             f"finetune_method={'full'})"
         )
+    fingerprint = directory / BASE_FINGERPRINT
+    if fingerprint.is_file():
+        saved = json.loads(fingerprint.read_text(encoding="utf-8"))["sha256"]
+        if saved != base_fingerprint(model):
+            raise RuntimeError(
+                "the frozen base model differs from the one this adapter was trained on; "
+                "resume with the same pretrained_predictor/pretrained_tokenizer or model_preset "
+                "and seed"
+            )
     result = set_peft_model_state_dict(model, load_file(str(path)))
     missing = [k for k in result.missing_keys if "lora_" in k]
     if missing or result.unexpected_keys:

@@ -27,6 +27,17 @@ def _current_rss_mb() -> float:
         return int(fh.read().split()[1]) * resource.getpagesize() / 2**20
 
 
+def _state_bytes(optimizer: torch.optim.Optimizer) -> int:
+    moments = sum(
+        t.numel() * t.element_size()
+        for state in optimizer.state.values()
+        for t in state.values()
+        if torch.is_tensor(t) and t.dim() > 0
+    )
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    return moments + sum(p.numel() * p.element_size() for p in params)  # one gradient each
+
+
 def one_config(args: argparse.Namespace) -> dict:
     from kronos_engine.models import build_predictor
 
@@ -42,7 +53,12 @@ def one_config(args: argparse.Namespace) -> dict:
         from kronos_engine.config import TrainConfig
         from kronos_engine.finetune import apply_finetune_method
 
-        cfg = TrainConfig(train_type="predictor", finetune_method=args.finetune, lora_r=args.lora_r)
+        cfg = TrainConfig(
+            train_type="predictor",
+            finetune_method=args.finetune,
+            lora_r=args.lora_r,
+            lora_dropout=args.lora_dropout,
+        )
         model = apply_finetune_method(model, cfg)
     model = model.to(device).train()
     if args.ckpt:
@@ -91,6 +107,8 @@ def one_config(args: argparse.Namespace) -> dict:
         "trainable_params": sum(p.numel() for p in trainable),
         "total_params": sum(p.numel() for p in model.parameters()),
         "step_s": round(elapsed / args.steps, 4),
+        # gradients + AdamW moments: exact, whatever the allocator does
+        "grad_optim_mb": round(_state_bytes(optimizer) / 2**20, 1),
         "samples_per_s": round(args.steps * args.batch_size / elapsed, 2),
         "tokens_per_s": round(args.steps * args.batch_size * args.seq_len / elapsed, 1),
         "peak_mem_mb": round(peak_mb, 1),
@@ -109,6 +127,7 @@ def main() -> None:
     parser.add_argument("--ckpt", action="store_true")
     parser.add_argument("--finetune", choices=["full", "lora"], default="full")
     parser.add_argument("--lora_r", type=int, default=8)
+    parser.add_argument("--lora_dropout", type=float, default=0.05)
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--suite", choices=["precision", "lora", "compile"], default="precision")
     args = parser.parse_args()
@@ -118,7 +137,7 @@ def main() -> None:
     base = [sys.executable, __file__, "--preset", args.preset, "--seq_len", str(args.seq_len)]
     base += ["--batch_size", str(args.batch_size), "--steps", str(args.steps)]
     base += ["--warmup", str(args.warmup), "--device", args.device]
-    base += ["--lora_r", str(args.lora_r)]
+    base += ["--lora_r", str(args.lora_r), "--lora_dropout", str(args.lora_dropout)]
     print(f"preset={args.preset} seq_len={args.seq_len} batch={args.batch_size} {args.device}")
     suites = {
         "precision": [[p] + c for p in (["--precision", "fp32"], ["--precision", "bf16"])
@@ -134,9 +153,11 @@ def main() -> None:
     if args.suite != "precision":
         first, second = results
         print(
-            f"{args.suite}: step time x{first['step_s'] / second['step_s']:.2f} faster, "
-            f"peak memory {second['peak_mem_mb']:.0f} vs {first['peak_mem_mb']:.0f} MB, "
-            f"trainable {second['trainable_params']:,} vs {first['trainable_params']:,}"
+            f"{args.suite} vs baseline: step {second['step_s']:.3g}s vs {first['step_s']:.3g}s "
+            f"(speed-up {first['step_s'] / second['step_s']:.2f}x), peak memory "
+            f"{second['peak_mem_mb']:.0f} vs {first['peak_mem_mb']:.0f} MB, gradients + AdamW "
+            f"{second['grad_optim_mb']:.0f} vs {first['grad_optim_mb']:.0f} MB, trainable "
+            f"{second['trainable_params']:,} vs {first['trainable_params']:,}"
         )
 
 

@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 from toolbox_helpers import assert_resume_is_bit_exact, state
 
 from kronos_engine import ConfigError, KronosPredictor, TrainCallback
+from kronos_engine.checkpoint import ResumeError
 from kronos_engine.finetune import DEFAULT_LORA_TARGETS
 from kronos_engine.models import Kronos, KronosTokenizer, build_predictor
 
@@ -166,3 +167,11 @@ def test_freeze_keeps_the_patterns_frozen(tmp_path, tok):
         run(tiny_cfg(tmp_path / "bad", finetune_method="freeze", freeze_patterns=["encoder.9.*"]))
     with pytest.raises(ConfigError, match="freeze every parameter"):
         run(tiny_cfg(tmp_path / "all", finetune_method="freeze", freeze_patterns=["*"]))
+
+
+def test_lora_resume_refuses_a_different_base_model(tmp_path, tok):
+    first = run(lora_cfg(tmp_path, tok, max_steps=2))
+    assert (first.output_dir / "checkpoints" / "step_2" / "base_model.json").is_file()
+    other_base = lora_cfg(tmp_path, tok, max_steps=4, seed=8, resume=str(first.output_dir))
+    with pytest.raises(ResumeError, match="frozen base model differs"):
+        run(other_base)
