@@ -284,9 +284,8 @@ def load_checkpoint(ctx: TrainContext, directory: Path) -> None:
         load_model_weights(ctx.unwrapped_model, directory)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
-        raise ResumeError(
-            f"{directory}/model.safetensors: does not fit the model ({first})"
-        ) from None
+        weights = ADAPTER_WEIGHTS if is_adapted(ctx.unwrapped_model) else "model.safetensors"
+        raise ResumeError(f"{directory}/{weights}: does not fit the model ({first})") from None
     opt_state = _load_optimizer_state(directory / "optimizer.pt", ctx.executor.device)
     _restore_optimizer_and_schedule(ctx, opt_state, directory)
     counters = dict(state["counters"])

@@ -117,8 +117,8 @@ def load_adapter(model: nn.Module, directory: Path) -> None:
     path = directory / ADAPTER_WEIGHTS
     if not path.is_file():
         raise RuntimeError(
-            f"no {ADAPTER_WEIGHTS} (the checkpoint holds a full model: resume it with "
-            f"finetune_method={'full'})"
+            f"no {ADAPTER_WEIGHTS} (the checkpoint holds a whole model: resume it with the "
+            "finetune_method it was written with, full or freeze)"
         )
     fingerprint = directory / BASE_FINGERPRINT
     if fingerprint.is_file():

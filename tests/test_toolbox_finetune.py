@@ -169,9 +169,17 @@ def test_freeze_keeps_the_patterns_frozen(tmp_path, tok):
         run(tiny_cfg(tmp_path / "all", finetune_method="freeze", freeze_patterns=["*"]))
 
 
-def test_lora_resume_refuses_a_different_base_model(tmp_path, tok):
+def test_lora_resume_refuses_a_different_base_or_method(tmp_path, tok):
     first = run(lora_cfg(tmp_path, tok, max_steps=2))
     assert (first.output_dir / "checkpoints" / "step_2" / "base_model.json").is_file()
     other_base = lora_cfg(tmp_path, tok, max_steps=4, seed=8, resume=str(first.output_dir))
     with pytest.raises(ResumeError, match="frozen base model differs"):
         run(other_base)
+    as_full = lora_cfg(tmp_path, tok, finetune_method="full", resume=str(first.output_dir))
+    with pytest.raises(
+        ResumeError, match="holds LoRA adapters: resume it with finetune_method=lora"
+    ):
+        run(as_full)
+    full = run(lora_cfg(tmp_path / "full", tok, finetune_method="full", max_steps=2))
+    with pytest.raises(ResumeError, match="adapter_model.safetensors: .*holds a whole model"):
+        run(lora_cfg(tmp_path / "full", tok, max_steps=4, resume=str(full.output_dir)))
