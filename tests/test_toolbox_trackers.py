@@ -133,13 +133,14 @@ def test_resume_with_lora_ema_and_trackers_is_exact_and_continues_the_tracked_ru
 
 
 def test_wandb_offline_run_is_continued_by_its_id(tmp_path, monkeypatch):
-    pytest.importorskip("wandb")
+    wandb = pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_SILENT", "true")
     common = dict(loggers=["wandb"], tracking_mode="offline", max_steps=4, ckpt_interval=2)
     cfg = tiny_cfg(tmp_path, **common)
     with pytest.raises(Crash):
         run(cfg, CrashAfterStep(3))
     resumed = run(tiny_cfg(tmp_path, resume=str(cfg.resolved_output_dir), **common))
+    wandb.teardown()  # wandb's background service writes the files: let it finish them
     state = json.loads(
         (resumed.output_dir / "checkpoints" / "step_4" / "trainer_state.json").read_text()
     )
