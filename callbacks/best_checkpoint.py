@@ -22,7 +22,8 @@ log = logging.getLogger("kronos_engine")
 @CALLBACKS.register("best_checkpoint")
 class BestCheckpoint(TrainCallback):
     """`best/` holds `config.json` + `model.safetensors` (loads in the public code) and
-    `best.json` with the step, epoch and metric; it is replaced atomically."""
+    `best.json` with the step, epoch and metric; it is replaced atomically. It saves the weights
+    that were validated (`ctx.evaluated_model`: the EMA weights when `ema` is on)."""
 
     def __init__(self, dirname: str = "best") -> None:
         self.dirname = dirname
@@ -61,6 +62,6 @@ class BestCheckpoint(TrainCallback):
         info = {"step": ctx.global_step, "epoch": ctx.epoch, "metric": name, "value": metric}
         with writing(final, tmp):
             shutil.rmtree(tmp, ignore_errors=True)
-            save_model(ctx.unwrapped_model, tmp)
+            save_model(ctx.evaluated_model, tmp)
             (tmp / "best.json").write_text(json.dumps(info, indent=1), encoding="utf-8")
         replace_dir(tmp, final, ctx.output_dir / f".old_{self.dirname}")

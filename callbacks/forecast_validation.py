@@ -82,7 +82,7 @@ class ForecastValidation(TrainCallback):
         if not len(self._origins):
             return {}
         predictor = KronosPredictor(
-            ctx.unwrapped_model,
+            ctx.evaluated_model,  # the EMA weights when ema is on, like validation
             ctx.strategy.tokenizer,
             device=ctx.executor.device,
             max_context=cfg.max_context,

@@ -12,6 +12,29 @@ from kronos_engine.context import TrainContext
 from kronos_engine.registry import CALLBACKS
 
 
+def train_record(ctx: TrainContext, log_interval: int) -> dict[str, Any] | None:
+    """The train record of this step, or None when it is not a logging step (every
+    `log_interval` steps and step 1). The experiment trackers send the same records."""
+    if ctx.global_step % log_interval and ctx.global_step != 1:
+        return None
+    record = {"type": "train", "step": ctx.global_step, "epoch": ctx.epoch}
+    record.update(ctx.last_metrics)
+    record.update(
+        lr=ctx.lr,
+        grad_norm=ctx.grad_norm,
+        samples_per_s=ctx.samples_per_second,
+        samples=ctx.total_samples,
+    )
+    return record
+
+
+def val_record(ctx: TrainContext) -> dict[str, Any]:
+    record = {"type": "val", "step": ctx.global_step, "epoch": ctx.epoch}
+    record.update(ctx.val_metrics)
+    record["best"] = ctx.best_metric
+    return record
+
+
 @CALLBACKS.register("metrics_jsonl")
 class JSONLMetrics(TrainCallback):
     """Train records every `log_interval` steps (and the first), validation records always.
@@ -60,23 +83,12 @@ class JSONLMetrics(TrainCallback):
         self._fh.flush()
 
     def on_step_end(self, ctx: TrainContext) -> None:
-        if ctx.global_step % self.log_interval and ctx.global_step != 1:
-            return
-        record = {"type": "train", "step": ctx.global_step, "epoch": ctx.epoch}
-        record.update(ctx.last_metrics)
-        record.update(
-            lr=ctx.lr,
-            grad_norm=ctx.grad_norm,
-            samples_per_s=ctx.samples_per_second,
-            samples=ctx.total_samples,
-        )
-        self.write(record)
+        record = train_record(ctx, self.log_interval)
+        if record is not None:
+            self.write(record)
 
     def on_validation_end(self, ctx: TrainContext) -> None:
-        record = {"type": "val", "step": ctx.global_step, "epoch": ctx.epoch}
-        record.update(ctx.val_metrics)
-        record["best"] = ctx.best_metric
-        self.write(record)
+        self.write(val_record(ctx))
 
     def _close(self) -> None:
         if self._fh is not None:

@@ -22,6 +22,8 @@ from kronos_engine.checkpoint import find_resume_checkpoint, load_checkpoint
 from kronos_engine.config import TrainConfig
 from kronos_engine.context import TrainContext
 from kronos_engine.executors import Executor, make_executor
+from kronos_engine.extras import check_available
+from kronos_engine.finetune import apply_finetune_method
 from kronos_engine.model_factory import preflight
 from kronos_engine.optim import build_optimizer, build_scheduler
 from kronos_engine.registry import CALLBACKS, STRATEGIES
@@ -74,6 +76,7 @@ class TrainContextBuilder:
         `Trainer.fit` ends; a build that fails gives it back."""
         cfg = self.cfg
         preflight(cfg)
+        check_available(cfg)
         out = cfg.resolved_output_dir
         owned = run_dir.is_writer() and not run_dir.holds(out)
         if run_dir.is_writer():
@@ -95,7 +98,9 @@ class TrainContextBuilder:
         callbacks = CallbackList(self.default_callbacks() + self._resolve_user_callbacks())
         splits = self._splits if self._splits is not None else self._load_data(executor)
         strategy = self._make_strategy()
-        model = strategy.build_model()
+        model = apply_finetune_method(strategy.build_model(), cfg)  # before per-rank seeds
+        if cfg.compile:
+            model.compile()  # in place: state-dict keys stay clean (no `_orig_mod.`)
         seed_everything(cfg.seed + executor.rank)  # distinct dropout streams per rank
         model = executor.prepare(model)
         train_loader, train_sampler, val_loader = self._make_loaders(splits, executor)
@@ -140,6 +145,7 @@ class TrainContextBuilder:
             make("grad_clip")(cfg.resolved_max_grad_norm),
             make("non_finite_guard")(cfg.nan_policy),
             make("graceful_stop")(),
+            *([make("ema")(cfg.ema_decay)] if cfg.ema else []),  # averaged before validation
             make("validation")(cfg.val_interval),
         ]
         if cfg.forecast_val_origins:
@@ -154,6 +160,7 @@ class TrainContextBuilder:
             # Metrics before the checkpoint: a crash between the two then loses the checkpoint
             # too, and the resumed run re-writes the step's record (never a gap in the file).
             make("metrics_jsonl")(cfg.log_interval),
+            *[make(name)(cfg.log_interval) for name in cfg.loggers],  # the same records
             make("periodic_checkpoint")(cfg.ckpt_interval, cfg.keep_last),
             make("summary")(),
         ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -53,6 +54,13 @@ class TrainCallback:
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
+    def save_files(self, ctx: TrainContext, directory: Path) -> None:
+        """Tensors to keep across a resume (e.g. averaged weights): write them into the checkpoint
+        folder being assembled (rank 0, safetensors, no pickle); the manifest then covers them."""
+
+    def load_files(self, ctx: TrainContext, directory: Path) -> None:
+        """Read back what `save_files` wrote (every rank, on resume, before training starts)."""
+
     @property
     def state_key(self) -> str:
         return type(self).__name__
@@ -91,3 +99,11 @@ class CallbackList:
         for cb in self.callbacks:
             if cb.state_key in state:
                 cb.load_state_dict(state[cb.state_key])
+
+    def save_files(self, ctx: TrainContext, directory: Path) -> None:
+        for cb in self.callbacks:
+            cb.save_files(ctx, directory)
+
+    def load_files(self, ctx: TrainContext, directory: Path) -> None:
+        for cb in self.callbacks:
+            cb.load_files(ctx, directory)

@@ -1,7 +1,8 @@
 """Resumable checkpoints: atomic writes, integrity manifest, retention, and safe loading.
 
 Layout of `<output_dir>/checkpoints/step_<N>/`:
-  config.json + model.safetensors  the model in the public layout (loadable by the public code)
+  config.json + model.safetensors  the model in the public layout (loadable by the public code);
+                                   with LoRA instead adapter_config.json + adapter_model.safetensors
   optimizer.pt                     optimizer state, read back with `torch.load(weights_only=True)`
   scheduler.json                   LR scheduler state
   trainer_state.json               counters, sampler position, callback states, per-rank RNG
@@ -29,6 +30,15 @@ import yaml
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from kronos_engine.finetune import (
+    ADAPTER_DIR,
+    ADAPTER_WEIGHTS,
+    is_adapted,
+    load_adapter,
+    merged_copy,
+    save_adapter,
+    save_adapter_checkpoint,
+)
 from kronos_engine.rng import capture_rng_state, restore_rng_state
 
 if TYPE_CHECKING:
@@ -90,9 +100,14 @@ def replace_dir(tmp: Path, final: Path, old: Path) -> None:
 
 
 def save_model(model: nn.Module, directory: Path) -> None:
-    """Public layout when the model supports it, else a plain safetensors state dict."""
+    """Public layout when the model supports it, else a plain safetensors state dict. A LoRA
+    model is saved merged (a plain model in the public layout) plus its adapter in
+    `adapter/` (peft's layout)."""
     directory.mkdir(parents=True, exist_ok=True)
-    if hasattr(model, "save_pretrained"):
+    if is_adapted(model):
+        save_model(merged_copy(model), directory)
+        save_adapter(model, directory / ADAPTER_DIR)
+    elif hasattr(model, "save_pretrained"):
         model.save_pretrained(directory)
     else:
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -100,6 +115,13 @@ def save_model(model: nn.Module, directory: Path) -> None:
 
 
 def load_model_weights(model: nn.Module, directory: Path) -> None:
+    if is_adapted(model):
+        load_adapter(model, directory)
+        return
+    if (directory / ADAPTER_WEIGHTS).is_file():
+        raise RuntimeError(
+            "the checkpoint holds LoRA adapters: resume it with finetune_method=lora"
+        )
     state = load_file(str(directory / "model.safetensors"))
     model.load_state_dict(state, strict=True)
 
@@ -206,7 +228,10 @@ def save_checkpoint(ctx: TrainContext, root: Path, keep_last: int) -> Path:
 
 
 def _write_checkpoint_files(ctx: TrainContext, directory: Path, rng_states: list) -> None:
-    save_model(ctx.unwrapped_model, directory)
+    if is_adapted(ctx.unwrapped_model):  # the adapter only: the frozen base is rebuilt on resume
+        save_adapter_checkpoint(ctx.unwrapped_model, directory)
+    else:
+        save_model(ctx.unwrapped_model, directory)
     torch.save(ctx.optimizer.state_dict(), directory / "optimizer.pt")
     if ctx.scheduler is not None:
         _write_json(directory / "scheduler.json", ctx.scheduler.state_dict())
@@ -220,6 +245,7 @@ def _write_checkpoint_files(ctx: TrainContext, directory: Path, rng_states: list
         "torch_version": torch.__version__,
     }
     _write_json(directory / "trainer_state.json", state)
+    ctx.callbacks.save_files(ctx, directory)
     with open(directory / "config.yaml", "w", encoding="utf-8") as fh:
         yaml.safe_dump(ctx.cfg.to_dict(), fh, sort_keys=False)
 
@@ -258,9 +284,8 @@ def load_checkpoint(ctx: TrainContext, directory: Path) -> None:
         load_model_weights(ctx.unwrapped_model, directory)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
-        raise ResumeError(
-            f"{directory}/model.safetensors: does not fit the model ({first})"
-        ) from None
+        weights = ADAPTER_WEIGHTS if is_adapted(ctx.unwrapped_model) else "model.safetensors"
+        raise ResumeError(f"{directory}/{weights}: does not fit the model ({first})") from None
     opt_state = _load_optimizer_state(directory / "optimizer.pt", ctx.executor.device)
     _restore_optimizer_and_schedule(ctx, opt_state, directory)
     counters = dict(state["counters"])
@@ -270,6 +295,7 @@ def load_checkpoint(ctx: TrainContext, directory: Path) -> None:
     )
     ctx.load_counters(counters)
     ctx.callbacks.load_state_dict(state.get("callbacks", {}))
+    ctx.callbacks.load_files(ctx, directory)
     rng = state.get("rng", [])
     if saved_world == ctx.world_size and ctx.rank < len(rng):
         restore_rng_state(rng[ctx.rank])
@@ -296,6 +322,9 @@ SCHEDULE_KEYS = (
     "adam_beta1",
     "adam_beta2",
     "weight_decay",
+    "sgdr_cycle_steps",
+    "sgdr_cycle_mult",
+    "wsd_decay_ratio",
 )
 
 

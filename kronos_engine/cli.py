@@ -38,6 +38,7 @@ GROUP_TITLES = {
     "optim": "optimisation",
     "system": "system",
     "logging": "logging and checkpoints",
+    "toolbox": "fine-tuning toolbox",
 }
 EXIT_USAGE = 2  # bad config / input: nothing was trained
 EXIT_FAILED = 1  # training failed (non-finite loss, empty validation, an unwritable output dir)

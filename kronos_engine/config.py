@@ -17,7 +17,7 @@ from typing import Any
 TRAIN_TYPES = ("tokenizer", "predictor")
 DATA_SOURCES = ("demo", "csv", "qlib")
 SAMPLING_MODES = ("uniform", "per_symbol")
-SCHEDULERS = ("onecycle", "cosine", "constant")
+SCHEDULERS = ("onecycle", "cosine", "constant", "sgdr", "wsd")
 PRECISIONS = ("fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 BAD_DATA_POLICIES = ("error", "repair")
@@ -30,6 +30,8 @@ FORECAST_VAL_METRICS = (
 )  # fmt: skip
 TOKENIZER_PRESETS = ("tiny", "base")
 PREDICTOR_PRESETS = ("tiny", "mini", "small", "base")
+FINETUNE_METHODS = ("full", "lora", "freeze")
+LOGGERS = ("tensorboard", "mlflow", "wandb", "comet")
 
 # Public fine-tuning recipe defaults that depend on what is trained.
 DEFAULT_LR = {"tokenizer": 2e-4, "predictor": 4e-5}
@@ -309,7 +311,8 @@ class TrainConfig:
         default="onecycle",
         metadata={
             "group": "optim",
-            "help": "LR schedule: onecycle (public recipe), cosine with warm-up, or constant",
+            "help": "LR schedule: onecycle (public recipe), cosine with warm-up, constant, sgdr "
+            "(cosine with warm restarts) or wsd (warmup-stable-decay)",
         },
     )
     warmup_ratio: float = field(
@@ -430,6 +433,115 @@ class TrainConfig:
     )
     progress_bar: bool = field(
         default=True, metadata={"group": "logging", "help": "show a tqdm progress bar"}
+    )
+
+    # --- fine-tuning toolbox (issue 13) ---
+    label_smoothing: float = field(
+        default=0.0,
+        metadata={
+            "group": "toolbox",
+            "help": "label smoothing of the predictor's training cross-entropy (0: off, the public loss)",
+        },
+    )
+    sgdr_cycle_steps: int | None = field(
+        default=None,
+        metadata={
+            "group": "toolbox",
+            "help": "scheduler=sgdr: steps of the first cosine cycle (default: a quarter of the run after warm-up)",
+        },
+    )
+    sgdr_cycle_mult: int = field(
+        default=1,
+        metadata={
+            "group": "toolbox",
+            "help": "scheduler=sgdr: each cycle is this many times longer",
+        },
+    )
+    finetune_method: str = field(
+        default="full",
+        metadata={
+            "group": "toolbox",
+            "help": "full: train every weight; lora: LoRA adapters through peft; freeze: all but freeze_patterns",
+        },
+    )
+    lora_r: int = field(default=8, metadata={"group": "toolbox", "help": "LoRA rank"})
+    lora_alpha: float = field(
+        default=16.0,
+        metadata={"group": "toolbox", "help": "LoRA scaling: updates are scaled by alpha / r"},
+    )
+    lora_dropout: float = field(
+        default=0.05, metadata={"group": "toolbox", "help": "dropout on the LoRA branch's input"}
+    )
+    lora_targets: list[str] | None = field(
+        default=None,
+        metadata={
+            "group": "toolbox",
+            "help": "module names that get adapters (default: attention and FFN projections)",
+        },
+    )
+    freeze_patterns: list[str] | None = field(
+        default=None,
+        metadata={
+            "group": "toolbox",
+            "help": "finetune_method=freeze: parameter-name patterns kept frozen (default: embeddings and the first block)",
+        },
+    )
+    ema: bool = field(
+        default=False,
+        metadata={
+            "group": "toolbox",
+            "help": "keep an exponential moving average of the weights; validation and best/ use it",
+        },
+    )
+    ema_decay: float = field(
+        default=0.999,
+        metadata={"group": "toolbox", "help": "ema: weight of the average at each step"},
+    )
+    wsd_decay_ratio: float = field(
+        default=0.2,
+        metadata={
+            "group": "toolbox",
+            "help": "scheduler=wsd: share of the run's steps spent decaying the lr to zero at the end",
+        },
+    )
+    compile: bool = field(
+        default=False,
+        metadata={
+            "group": "toolbox",
+            "help": "torch.compile the trained model (in place: checkpoints keep plain keys)",
+        },
+    )
+    loggers: list[str] = field(
+        default_factory=list,
+        metadata={
+            "group": "toolbox",
+            "help": "experiment trackers fed with the metrics.jsonl records: tensorboard, mlflow, wandb, comet",
+        },
+    )
+    tracking_uri: str | None = field(
+        default=None,
+        metadata={
+            "group": "toolbox",
+            "help": "mlflow: tracking URI (default: sqlite:///<output_dir>/mlflow.db)",
+        },
+    )
+    experiment_name: str | None = field(
+        default=None,
+        metadata={
+            "group": "toolbox",
+            "help": "mlflow experiment / wandb and comet project (default: kronos-engine)",
+        },
+    )
+    run_name: str | None = field(
+        default=None,
+        metadata={"group": "toolbox", "help": "display name of the tracked run"},
+    )
+    tracking_mode: str = field(
+        default="online",
+        metadata={
+            "group": "toolbox",
+            "help": "wandb and comet: online, or offline (kept under output_dir, uploaded later)",
+        },
     )
 
     # ----- derived values (not config keys) -----
@@ -568,6 +680,41 @@ class TrainConfig:
                 f"{self.lookback_window + self.predict_window} exceeds max_context "
                 f"{self.max_context}; lower the windows or raise max_context"
             )
+        self.validate_toolbox()
+
+    def validate_toolbox(self) -> None:
+        """Ranges of the fine-tuning toolbox keys (label smoothing, schedules, LoRA, EMA, ...)."""
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(f"label_smoothing: must lie in [0, 1), got {self.label_smoothing}")
+        if self.sgdr_cycle_steps is not None and self.sgdr_cycle_steps < 1:
+            raise ConfigError(
+                f"sgdr_cycle_steps: must be >= 1 or null, got {self.sgdr_cycle_steps}"
+            )
+        if self.sgdr_cycle_mult < 1:
+            raise ConfigError(f"sgdr_cycle_mult: must be >= 1, got {self.sgdr_cycle_mult}")
+        if self.finetune_method not in FINETUNE_METHODS:
+            raise ConfigError(
+                f"finetune_method: '{self.finetune_method}' is not allowed; "
+                f"choose one of {list(FINETUNE_METHODS)}"
+            )
+        if self.lora_r < 1 or self.lora_alpha <= 0:
+            raise ConfigError(
+                f"lora_r, lora_alpha: must be >= 1 and > 0, got {self.lora_r}, {self.lora_alpha}"
+            )
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise ConfigError(f"lora_dropout: must lie in [0, 1), got {self.lora_dropout}")
+        if not 0.0 < self.ema_decay < 1.0:
+            raise ConfigError(f"ema_decay: must lie in (0, 1), got {self.ema_decay}")
+        for name in self.loggers:
+            if name not in LOGGERS:
+                raise ConfigError(f"loggers: '{name}' is not allowed; choose from {list(LOGGERS)}")
+        if self.tracking_mode not in ("online", "offline"):
+            raise ConfigError(
+                f"tracking_mode: '{self.tracking_mode}' is not allowed; choose one of "
+                "['online', 'offline']"
+            )
+        if not 0.0 <= self.wsd_decay_ratio <= 1.0:
+            raise ConfigError(f"wsd_decay_ratio: must lie in [0, 1], got {self.wsd_decay_ratio}")
 
     def _check_numbers(self) -> None:
         """NaN/inf and integers beyond 64 bits fail here, naming the key, rather than as a

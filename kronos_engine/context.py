@@ -54,6 +54,8 @@ class TrainContext:
     stop_reason: str | None = None
     skip_step: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    # the weights validation scores and best/ keeps when they are not the trained ones (EMA)
+    eval_model: nn.Module | None = None
 
     @property
     def rank(self) -> int:
@@ -70,6 +72,12 @@ class TrainContext:
     @property
     def unwrapped_model(self) -> nn.Module:
         return self.executor.unwrap(self.model)
+
+    @property
+    def evaluated_model(self) -> nn.Module:
+        """What validation runs and `best/` saves: `eval_model` if a callback set one, else the
+        trained model (unwrapped)."""
+        return self.eval_model if self.eval_model is not None else self.unwrapped_model
 
     def request_stop(self, reason: str) -> None:
         self.should_stop = True

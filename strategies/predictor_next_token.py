@@ -26,7 +26,8 @@ from kronos_engine.strategy import StepOutput, Strategy, ValOutput
 class PredictorNextTokenStrategy(Strategy):
     """Dual-head CE. Training conditions the s2 head on a sampled s1 (public recipe) or, with
     `teacher_forcing`, on the true s1. Validation is deterministic and leak-free: teacher forcing
-    and a causal cross-attention even in eval mode."""
+    and a causal cross-attention even in eval mode. `label_smoothing` only smooths the training
+    loss: validation reports the plain cross-entropy, comparable across settings."""
 
     metric_name = "val_loss"
     train_type = "predictor"
@@ -85,7 +86,13 @@ class PredictorNextTokenStrategy(Strategy):
             model, batch, self.cfg.teacher_forcing, causal=None
         )
         head = ctx.unwrapped_model.head
-        loss, s1_loss, s2_loss = head.compute_loss(s1_logits.float(), s2_logits.float(), s1_t, s2_t)
+        loss, s1_loss, s2_loss = head.compute_loss(
+            s1_logits.float(),
+            s2_logits.float(),
+            s1_t,
+            s2_t,
+            label_smoothing=self.cfg.label_smoothing,
+        )
         parts = {"s1_loss": s1_loss.detach(), "s2_loss": s2_loss.detach()}
         return StepOutput(loss=loss, parts=parts, num_samples=s1_t.shape[0])
 

@@ -19,7 +19,8 @@ def evaluate(ctx: TrainContext) -> dict[str, float]:
     all-reduced so the result is the mean over exactly the validation set. Training RNG streams
     are left untouched so validation never changes what training does next.
     """
-    model, strategy, executor = ctx.model, ctx.strategy, ctx.executor
+    model = ctx.eval_model if ctx.eval_model is not None else ctx.model
+    strategy, executor = ctx.strategy, ctx.executor
     devices = [executor.device] if executor.device.type == "cuda" else []
     was_training = model.training
     with torch.random.fork_rng(devices=devices):

@@ -168,8 +168,11 @@ class DualHead(nn.Module):
         s1_targets: torch.Tensor,
         s2_targets: torch.Tensor,
         padding_mask: torch.Tensor | None = None,
+        label_smoothing: float = 0.0,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Return `((ce1 + ce2) / 2, ce1, ce2)`, mean cross-entropy per head.
+        """Return `((ce1 + ce2) / 2, ce1, ce2)`, mean cross-entropy per head (with
+        `label_smoothing`, against targets mixed with the uniform distribution; 0 is the public
+        loss, bit for bit).
 
         `padding_mask` uses the same convention as `forward` (1/True = real token) and limits
         the mean to real positions. (The public code selected `padding_mask == 0` here, i.e.
@@ -179,8 +182,16 @@ class DualHead(nn.Module):
             valid = padding_mask.bool()
             s1_logits, s2_logits = s1_logits[valid], s2_logits[valid]
             s1_targets, s2_targets = s1_targets[valid], s2_targets[valid]
-        ce_s1 = F.cross_entropy(s1_logits.reshape(-1, self.vocab_s1), s1_targets.reshape(-1))
-        ce_s2 = F.cross_entropy(s2_logits.reshape(-1, self.vocab_s2), s2_targets.reshape(-1))
+        ce_s1 = F.cross_entropy(
+            s1_logits.reshape(-1, self.vocab_s1),
+            s1_targets.reshape(-1),
+            label_smoothing=label_smoothing,
+        )
+        ce_s2 = F.cross_entropy(
+            s2_logits.reshape(-1, self.vocab_s2),
+            s2_targets.reshape(-1),
+            label_smoothing=label_smoothing,
+        )
         return (ce_s1 + ce_s2) / 2, ce_s1, ce_s2
 
 
