@@ -128,7 +128,10 @@ def check_pretrained_paths(cfg: TrainConfig) -> None:
 
     hub = importlib.util.find_spec("huggingface_hub") is not None
     for key, path in keys:
-        if Path(path).expanduser().exists() or (hub and is_hub_id(path)):
+        if Path(path).expanduser().exists():
+            continue
+        if hub and is_hub_id(path):
+            _fetch_now(key, path)  # a Hub id: download now, not after the data work
             continue
         where = Path(path).expanduser().absolute()
         hub_hint = (
@@ -142,6 +145,17 @@ def check_pretrained_paths(cfg: TrainConfig) -> None:
             f"checkpoints), or remove {key} and pick model_preset to train from scratch"
             f"{hub_hint}"
         )
+
+
+def _fetch_now(key: str, repo_id: str) -> None:
+    """Download (or find in the Hub cache) a `pretrained_*` Hub id; offline or unknown ids fail
+    here in one line naming the key. `from_pretrained` later reads the same cached copy."""
+    from kronos_engine.models.io import CheckpointError, resolve_checkpoint_dir
+
+    try:
+        resolve_checkpoint_dir(repo_id, None)
+    except CheckpointError as exc:
+        raise ConfigError(f"{key}: {exc}") from None
 
 
 def _read_local_config(path: str, key: str) -> dict | None:

@@ -8,6 +8,7 @@ logs and reports its result, and pyqlib is an extra.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -75,7 +76,8 @@ def _yaml(path: Path) -> dict:
     return yaml.safe_load(path.read_text())
 
 
-def test_a_bits_mismatch_names_the_preset_that_matches(tmp_path, capsys):
+def test_a_bits_mismatch_names_the_preset_that_matches(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default exp_dir is relative: never the clone's outputs/
     tok = fi.make_tokenizer(tmp_path / "tok")
     code = main(
         [*BASE, "--train_type=predictor", "--model_preset=small", f"--tokenizer_path={tok}"]
@@ -96,24 +98,33 @@ def test_hints_print_the_flags_as_typed(tmp_path_factory, tmp_path, capsys):
     assert f"continue it with --resume={run}," in line and "--overwrite=true" in line, line
 
 
-def test_the_csv_example_without_checkpoints_fails_before_any_data_work(
-    tmp_path, capsys, monkeypatch
-):
+def test_the_csv_example_without_checkpoints_fails_before_any_data_work(tmp_path):
     """configs/finetune_csv.yaml with only data_path edited, models/ not downloaded: one line
-    naming pretrained_tokenizer and the folder, before the data are read or cached."""
+    naming pretrained_tokenizer and the folder, before the data are read or cached. With
+    huggingface_hub installed (the dev extras bring it) the path also reads as a Hub id: it is
+    fetched at once, and offline that fails in the same place, naming the key."""
     data = tmp_path / "klines"
     data.mkdir()
     _csv(data, "AAA")
     text = (REPO / "configs" / "finetune_csv.yaml").read_text()
     config = tmp_path / "finetune_csv.yaml"
     config.write_text(text.replace("data_path: data/klines", f"data_path: {data}"))
-    monkeypatch.chdir(tmp_path)
-    code = main(["--train_type=tokenizer", f"--config={config}"])
-    line = _one_error_line(capsys)
-    assert code == EXIT_USAGE
-    assert line.startswith(
-        f"error: pretrained_tokenizer: no model folder at '{tmp_path / 'models' / 'Kronos-Tokenizer-base'}'"
-    ), line
+    env = dict(os.environ, HF_HUB_OFFLINE="1")  # never the network, hub client or not
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "train.py"), "--train_type=tokenizer",
+         f"--config={config}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == EXIT_USAGE, proc.stderr[-2000:]
+    assert len(errors) == 1, proc.stderr[-2000:]
+    if importlib.util.find_spec("huggingface_hub") is None:
+        expected = f"error: pretrained_tokenizer: no model folder at '{tmp_path / 'models' / 'Kronos-Tokenizer-base'}'"
+    else:
+        expected = (
+            "error: pretrained_tokenizer: 'models/Kronos-Tokenizer-base' is not a local directory"
+        )
+    assert errors[0].startswith(expected), errors[0]
     assert not (tmp_path / "outputs").exists()  # no cache, no output dir
 
 
