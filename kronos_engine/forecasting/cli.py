@@ -107,6 +107,13 @@ def _stderr():
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.plot is not None:
+        from kronos_engine.plotting import PlotError, _import_pyplot
+
+        try:
+            _import_pyplot()  # before any work: a missing matplotlib is one line, not a late failure
+        except PlotError as exc:
+            raise ForecastError(f"--plot: {exc}") from None
     quantiles = _parse_quantiles(args.quantiles)
     if quantiles and args.sample_count < 2:
         raise ForecastError("--quantiles: quantiles need sample_count >= 2 sample paths")
