@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import REFERENCE_DIR
 
 from kronos_engine import KronosPredictor
 from kronos_engine.forecasting import ForecastError, auto_regressive_inference, generate
@@ -19,6 +20,7 @@ from kronos_engine.forecasting.timestamps import infer_future_stamps
 from kronos_engine.models import KVCache, build_predictor, build_tokenizer
 
 COLS = ["open", "high", "low", "close", "volume", "amount"]
+REFERENCE_BARS = REFERENCE_DIR / "predict_tiny" / "input.csv"
 
 
 # --- the cache ------------------------------------------------------------------------------
@@ -259,7 +261,7 @@ def test_samples_quantiles_and_seed(tiny_predictor):
         tiny_predictor.predict(frame[COLS], frame["timestamps"], pred_len=3, quantiles=[0.5])
 
 
-def test_future_timestamps_are_inferred_or_refused(tiny_predictor):
+def test_future_timestamps_are_inferred_or_refused(tiny_predictor, reference_dir):
     daily = bars(30, seed=2)
     out = tiny_predictor.predict(
         daily[COLS], daily["timestamps"], pred_len=3, top_k=1, verbose=False
@@ -271,9 +273,20 @@ def test_future_timestamps_are_inferred_or_refused(tiny_predictor):
     )
     hours = pd.DatetimeIndex(pd.date_range("2024-01-01 09:30", periods=5, freq="5min"))
     assert infer_future_stamps(hours, 1)[0] == pd.Timestamp("2024-01-01 09:55")
-    sessions = hours.append(pd.date_range("2024-01-01 13:00", periods=4, freq="5min"))
+    one_day = hours.append(pd.date_range("2024-01-01 13:00", periods=4, freq="5min"))
     with pytest.raises(ForecastError, match="pass y_timestamp"):
-        infer_future_stamps(sessions, 2)
+        infer_future_stamps(one_day, 2)  # one day cannot show where the session ends
+    # A-share-like 5-minute sessions: 09:35-11:30 and 13:05-15:00, Friday then Monday.
+    real = pd.read_csv(REFERENCE_BARS, parse_dates=["timestamps"])["timestamps"]
+    history, later = pd.DatetimeIndex(real[:120]), pd.DatetimeIndex(real[120:200])
+    assert list(infer_future_stamps(history, 80)) == list(later)
+    friday = pd.DatetimeIndex(
+        [f"2024-06-21 {t}" for t in ("09:35", "09:40", "14:55", "15:00")]
+        + [f"2024-06-20 {t}" for t in ("09:35", "09:40", "14:55", "15:00")]
+    ).sort_values()
+    assert list(infer_future_stamps(friday, 3)) == list(
+        pd.to_datetime(["2024-06-24 09:35", "2024-06-24 09:40", "2024-06-24 14:55"])
+    )
     # A DatetimeIndex on the frame is used when x_timestamp is not given.
     indexed = daily.set_index("timestamps")[COLS]
     pd.testing.assert_frame_equal(

@@ -34,15 +34,45 @@ def calendar_features(stamps: pd.DatetimeIndex) -> np.ndarray:
 def infer_future_stamps(history: pd.DatetimeIndex, pred_len: int) -> pd.DatetimeIndex:
     """The `pred_len` stamps after `history` at its regular frequency.
 
-    A pandas-inferable frequency is used as is (so weekday-only daily bars continue on
-    business days); otherwise every step must be the same. Bars with session gaps (intraday
-    data with nights, lunch breaks or holidays) have no single frequency: pass `y_timestamp`.
+    Intraday weekday bars with session gaps (nights, lunch breaks) continue on the bar times
+    of day seen in the history, on business days. Otherwise a pandas-inferable frequency is
+    used as is (so weekday-only daily bars continue on business days), or the one step that
+    every bar has. Exchange holidays are not known: pass `y_timestamp` to control them.
     """
     if len(history) < 2:
         raise ForecastError("y_timestamp: cannot infer future timestamps from fewer than 2 rows")
+    sessions = _session_slots(history)
+    if sessions is not None:
+        return _continue_sessions(history[-1], sessions, pred_len)
     freq = _frequency(history)
     future = pd.date_range(start=history[-1], periods=pred_len + 1, freq=freq)[1:]
     return pd.DatetimeIndex(future, name="timestamps")
+
+
+def _session_slots(history: pd.DatetimeIndex) -> list[pd.Timedelta] | None:
+    """The bar times of day of intraday weekday bars with session gaps (nights, lunch breaks),
+    learnt from at least two days of history; None for data with one regular step."""
+    steps = np.diff(history.as_unit("ns").asi8)
+    if len(steps) == 0 or (steps <= 0).any() or len(set(steps.tolist())) == 1:
+        return None
+    days = history.normalize()
+    if days.nunique() < 2 or (history.weekday >= 5).any() or (history == days).all():
+        return None
+    return sorted(set(history - days))
+
+
+def _continue_sessions(
+    last: pd.Timestamp, slots: list[pd.Timedelta], pred_len: int
+) -> pd.DatetimeIndex:
+    """The next `pred_len` bar times: the day's remaining slots, then whole business days."""
+    out: list[pd.Timestamp] = []
+    day = last.normalize()
+    later = [day + t for t in slots if day + t > last]
+    while len(out) < pred_len:
+        out.extend(later)
+        day = day + pd.offsets.BDay(1)
+        later = [day + t for t in slots]
+    return pd.DatetimeIndex(out[:pred_len], name="timestamps")
 
 
 def _frequency(history: pd.DatetimeIndex) -> Any:
