@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kronos_engine.forecasting.cli import add_sampling_arguments
+
 log = logging.getLogger("kronos_engine")
 
 SPLITS = ("test", "val")
@@ -56,14 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated baselines: naive, drift (naive is always included)",
     )
     p.add_argument("--no_model", action="store_true", help="only the baselines and --compare")
-    p.add_argument("--sample_count", type=int, default=1, help="sample paths per forecast")
-    p.add_argument("--T", type=float, default=1.0, help="sampling temperature")
-    p.add_argument("--top_k", type=int, default=0, help="top-k sampling (1 = greedy)")
-    p.add_argument("--top_p", type=float, default=0.9, help="nucleus sampling threshold")
-    p.add_argument("--seed", type=int, default=0, help="seed of the sampling")
-    p.add_argument("--batch_size", type=int, default=64, help="origins forecast together")
-    p.add_argument("--max_context", type=int, default=512, help="model context in tokens")
-    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    add_sampling_arguments(p, batch_size=64, batch_help="origins forecast together")
     p.add_argument("--output", help="output folder (default <exp_dir>/eval)")
     p.add_argument("--no_plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
@@ -161,7 +156,7 @@ def resolve(args: argparse.Namespace) -> Plan:
     unknown = [b for b in baselines if b not in BASELINES]
     if unknown:
         raise EvaluationError(f"--baselines: unknown {unknown}; choose from {sorted(BASELINES)}")
-    kwargs = dict(device=args.device, max_context=args.max_context)
+    kwargs = dict(device=args.device, max_context=args.max_context, precision=args.precision)
     forecasters: dict[str, Any] = {}
     if not args.no_model:
         forecasters[args.name] = KronosPredictor.from_pretrained(

@@ -15,6 +15,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from tqdm.auto import tqdm
@@ -59,20 +60,26 @@ def build_parser() -> argparse.ArgumentParser:
     fc = p.add_argument_group("forecast")
     fc.add_argument("--lookback", type=int, help="history bars per symbol (default: the run's)")
     fc.add_argument("--pred_len", type=int, help="bars to forecast (default: the run's)")
-    fc.add_argument("--sample_count", type=int, default=1, help="sample paths per symbol")
     fc.add_argument("--quantiles", help="comma-separated, e.g. 0.1,0.5,0.9 (sample_count >= 2)")
-    fc.add_argument("--T", type=float, default=1.0, help="sampling temperature")
-    fc.add_argument("--top_k", type=int, default=0, help="top-k sampling (1 = greedy)")
-    fc.add_argument("--top_p", type=float, default=0.9, help="nucleus sampling threshold")
-    fc.add_argument("--seed", type=int, default=0, help="seed of the sampling")
-    fc.add_argument("--max_context", type=int, default=512, help="model context in tokens")
-    fc.add_argument("--batch_size", type=int, default=32, help="symbols forecast together")
-    fc.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    fc.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    add_sampling_arguments(fc, batch_size=32, batch_help="symbols forecast together")
     out = p.add_argument_group("output")
     out.add_argument("--output", help="CSV or Parquet file (default <exp_dir>/forecast.csv)")
     out.add_argument("--plot", nargs="?", const="", help="write a PNG per symbol to this folder")
     return p
+
+
+def add_sampling_arguments(group: Any, *, batch_size: int, batch_help: str) -> None:
+    """The sampling, batching and device flags of every command that forecasts."""
+    group.add_argument("--sample_count", type=int, default=1, help="sample paths per forecast")
+    group.add_argument("--T", type=float, default=1.0, help="sampling temperature")
+    group.add_argument("--top_k", type=int, default=0, help="top-k sampling (1 = greedy)")
+    group.add_argument("--top_p", type=float, default=0.9, help="nucleus sampling threshold")
+    group.add_argument("--seed", type=int, default=0, help="seed of the sampling")
+    group.add_argument("--batch_size", type=int, default=batch_size, help=batch_help)
+    group.add_argument("--max_context", type=int, default=512, help="model context in tokens")
+    group.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    group.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                       help="bf16: the predictor under bf16 autocast")  # fmt: skip
 
 
 @dataclass
