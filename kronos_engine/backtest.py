@@ -19,7 +19,6 @@ import argparse
 import json
 import logging
 import math
-import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -318,9 +317,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         annual = report["excess_return_with_cost"].get("annualized_return")
         print(f"{model}: excess annualized return with cost {annual}, {shown} -> {output}")
         return 0
-    except BacktestError as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr, flush=True)
-        return 2
     except (SystemExit, KeyboardInterrupt, Exception) as exc:
         return exit_code_for(exc)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,16 +77,12 @@ class Plan:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from kronos_engine.cli import exit_code_for, setup_logging
-    from kronos_engine.forecasting import ForecastError
 
     setup_logging()
     try:
         args = build_parser().parse_args(argv)
         run(args)
         return 0
-    except (EvaluationError, ForecastError) as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr, flush=True)
-        return 2
     except (SystemExit, KeyboardInterrupt, Exception) as exc:
         return exit_code_for(exc)
 

@@ -98,19 +98,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     setup_logging()
     try:
-        args = build_parser().parse_args(argv)
-        return run(args)
-    except ForecastError as exc:
-        print(f"error: {' '.join(str(exc).split())}", flush=True, file=_stderr())
-        return 2
+        return run(build_parser().parse_args(argv))
     except (SystemExit, KeyboardInterrupt, Exception) as exc:
-        return exit_code_for(exc)
-
-
-def _stderr():
-    import sys
-
-    return sys.stderr
+        return exit_code_for(exc)  # a ForecastError: one line, exit 2
 
 
 def run(args: argparse.Namespace) -> int:

@@ -8,8 +8,10 @@ Two ways to run the predictor, with the same result:
 - cached (default): while every window still starts at the first token, each token's keys and
   values never change, so the context is run once (prefill) and each step feeds one token.
   Once the longest history slides past `max_context`, every window start moves and every
-  hidden state changes, so those steps recompute the window (exactly the public loop).
-- `use_cache=False`: the public loop as written, the reference and the benchmark baseline.
+  hidden state changes, so those steps recompute the window (the public step itself).
+- `use_cache=False`: every step recomputes its window, the public loop as written (the
+  reference and the benchmark baseline); padded batches do it through a fresh cache so the
+  pads stay masked.
 
 Histories of different lengths are left-padded; the key-padding mask hides the pads and each
 row's rotary positions count from its own first token, so a row's numbers are those it gets

@@ -9,7 +9,6 @@ future timestamps, every sample path, quantiles, a seed, and bf16.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +24,6 @@ from kronos_engine.models import Kronos, KronosTokenizer
 from .errors import ForecastError
 from .generation import generate
 from .timestamps import as_datetime_index, calendar_features, infer_future_stamps
-
-log = logging.getLogger("kronos_engine")
 
 PRICE_COLUMNS = ["open", "high", "low", "close"]
 VOLUME_COLUMN, AMOUNT_COLUMN = "volume", "amount"
