@@ -5,7 +5,7 @@ from callbacks.best_checkpoint import BestCheckpoint
 from callbacks.early_stopping import EarlyStopping
 from callbacks.ema import EMA
 from callbacks.forecast_validation import ForecastValidation
-from callbacks.graceful_stop import GracefulStop, Preempted
+from callbacks.graceful_stop import GracefulStop
 from callbacks.grad_clip import GradClipCallback
 from callbacks.metrics_jsonl import JSONLMetrics
 from callbacks.non_finite import NonFiniteError, NonFiniteGuard
@@ -22,7 +22,6 @@ __all__ = [
     "EMA",
     "ForecastValidation",
     "GracefulStop",
-    "Preempted",
     "GradClipCallback",
     "JSONLMetrics",
     "NonFiniteError",

@@ -8,7 +8,7 @@ import math
 from typing import Any
 
 from kronos_engine.callback import TrainCallback
-from kronos_engine.context import TrainContext
+from kronos_engine.context import StopReason, TrainContext
 from kronos_engine.evaluation.validation import improves, selection_metric
 from kronos_engine.registry import CALLBACKS
 
@@ -40,7 +40,7 @@ class EarlyStopping(TrainCallback):
         if self.bad_validations >= self.patience:
             if ctx.is_main:
                 log.info("early stopping: no improvement in %d validations", self.patience)
-            ctx.request_stop("early_stopping")
+            ctx.request_stop(StopReason.EARLY_STOPPING)
 
     def state_dict(self) -> dict[str, Any]:
         return {"best": self.best, "bad_validations": self.bad_validations}

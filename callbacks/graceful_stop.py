@@ -8,21 +8,17 @@ import signal
 import torch
 
 from kronos_engine.callback import TrainCallback
-from kronos_engine.context import TrainContext
+from kronos_engine.context import StopReason, TrainContext
 from kronos_engine.registry import CALLBACKS
 
 log = logging.getLogger("kronos_engine")
 
 
-class Preempted(SystemExit):
-    """Raised by the CLI after a signal-triggered stop so the process exits non-zero."""
-
-
 @CALLBACKS.register("graceful_stop")
 class GracefulStop(TrainCallback):
     """Must come before `periodic_checkpoint` in the callback list: it marks the context as
-    preempted in `on_step_end`, and the checkpoint callback then saves that step. The flag is
-    max-reduced across ranks so every rank stops at the same step."""
+    preempted (`ctx.stop_signal`) in `on_step_end`, and the checkpoint callback then saves that
+    step. The flag is max-reduced across ranks so every rank stops at the same step."""
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -45,9 +41,7 @@ class GracefulStop(TrainCallback):
     def on_step_end(self, ctx: TrainContext) -> None:
         flag = torch.tensor([1.0 if self.received is not None else 0.0], device=ctx.executor.device)
         if ctx.executor.all_reduce_max(flag).item() > 0:
-            ctx.extra["preempted"] = True
-            ctx.extra["signal"] = self.received
-            ctx.request_stop("signal")
+            ctx.request_stop(StopReason.SIGNAL, signal=self.received or signal.SIGTERM)
             if ctx.is_main:
                 log.warning(
                     "signal received: stopping after step %d with a checkpoint", ctx.global_step

@@ -7,13 +7,10 @@ import math
 
 from kronos_engine.callback import TrainCallback
 from kronos_engine.context import TrainContext
+from kronos_engine.errors import NonFiniteError
 from kronos_engine.registry import CALLBACKS
 
 log = logging.getLogger("kronos_engine")
-
-
-class NonFiniteError(FloatingPointError):
-    """Raised with the step number; the last written checkpoint is untouched."""
 
 
 @CALLBACKS.register("non_finite_guard")

@@ -21,7 +21,7 @@ class PeriodicCheckpoint(TrainCallback):
 
     def on_step_end(self, ctx: TrainContext) -> None:
         due = self.interval is not None and ctx.global_step % self.interval == 0
-        if due or ctx.extra.get("preempted"):
+        if due or ctx.preempted:
             self.save(ctx)
 
     def on_epoch_end(self, ctx: TrainContext) -> None:

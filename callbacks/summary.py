@@ -22,7 +22,7 @@ class RunSummary(TrainCallback):
         self.first_step = ctx.global_step
 
     def on_train_end(self, ctx: TrainContext) -> None:
-        status = "stopped" if ctx.extra.get("preempted") else "completed"
+        status = "stopped" if ctx.preempted else "completed"
         if ctx.global_step == self.first_step and self._keep_finished(ctx):
             return
         self._write(ctx, status, None)

@@ -95,7 +95,7 @@ class Tracker(TrainCallback):
         best = ctx.output_dir / "best"
         if best.is_dir():
             self.upload_best(best)
-        self._finish("stopped" if ctx.extra.get("preempted") else "completed")
+        self._finish("stopped" if ctx.preempted else "completed")
 
     def on_error(self, ctx: TrainContext, error: BaseException) -> None:
         if self.active:

@@ -31,7 +31,7 @@ class ValidationCallback(TrainCallback):
     def on_train_end(self, ctx: TrainContext) -> None:
         # Not after a signal: the checkpoint is written and the process should exit now; the
         # resumed run validates on the usual schedule, as an uninterrupted run would.
-        if ctx.extra.get("preempted"):
+        if ctx.preempted:
             return
         if ctx.global_step > 0 and ctx.last_val_step != ctx.global_step:
             self.run(ctx)

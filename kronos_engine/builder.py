@@ -48,17 +48,12 @@ class TrainContextBuilder:
         cfg.validate()
         self.cfg = cfg
         self._user_callbacks: list[TrainCallback | str] = list(cfg.callbacks)
-        self._strategy: Strategy | str | None = cfg.strategy
         self._splits: Any = None
         self._executor: Executor | None = None
 
     # ---- overrides (user code and tests) ----
     def with_callbacks(self, *callbacks: TrainCallback | str) -> TrainContextBuilder:
         self._user_callbacks.extend(callbacks)
-        return self
-
-    def with_strategy(self, strategy: Strategy | str) -> TrainContextBuilder:
-        self._strategy = strategy
         return self
 
     def with_data(self, splits: Any) -> TrainContextBuilder:
@@ -183,10 +178,7 @@ class TrainContextBuilder:
         return resolved
 
     def _make_strategy(self) -> Strategy:
-        strategy = self._strategy or DEFAULT_STRATEGY[self.cfg.train_type]
-        if isinstance(strategy, Strategy):
-            check_strategy_train_type(strategy, type(strategy).__name__, self.cfg.train_type)
-            return strategy
+        strategy = self.cfg.strategy or DEFAULT_STRATEGY[self.cfg.train_type]
         cls = STRATEGIES.get(strategy)
         check_strategy_train_type(cls, strategy, self.cfg.train_type)
         return cls(self.cfg)

@@ -357,10 +357,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 def _training_errors() -> tuple[type[BaseException], ...]:
     """Errors a run can end with after it started; also one line, exit code 1."""
-    from callbacks.non_finite import NonFiniteError
-    from kronos_engine.evaluation import EmptyValidationError
+    from kronos_engine.errors import TrainingError
 
-    return (NonFiniteError, EmptyValidationError)
+    return (TrainingError,)
 
 
 def _report_error(exc: BaseException, same_on_every_rank: bool = False) -> None:
@@ -441,17 +440,16 @@ def run_training(cfg: TrainConfig):
 
 def stop_exit_code(ctx) -> int:
     """0 for a finished run; 128 + signal number when a signal stopped it (like a shell)."""
-    if not ctx.extra.get("preempted"):
+    if not ctx.preempted:
         return 0
-    return 128 + int(ctx.extra.get("signal") or signal.SIGTERM)
+    return 128 + int(ctx.stop_signal)
 
 
 def describe_results(ctx, suggest_next: bool = True) -> str:
     """What the user reads at the end: where everything is and what to run next."""
     cfg, out = ctx.cfg, ctx.output_dir
-    if ctx.extra.get("preempted"):
-        sig = ctx.extra.get("signal") or signal.SIGTERM
-        status = f"stopped by {signal.Signals(sig).name} at step {ctx.global_step}"
+    if ctx.preempted:
+        status = f"stopped by {signal.Signals(ctx.stop_signal).name} at step {ctx.global_step}"
     else:
         reason = f", {ctx.stop_reason}" if ctx.stop_reason else ""
         status = f"finished at step {ctx.global_step} (epoch {ctx.epoch}{reason})"
@@ -470,7 +468,7 @@ def describe_results(ctx, suggest_next: bool = True) -> str:
         f"  checkpoints  {out / 'checkpoints'}",
         f"  config       {out / 'config.yaml'}",
     ]
-    if ctx.extra.get("preempted"):
+    if ctx.preempted:
         lines.append(
             f"resume with: python scripts/train.py --config {out / 'config.yaml'} --resume={out}"
         )
@@ -636,7 +634,7 @@ def pipeline_main(argv: Sequence[str] | None = None) -> int:
             ctx = run_training(cfg)
             ctx.executor.barrier()  # every rank done with this stage before the next/teardown
             finished.append(ctx)
-            if ctx.extra.get("preempted"):
+            if ctx.preempted:
                 break
         if is_rank0():
             if not finished:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,6 +15,17 @@ if TYPE_CHECKING:
     from kronos_engine.config import TrainConfig
     from kronos_engine.executors import Executor
     from kronos_engine.strategy import Strategy
+
+
+class StopReason(str, enum.Enum):
+    """Why the loop stopped early; a callback may also pass its own string."""
+
+    MAX_STEPS = "max_steps"
+    EARLY_STOPPING = "early_stopping"
+    SIGNAL = "signal"  # preempted: the run is resumable and the process exits 128 + signal
+
+    def __str__(self) -> str:
+        return self.value
 
 
 @dataclass
@@ -51,7 +63,8 @@ class TrainContext:
     best_step: int | None = None
     # control flags any callback may set
     should_stop: bool = False
-    stop_reason: str | None = None
+    stop_reason: StopReason | str | None = None
+    stop_signal: int | None = None  # the signal number when a signal stopped the run
     skip_step: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
     # the weights validation scores and best/ keeps when they are not the trained ones (EMA)
@@ -79,9 +92,16 @@ class TrainContext:
         trained model (unwrapped)."""
         return self.eval_model if self.eval_model is not None else self.unwrapped_model
 
-    def request_stop(self, reason: str) -> None:
+    @property
+    def preempted(self) -> bool:
+        """A signal stopped the run: it is resumable, and not finished."""
+        return self.stop_signal is not None
+
+    def request_stop(self, reason: StopReason | str, signal: int | None = None) -> None:
         self.should_stop = True
         self.stop_reason = self.stop_reason or reason
+        if signal is not None:
+            self.stop_signal = signal
 
     def counters(self) -> dict[str, Any]:
         """The resume position and bookkeeping saved in checkpoints (JSON-serialisable)."""

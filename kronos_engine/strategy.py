@@ -20,7 +20,6 @@ class StepOutput:
 
     loss: torch.Tensor
     parts: dict[str, torch.Tensor] = field(default_factory=dict)
-    num_samples: int = 0
 
 
 @dataclass

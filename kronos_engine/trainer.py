@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from kronos_engine import run_dir
-from kronos_engine.context import TrainContext
+from kronos_engine.context import StopReason, TrainContext
 from kronos_engine.strategy import StepOutput
 
 log = logging.getLogger("kronos_engine")
@@ -209,5 +209,5 @@ class Trainer:
 
         ctx.callbacks.fire("on_step_end", ctx)
         if cfg.max_steps is not None and ctx.global_step >= cfg.max_steps:
-            ctx.request_stop("max_steps")
+            ctx.request_stop(StopReason.MAX_STEPS)
         self._window_t0 = time.perf_counter()

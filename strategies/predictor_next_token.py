@@ -94,7 +94,7 @@ class PredictorNextTokenStrategy(Strategy):
             label_smoothing=self.cfg.label_smoothing,
         )
         parts = {"s1_loss": s1_loss.detach(), "s2_loss": s2_loss.detach()}
-        return StepOutput(loss=loss, parts=parts, num_samples=s1_t.shape[0])
+        return StepOutput(loss=loss, parts=parts)
 
     def validation_step(self, model: nn.Module, batch: Any, ctx: TrainContext) -> ValOutput:
         (s1_logits, s2_logits), (s1_t, s2_t) = self._forward(

@@ -34,7 +34,7 @@ class TokenizerReconStrategy(Strategy):
             "recon_loss_all": recon_all.detach(),
             "bsq_loss": bsq_loss.detach(),
         }
-        return StepOutput(loss=loss, parts=parts, num_samples=x.shape[0])
+        return StepOutput(loss=loss, parts=parts)
 
     def validation_step(self, model: nn.Module, batch: Any, ctx: TrainContext) -> ValOutput:
         x = batch[0]

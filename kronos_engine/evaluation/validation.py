@@ -5,9 +5,10 @@ from __future__ import annotations
 import torch
 
 from kronos_engine.context import TrainContext
+from kronos_engine.errors import TrainingError
 
 
-class EmptyValidationError(RuntimeError):
+class EmptyValidationError(TrainingError):
     """No validation sample on any rank: a metric of 0.0 would be meaningless."""
 
 

@@ -17,8 +17,6 @@ class Executor:
     right thing for one process (`LocalExecutor`) or several (`DDPExecutor`).
     """
 
-    name = "base"
-
     def __init__(self, device: torch.device, precision: str = "fp32") -> None:
         self.device = device
         self.precision = precision
@@ -86,6 +84,3 @@ class Executor:
 
     def all_gather_object(self, obj: Any) -> list[Any]:
         return [obj]
-
-    def broadcast_object(self, obj: Any) -> Any:
-        return obj

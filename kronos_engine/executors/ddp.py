@@ -21,8 +21,6 @@ def launched_by_torchrun() -> bool:
 
 
 class DDPExecutor(Executor):
-    name = "ddp"
-
     def __init__(self, device_type: str, precision: str = "fp32", timeout_s: float = 600) -> None:
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         if device_type == "cuda":
@@ -86,8 +84,3 @@ class DDPExecutor(Executor):
         out: list[Any] = [None] * self.world_size
         dist.all_gather_object(out, obj)
         return out
-
-    def broadcast_object(self, obj: Any) -> Any:
-        box = [obj]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]

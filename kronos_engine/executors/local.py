@@ -8,8 +8,6 @@ from kronos_engine.executors.base import Executor
 
 
 class LocalExecutor(Executor):
-    name = "local"
-
     def __init__(self, device: torch.device, precision: str = "fp32") -> None:
         super().__init__(device, precision)
         if device.type == "cuda":
