@@ -19,12 +19,10 @@ from torch.utils.data import DataLoader
 from kronos_engine import run_dir
 from kronos_engine.callback import CallbackList, TrainCallback
 from kronos_engine.checkpoint import find_resume_checkpoint, load_checkpoint
-from kronos_engine.config import TrainConfig
+from kronos_engine.config import TrainConfig, check
 from kronos_engine.context import TrainContext
 from kronos_engine.executors import Executor, make_executor
-from kronos_engine.extras import check_available
 from kronos_engine.finetune import apply_finetune_method
-from kronos_engine.model_factory import preflight
 from kronos_engine.optim import build_optimizer, build_scheduler
 from kronos_engine.registry import CALLBACKS, STRATEGIES
 from kronos_engine.rng import seed_everything
@@ -45,7 +43,6 @@ class TrainContextBuilder:
     """
 
     def __init__(self, cfg: TrainConfig) -> None:
-        cfg.validate()
         self.cfg = cfg
         self._user_callbacks: list[TrainCallback | str] = list(cfg.callbacks)
         self._splits: Any = None
@@ -67,11 +64,11 @@ class TrainContextBuilder:
 
     # ---- assembly ----
     def build(self) -> TrainContext:
-        """Assemble the run. Rank 0 holds `output_dir` (see `run_dir`) from here until
-        `Trainer.fit` ends; a build that fails gives it back."""
+        """Assemble the run after `kronos_engine.config.check` (the same checks as the command
+        line). Rank 0 holds `output_dir` (see `run_dir`) from here until `Trainer.fit` ends; a
+        build that fails gives it back."""
         cfg = self.cfg
-        preflight(cfg)
-        check_available(cfg)
+        check(cfg)
         out = cfg.resolved_output_dir
         owned = run_dir.is_writer() and not run_dir.holds(out)
         if run_dir.is_writer():
@@ -249,7 +246,7 @@ class TrainContextBuilder:
     def _prepare_output_dir(self, ctx: TrainContext) -> None:
         if ctx.is_main:
             if not self.cfg.resume:
-                clear_previous_run(ctx.output_dir)  # only reached with overwrite (preflight)
+                clear_previous_run(ctx.output_dir)  # only reached with overwrite (check)
             ctx.output_dir.mkdir(parents=True, exist_ok=True)
             with open(ctx.output_dir / "config.yaml", "w", encoding="utf-8") as fh:
                 yaml.safe_dump(self.cfg.to_dict(), fh, sort_keys=False)
