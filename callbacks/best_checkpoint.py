@@ -25,6 +25,8 @@ class BestCheckpoint(TrainCallback):
     `best.json` with the step, epoch and metric; it is replaced atomically. It saves the weights
     that were validated (`ctx.evaluated_model`: the EMA weights when `ema` is on)."""
 
+    role = "selection"
+
     def __init__(self, dirname: str = "best") -> None:
         self.dirname = dirname
 

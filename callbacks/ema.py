@@ -24,6 +24,8 @@ class EMA(TrainCallback):
     `best/` see the EMA weights, training continues on the raw ones. Its weights are saved in
     every checkpoint (`ema.safetensors`), so a resumed run averages on exactly."""
 
+    role = "weight_averaging"
+
     def __init__(self, decay: float = 0.999) -> None:
         if not 0.0 < decay < 1.0:
             raise ValueError(f"ema_decay: must lie in (0, 1), got {decay}")

@@ -18,6 +18,8 @@ class NonFiniteGuard(TrainCallback):
     """Runs after clipping (which measures the norm). Policy `stop` raises, `skip` drops the
     update and counts it in `ctx.skipped_steps`."""
 
+    role = "grad_guard"
+
     def __init__(self, policy: str = "stop") -> None:
         if policy not in ("stop", "skip"):
             raise ValueError(

@@ -16,6 +16,8 @@ log = logging.getLogger("kronos_engine")
 class ValidationCallback(TrainCallback):
     """Sets `ctx.val_metrics` and fires `on_validation_end` for the other callbacks."""
 
+    role = "validation"
+
     def __init__(self, interval: int | None = None, at_epoch_end: bool = True) -> None:
         self.interval = interval
         self.at_epoch_end = at_epoch_end
