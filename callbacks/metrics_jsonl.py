@@ -45,6 +45,8 @@ class JSONLMetrics(TrainCallback):
     the file reads as one uninterrupted run.
     """
 
+    role = "logging"
+
     def __init__(self, log_interval: int = 10, filename: str = "metrics.jsonl") -> None:
         self.log_interval = log_interval
         self.filename = filename

@@ -14,6 +14,8 @@ log = logging.getLogger("kronos_engine")
 
 @CALLBACKS.register("periodic_checkpoint")
 class PeriodicCheckpoint(TrainCallback):
+    role = "checkpoint"
+
     def __init__(self, interval: int | None = None, keep_last: int = 3) -> None:
         self.interval = interval
         self.keep_last = keep_last

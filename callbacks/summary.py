@@ -13,6 +13,8 @@ from kronos_engine.registry import CALLBACKS
 
 @CALLBACKS.register("summary")
 class RunSummary(TrainCallback):
+    role = "summary"
+
     def __init__(self) -> None:
         self.t0 = time.time()
         self.first_step = 0

@@ -48,6 +48,8 @@ def metrics_of(record: dict[str, Any]) -> dict[str, float]:
 class Tracker(TrainCallback):
     """Shared hooks; a tool implements `start`, `log`, `upload_best` and `finish`."""
 
+    role = "logging"
+
     name = "tracker"
 
     def __init__(self, log_interval: int = 10) -> None:

@@ -127,35 +127,29 @@ class TrainContextBuilder:
         return ctx
 
     def default_callbacks(self) -> list[TrainCallback]:
-        """The built-ins a config asks for, in the order their hooks must run."""
+        """The built-ins a config asks for; `CallbackList` orders them by their roles."""
         cfg = self.cfg
         make = CALLBACKS.get
-        callbacks: list[TrainCallback] = []
-        if cfg.activation_checkpointing:
-            callbacks.append(make("activation_checkpointing")())
-        callbacks += [
+        callbacks: list[TrainCallback] = [
             make("grad_clip")(cfg.resolved_max_grad_norm),
             make("non_finite_guard")(cfg.nan_policy),
             make("graceful_stop")(),
-            *([make("ema")(cfg.ema_decay)] if cfg.ema else []),  # averaged before validation
             make("validation")(cfg.val_interval),
-        ]
-        if cfg.forecast_val_origins:
-            # Before best/ and early stopping: they may select on its forecast metrics.
-            callbacks.append(
-                make("forecast_validation")(cfg.forecast_val_origins, cfg.forecast_val_sample_count)
-            )
-        callbacks.append(make("best_checkpoint")())
-        if cfg.early_stopping_patience:
-            callbacks.append(make("early_stopping")(cfg.early_stopping_patience))
-        callbacks += [
-            # Metrics before the checkpoint: a crash between the two then loses the checkpoint
-            # too, and the resumed run re-writes the step's record (never a gap in the file).
+            make("best_checkpoint")(),
             make("metrics_jsonl")(cfg.log_interval),
             *[make(name)(cfg.log_interval) for name in cfg.loggers],  # the same records
             make("periodic_checkpoint")(cfg.ckpt_interval, cfg.keep_last),
             make("summary")(),
         ]
+        if cfg.activation_checkpointing:
+            callbacks.append(make("activation_checkpointing")())
+        if cfg.ema:
+            callbacks.append(make("ema")(cfg.ema_decay))
+        if cfg.forecast_val_origins:
+            origins, samples = cfg.forecast_val_origins, cfg.forecast_val_sample_count
+            callbacks.append(make("forecast_validation")(origins, samples))
+        if cfg.early_stopping_patience:
+            callbacks.append(make("early_stopping")(cfg.early_stopping_patience))
         if cfg.progress_bar:
             callbacks.append(make("progress_bar")())
         return callbacks
