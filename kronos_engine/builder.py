@@ -40,13 +40,18 @@ class TrainContextBuilder:
 
     >>> ctx = TrainContextBuilder(cfg).with_callbacks(MyCallback()).build()
     >>> Trainer(ctx).fit()
+    >>> ctx.executor.close()  # under torchrun: destroys the process group the build created
+
+    `executor`: run on this one (e.g. one process group for several runs) instead of making
+    one in `build`. Either way `self.executor` is the run's executor as soon as it exists, also
+    when `build` fails later, so the caller can `close` it.
     """
 
-    def __init__(self, cfg: TrainConfig) -> None:
+    def __init__(self, cfg: TrainConfig, executor: Executor | None = None) -> None:
         self.cfg = cfg
+        self.executor = executor
         self._user_callbacks: list[TrainCallback | str] = list(cfg.callbacks)
         self._splits: Any = None
-        self._executor: Executor | None = None
 
     # ---- overrides (user code and tests) ----
     def with_callbacks(self, *callbacks: TrainCallback | str) -> TrainContextBuilder:
@@ -56,10 +61,6 @@ class TrainContextBuilder:
     def with_data(self, splits: Any) -> TrainContextBuilder:
         """Use already-built splits (an object with `.train` and `.val` datasets)."""
         self._splits = splits
-        return self
-
-    def with_executor(self, executor: Executor) -> TrainContextBuilder:
-        self._executor = executor
         return self
 
     # ---- assembly ----
@@ -84,7 +85,9 @@ class TrainContextBuilder:
     def _build(self) -> TrainContext:
         cfg = self.cfg
         checkpoint = find_resume_checkpoint(cfg.resume) if cfg.resume else None
-        executor = self._executor or make_executor(cfg.device, cfg.precision)
+        if self.executor is None:
+            self.executor = make_executor(cfg.device, cfg.precision)
+        executor = self.executor
         _configure_determinism(cfg)
         seed_everything(cfg.seed)
         callbacks = CallbackList(self.default_callbacks() + self._resolve_user_callbacks())

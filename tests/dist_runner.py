@@ -61,7 +61,9 @@ def main(path: str) -> None:
             k: v.detach().cpu().contiguous() for k, v in ctx.unwrapped_model.state_dict().items()
         }
         save_file(state, str(out / "final.safetensors"))
-    ctx.executor.shutdown()
+    executor = ctx.executor
+    del ctx  # the DDP model holds the process group: drop it before the executor closes it
+    executor.close()
 
 
 if __name__ == "__main__":

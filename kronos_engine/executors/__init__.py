@@ -8,7 +8,14 @@ from kronos_engine.executors.base import Executor
 from kronos_engine.executors.ddp import DDPExecutor, launched_by_torchrun
 from kronos_engine.executors.local import LocalExecutor
 
-__all__ = ["Executor", "LocalExecutor", "DDPExecutor", "make_executor", "resolve_device_type"]
+__all__ = [
+    "Executor",
+    "LocalExecutor",
+    "DDPExecutor",
+    "launched_by_torchrun",
+    "make_executor",
+    "resolve_device_type",
+]
 
 
 def resolve_device_type(device: str) -> str:
@@ -22,7 +29,8 @@ def resolve_device_type(device: str) -> str:
 
 
 def make_executor(device: str = "auto", precision: str = "fp32") -> Executor:
-    """DDP when launched by torchrun with more than one process, else one local process."""
+    """DDP when launched by torchrun with more than one process, else one local process.
+    The caller owns the executor and ends it with `close` (which destroys a DDP process group)."""
     device_type = resolve_device_type(device)
     if launched_by_torchrun():
         return DDPExecutor(device_type, precision)

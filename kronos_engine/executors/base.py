@@ -37,8 +37,12 @@ class Executor:
     def barrier(self) -> None:
         """Wait for every rank (no-op in one process)."""
 
-    def shutdown(self) -> None:
-        """Release process-group resources."""
+    def close(self, graceful: bool = True) -> None:
+        """Release what this executor created (its process group); idempotent.
+
+        `graceful` (after a successful run): every rank meets at a barrier first. Not graceful
+        (after an error): no barrier, a peer may be gone. Drop the run's model (the context)
+        before calling: a DDP model holds the process group."""
 
     # ---- model ----
     def prepare(self, model: nn.Module) -> nn.Module:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import gc
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -21,6 +22,9 @@ def launched_by_torchrun() -> bool:
 
 
 class DDPExecutor(Executor):
+    """Joins the torchrun job: creates the process group unless one exists, and then owns it
+    until `close` destroys it (a group created by the caller is left to the caller)."""
+
     def __init__(self, device_type: str, precision: str = "fp32", timeout_s: float = 600) -> None:
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         if device_type == "cuda":
@@ -31,7 +35,8 @@ class DDPExecutor(Executor):
             device = torch.device("cpu")
             backend = "gloo"
         super().__init__(device, precision)
-        if not dist.is_initialized():
+        self.owns_process_group = not dist.is_initialized()
+        if self.owns_process_group:
             dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
         self.backend = backend
         self.local_rank = local_rank
@@ -47,12 +52,25 @@ class DDPExecutor(Executor):
     def barrier(self) -> None:
         dist.barrier()
 
-    def shutdown(self) -> None:
-        """Call after a successful run: the barrier keeps a rank from tearing gloo down while
-        a peer's last collective is still in flight (an abort at exit otherwise)."""
-        if dist.is_initialized():
-            dist.barrier()
+    def close(self, graceful: bool = True) -> None:
+        """Destroy the process group this executor created, in an order that cannot abort a rank.
+
+        Rank 1 sometimes died at exit with `terminate called without an active exception`
+        (SIGABRT): `destroy_process_group` only unregisters the gloo group, the C++ object lives
+        on while the DDP model's reducer (kept alive by the run's context, and by reference
+        cycles until a garbage collection) holds it, and it was then destroyed during
+        interpreter exit, after the peer had already closed its sockets, with its worker threads
+        still joinable. So the caller drops the model first; here: collect (the group is freed
+        while every peer is still connected), meet at a barrier (graceful: after a successful
+        run, so no rank tears gloo down while a peer's last collective is in flight; skipped
+        after an error, a peer may be gone), destroy the group, collect again."""
+        gc.collect()
+        if self.owns_process_group and dist.is_available() and dist.is_initialized():
+            if graceful:
+                dist.barrier()
             dist.destroy_process_group()
+        self.owns_process_group = False
+        gc.collect()
 
     def prepare(self, model: nn.Module) -> nn.Module:
         model = model.to(self.device)
