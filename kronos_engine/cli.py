@@ -33,6 +33,8 @@ from kronos_engine.config import (
     merged_values,
     unwrap_optional,
 )
+from kronos_engine.launch import HELP as NPROCS_HELP
+from kronos_engine.launch import launch, pop_nprocs
 from kronos_engine.outcome import describe_results, stop_exit_code
 from kronos_engine.pipeline import check_stages, prepare_data, run_training, stage_configs
 
@@ -131,6 +133,7 @@ def build_parser(
         metavar="FILE.yaml",
         help="YAML file of key: value pairs (same keys as the flags)",
     )
+    parser.add_argument("--nprocs", metavar="N", help=NPROCS_HELP)  # taken out by pop_nprocs
     groups = {
         name: parser.add_argument_group(f"{title} options") for name, title in GROUP_TITLES.items()
     }
@@ -268,36 +271,10 @@ def _release_output_dirs() -> None:
     run_dir.release_all()
 
 
-def _close_distributed() -> None:
-    """The end of a successful distributed run, in an order that cannot abort a rank.
-
-    Rank 1 sometimes died at exit with `terminate called without an active exception`
-    (SIGABRT): `destroy_process_group` only unregisters the gloo group, the C++ object lives on
-    while the DDP model's reducer (kept alive by the run's context, and by reference cycles
-    until a garbage collection) holds it, and it was then destroyed during interpreter exit,
-    after the peer had already closed its sockets, with its worker threads still joinable.
-    So: drop the model and collect (the group is freed while every peer is still connected),
-    meet at a barrier, destroy the group, then exit."""
-    import gc
-
-    import torch.distributed as dist
-
-    gc.collect()
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
-    gc.collect()
-
-
-def _shutdown_distributed() -> None:
-    """After an error (no barrier: a peer may be gone); a no-op after `_close_distributed`."""
-    import gc
-
-    import torch.distributed as dist
-
-    gc.collect()
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+def _close_executor(executor) -> None:
+    """After an error (no barrier: a peer may be gone); a no-op after a graceful close."""
+    if executor is not None:
+        executor.close(graceful=False)
 
 
 def exit_code_for(exc: BaseException) -> int:
@@ -321,22 +298,31 @@ def exit_code_for(exc: BaseException) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`scripts/train.py`: parse, check, train, report. Returns the process exit code."""
+    from kronos_engine.builder import TrainContextBuilder
+    from kronos_engine.config import check
+
     setup_logging()
+    builder = None
     try:
+        nprocs, argv = pop_nprocs(sys.argv[1:] if argv is None else argv)
         cfg = load_config(argv)
-        ctx = run_training(cfg)  # checks (config.check) and holds the output dir first
+        if nprocs is not None and nprocs > 1:
+            check(cfg)  # a config error is one line here, before any process starts
+            return launch("train", argv, nprocs)
+        builder = TrainContextBuilder(cfg)  # its executor owns the process group (if any)
+        ctx = run_training(builder)  # checks (config.check) and holds the output dir first
         ctx.executor.barrier()  # every rank done with its collectives before teardown
         if ctx.is_main:
             print(describe_results(ctx), flush=True)
         code = stop_exit_code(ctx)
-        del ctx  # the DDP model's reducer holds the process group: free it now (see below)
-        _close_distributed()
+        del ctx  # the DDP model's reducer holds the process group: free it first
+        builder.executor.close(graceful=True)
         return code
     except (SystemExit, KeyboardInterrupt, Exception) as exc:
         return exit_code_for(exc)
     finally:
         _release_output_dirs()
-        _shutdown_distributed()
+        _close_executor(builder and builder.executor)
 
 
 # ---------------------------------------------------------------------------- pipeline
@@ -377,18 +363,29 @@ def load_pipeline_configs(
 
 
 def pipeline_main(argv: Sequence[str] | None = None) -> int:
-    """`scripts/pipeline.py`: data -> tokenizer -> predictor, stopping at the first failure."""
+    """`scripts/pipeline.py`: data -> tokenizer -> predictor, stopping at the first failure.
+    The stages share one executor (one process group), closed at the end."""
+    from kronos_engine.builder import TrainContextBuilder
+    from kronos_engine.executors import make_executor
+
     setup_logging()
     finished = []
+    executor = None
     try:
+        nprocs, argv = pop_nprocs(sys.argv[1:] if argv is None else argv)
         stages, data_cfg = load_pipeline_configs(argv)
+        if nprocs is not None and nprocs > 1:
+            check_stages(stages, hold=False)  # config errors here, before any process starts
+            return launch("pipeline", argv, nprocs)
         check_stages(stages)  # every stage checked and its output dir held before the data
         if is_rank0():  # other ranks wait in the first stage's data barrier
             prepare_data(data_cfg)
+        if stages:
+            executor = make_executor(data_cfg.device, data_cfg.precision)
         for name, cfg in stages.items():
             if is_rank0():
                 log.info("pipeline: %s stage", name)
-            ctx = run_training(cfg)
+            ctx = run_training(TrainContextBuilder(cfg, executor))
             ctx.executor.barrier()  # every rank done with this stage before the next/teardown
             finished.append(ctx)
             if ctx.preempted:
@@ -401,10 +398,11 @@ def pipeline_main(argv: Sequence[str] | None = None) -> int:
         code = stop_exit_code(finished[-1]) if finished else 0
         ctx = None  # noqa: F841 - drop the last stage's model before the teardown
         finished.clear()
-        _close_distributed()
+        if executor is not None:
+            executor.close(graceful=True)
         return code
     except (SystemExit, KeyboardInterrupt, Exception) as exc:
         return exit_code_for(exc)
     finally:
         _release_output_dirs()
-        _shutdown_distributed()
+        _close_executor(executor)

@@ -46,13 +46,14 @@ def stage_configs(
     return stages, data_cfg
 
 
-def check_stages(stages: Mapping[str, TrainConfig]) -> None:
-    """`check` every stage and hold its output dir, before any data is built. A predictor after
+def check_stages(stages: Mapping[str, TrainConfig], hold: bool = True) -> None:
+    """`check` every stage and (`hold`) hold its output dir, before any data is built. A predictor after
     a tokenizer stage reads the tokenizer that stage trains (`<exp_dir>/tokenizer/best`, which
     wins over `pretrained_tokenizer`); its files are checked when the predictor stage starts."""
     for name, cfg in stages.items():
         check(cfg, tokenizer_from_earlier_stage=name == "predictor" and "tokenizer" in stages)
-        hold_output_dir(cfg)
+        if hold:
+            hold_output_dir(cfg)
 
 
 def hold_output_dir(cfg: TrainConfig) -> None:
@@ -71,12 +72,13 @@ def prepare_data(cfg: TrainConfig) -> None:
     log.info("data prepared in %s (%s)", cfg.cache_dir, splits.summary.get("cache"))
 
 
-def run_training(cfg: TrainConfig):
-    """Build (which checks) and fit one run; returns the finished `TrainContext`."""
-    from kronos_engine.builder import TrainContextBuilder
+def run_training(builder):
+    """Build (which checks) and fit one run of a `TrainContextBuilder`; returns the finished
+    `TrainContext`. The caller closes `builder.executor` (set once made, also on a failure)."""
     from kronos_engine.trainer import Trainer
 
-    ctx = TrainContextBuilder(cfg).build()
+    cfg = builder.cfg
+    ctx = builder.build()
     if ctx.is_main:
         log.info(
             "%s: %d steps (%d per epoch), %d process(es) on %s, writing to %s",

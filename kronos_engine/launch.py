@@ -1,0 +1,119 @@
+"""`--nprocs=N`: N local DDP processes without typing torchrun.
+
+The parent (after the config passed its checks) starts the workers through torch's own elastic
+launcher (`elastic_launch`, what `torchrun --standalone --nproc_per_node=N` runs: a c10d
+rendezvous on 127.0.0.1 with a free port). Each worker runs the normal entry
+(`python -m kronos_engine.launch train|pipeline ARGS`, i.e. `cli.main` / `cli.pipeline_main`)
+with the torchrun environment, so it is one DDP rank.
+
+Exit codes: the parent returns the workers' code (0; 1 for a failed run; 2 for a usage error;
+128+signal for a preempted run). A SIGTERM/SIGINT to the parent is forwarded by the elastic
+agent to every worker's process group; the workers finish the step, checkpoint and exit, and the
+parent returns 128+signal.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import uuid
+from collections.abc import Sequence
+
+log = logging.getLogger("kronos_engine")
+
+FLAG = "--nprocs"
+HELP = (
+    "start N local processes (DDP, one per device) through torch's elastic launcher, as "
+    "`torchrun --standalone --nproc_per_node=N` would; not a config key, and not valid under "
+    "torchrun (default: 1, this process)"
+)
+
+
+def under_torchrun() -> bool:
+    return "TORCHELASTIC_RUN_ID" in os.environ or "RANK" in os.environ
+
+
+def pop_nprocs(argv: Sequence[str]) -> tuple[int | None, list[str]]:
+    """`--nprocs=N` / `--nprocs N` taken out of argv (the last one wins); None when absent.
+    Raises `cli.UsageError` for a value that is not a positive integer."""
+    from kronos_engine.cli import UsageError
+
+    rest: list[str] = []
+    raw: str | None = None
+    given = False
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == FLAG:
+            given = True
+            raw = args[i + 1] if i + 1 < len(args) else None
+            i += 2
+            continue
+        if arg.startswith(FLAG + "="):
+            given = True
+            raw = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+        i += 1
+    if not given:
+        return None, rest
+    try:
+        nprocs = int(raw) if raw is not None else 0
+    except ValueError:
+        nprocs = 0
+    if nprocs < 1:
+        raise UsageError(f"{FLAG}: expected a positive integer, got {raw!r}")
+    if under_torchrun():
+        raise UsageError(
+            f"{FLAG}: not under torchrun, which already started the processes "
+            "(use torchrun's --nproc_per_node, or drop torchrun)"
+        )
+    return nprocs, rest
+
+
+def launch(command: str, argv: Sequence[str], nprocs: int) -> int:
+    """Run `command` ('train' or 'pipeline') with `argv` in `nprocs` local processes; returns
+    the exit code for the parent."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    if "OMP_NUM_THREADS" not in os.environ:  # as torchrun does: N processes share the cores
+        os.environ["OMP_NUM_THREADS"] = "1"
+    config = LaunchConfig(
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=nprocs,
+        run_id=str(uuid.uuid4()),
+        rdzv_backend="c10d",
+        rdzv_endpoint="127.0.0.1:0",  # port 0: the agent's store binds a free port
+        max_restarts=0,
+        monitor_interval=0.1,
+    )
+    log.info("starting %d processes (%s)", nprocs, command)
+    try:
+        elastic_launch(config, sys.executable)("-m", __name__, command, *argv)
+    except ChildFailedError as exc:
+        _, failure = exc.get_first_failure()
+        return exit_code(failure.exitcode)
+    except SignalException as exc:  # the agent forwarded it to the workers and waited
+        return 128 + int(exc.sigval)
+    return 0
+
+
+def exit_code(code: int) -> int:
+    """A worker's exit status as a shell reports it (killed by signal S: 128+S)."""
+    return 128 - code if code < 0 else code
+
+
+def _worker(args: list[str]) -> int:
+    from kronos_engine.cli import main, pipeline_main
+
+    command, *argv = args
+    return {"train": main, "pipeline": pipeline_main}[command](argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(_worker(sys.argv[1:]))
