@@ -45,7 +45,9 @@ def _config(out: Path, batch_size: int, **extra) -> dict:
 def _launch(cfg: dict, nproc: int, tmp_path: Path) -> subprocess.CompletedProcess:
     path = tmp_path / f"cfg_{nproc}_{Path(cfg['output_dir']).name}.json"
     path.write_text(json.dumps(cfg))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(RUNNER.parent)}
+    # The tree under test first (PYTHONPATH), not an installed kronos_engine.
+    pythonpath = os.pathsep.join(filter(None, [str(RUNNER.parent), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": pythonpath}
     if nproc == 1:
         cmd = [sys.executable, str(RUNNER), str(path)]
     else:
