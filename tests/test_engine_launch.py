@@ -18,6 +18,7 @@ import faultinject as fi
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_cli_pipeline import PIPELINE, TINY_YAML, check_ok, run, summary
 from test_engine_distributed import RUNNER, _config
 from test_faults_signals import BOUND_TORCHRUN_S, _check_stopped, _signal_run
 
@@ -61,16 +62,32 @@ def test_nprocs_under_torchrun_or_not_a_count_is_a_usage_error(monkeypatch, caps
     assert line.startswith("error: --nprocs: "), line
 
 
-def test_nprocs_exit_code_is_the_failing_workers(tmp_path):
-    # A user error on rank 1 mid-run: the worker exits 2 and so does the parent.
-    result = fi.run(
-        fi.train_args("tokenizer", tmp_path / "run"),
-        tmp_path / "logs",
-        cmd=NPROCS2,
-        FAULT_FAIL_RANK="1:2:data",
-    )
-    assert result.returncode == 2, result
-    assert "error: rank 1: injected failure on rank 1 at step 2" in result.stderr, result
+@pytest.mark.parametrize(
+    "fault,code,line",
+    [
+        # A user error on rank 1 mid-run: the worker exits 2 and so does the parent.
+        ({"FAULT_FAIL_RANK": "1:2:data"}, 2, "error: rank 1: injected failure on rank 1 at step 2"),
+        # A failed run (non-finite loss, the same on every rank): 1.
+        ({"FAULT_NAN": "loss:3"}, 1, "error: step 3 (epoch 0): loss is nan"),
+    ],
+)
+def test_nprocs_exit_code_is_the_failing_workers(tmp_path, fault, code, line):
+    args = fi.train_args("tokenizer", tmp_path / "run")
+    result = fi.run(args, tmp_path / "logs", cmd=NPROCS2, **fault)
+    assert result.returncode == code, result
+    assert line in result.stderr, result
+    assert "Traceback" not in result.stderr, result
+
+
+def test_pipeline_with_nprocs(tmp_path):
+    (tmp_path / "tiny.yaml").write_text(TINY_YAML)
+    args = ["--nprocs=2", "--config=tiny.yaml", "--batch_size=8", "--exp_dir=exp"]
+    proc = run([sys.executable, PIPELINE, *args], tmp_path)
+    check_ok(proc)
+    assert proc.stdout.count("results in") == 2
+    assert "Traceback" not in proc.stderr
+    for stage in ("tokenizer", "predictor"):
+        assert summary(tmp_path / "exp" / stage)["world_size"] == 2
 
 
 def test_sigterm_to_the_nprocs_parent_stops_every_rank_with_one_checkpoint(tmp_path):
