@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import uuid
 from collections.abc import Sequence
@@ -96,11 +97,21 @@ def launch(command: str, argv: Sequence[str], nprocs: int) -> int:
     try:
         elastic_launch(config, sys.executable)("-m", __name__, command, *argv)
     except ChildFailedError as exc:
-        _, failure = exc.get_first_failure()
-        return exit_code(failure.exitcode)
+        return failure_exit_code([(f.timestamp, f.exitcode) for f in exc.failures.values()])
     except SignalException as exc:  # the agent forwarded it to the workers and waited
         return 128 + int(exc.sigval)
     return 0
+
+
+def failure_exit_code(failures: list[tuple[int, int]]) -> int:
+    """The job's exit code from its failed workers' (timestamp, exit status): the earliest
+    failure. Of simultaneous ones (the same second) not a worker the agent stopped (SIGTERM,
+    143) and then the highest code: a peer of the failed rank often fails too, with 1, on the
+    lost connection, while the rank that failed first says 2 for a user error."""
+    first = min(t for t, _ in failures)
+    codes = [exit_code(c) for t, c in failures if t == first]
+    own = [c for c in codes if c != 128 + signal.SIGTERM]
+    return max(own or codes)
 
 
 def exit_code(code: int) -> int:
