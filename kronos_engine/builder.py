@@ -8,17 +8,13 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch.utils.data import DataLoader
 
 from kronos_engine import run_dir
 from kronos_engine.callback import CallbackList, TrainCallback
-from kronos_engine.checkpoint import find_resume_checkpoint, load_checkpoint
 from kronos_engine.config import TrainConfig
 from kronos_engine.context import TrainContext
 from kronos_engine.executors import Executor, make_executor
@@ -27,8 +23,9 @@ from kronos_engine.finetune import apply_finetune_method
 from kronos_engine.model_factory import preflight
 from kronos_engine.optim import build_optimizer, build_scheduler
 from kronos_engine.registry import CALLBACKS, STRATEGIES
+from kronos_engine.resume import find_resume_checkpoint, load_checkpoint
 from kronos_engine.rng import seed_everything
-from kronos_engine.run_dir import check_output_dir, previous_run_outputs
+from kronos_engine.run_dir import RunLayout, check_output_dir, clear_previous_run, write_config
 from kronos_engine.strategy import Strategy, check_strategy_train_type
 from kronos_engine.trainer import EpochPlan
 
@@ -251,8 +248,7 @@ class TrainContextBuilder:
             if not self.cfg.resume:
                 clear_previous_run(ctx.output_dir)  # only reached with overwrite (preflight)
             ctx.output_dir.mkdir(parents=True, exist_ok=True)
-            with open(ctx.output_dir / "config.yaml", "w", encoding="utf-8") as fh:
-                yaml.safe_dump(self.cfg.to_dict(), fh, sort_keys=False)
+            write_config(RunLayout(ctx.output_dir).config, self.cfg)
             ctx.strategy.write_run_files(ctx.output_dir)
         ctx.executor.barrier()
 
@@ -267,15 +263,6 @@ def _leave_process_group(worker_id: int) -> None:
         os.setpgid(0, 0)
     except OSError:  # pragma: no cover - e.g. a platform without process groups
         pass
-
-
-def clear_previous_run(output_dir: Path) -> None:
-    for name in previous_run_outputs(output_dir):
-        path = output_dir / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
 
 
 def _configure_determinism(cfg: TrainConfig) -> None:

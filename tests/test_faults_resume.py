@@ -14,7 +14,8 @@ import logging
 import faultinject as fi
 import pytest
 
-from kronos_engine.checkpoint import ResumeError, find_resume_checkpoint, verify_checkpoint
+from kronos_engine.checkpoint_store import find_resume_checkpoint, verify_checkpoint
+from kronos_engine.errors import ResumeError
 
 KILLED = -9
 
