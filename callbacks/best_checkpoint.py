@@ -7,15 +7,15 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shutil
 from typing import Any
 
 from kronos_engine.callback import TrainCallback
-from kronos_engine.checkpoint import replace_dir, save_model, writing
 from kronos_engine.config import FORECAST_VAL_METRICS, ConfigError
 from kronos_engine.context import TrainContext
 from kronos_engine.evaluation.validation import improves, selection_metric
+from kronos_engine.models.io import save_model
 from kronos_engine.registry import CALLBACKS
+from kronos_engine.run_dir import RunLayout, write_dir_atomically
 
 log = logging.getLogger("kronos_engine")
 
@@ -28,8 +28,7 @@ class BestCheckpoint(TrainCallback):
 
     role = "selection"
 
-    def __init__(self, dirname: str = "best") -> None:
-        self.dirname = dirname
+    def __init__(self) -> None:
         # Saved in checkpoints; published as ctx.best_metric / ctx.best_step for the others.
         self.best_metric: float | None = None
         self.best_step: int | None = None
@@ -78,11 +77,10 @@ class BestCheckpoint(TrainCallback):
         self.best_metric, self.best_step = state.get("best_metric"), state.get("best_step")
 
     def _write(self, ctx: TrainContext, name: str, metric: float) -> None:
-        final = ctx.output_dir / self.dirname
-        tmp = ctx.output_dir / f".tmp_{self.dirname}"
         info = {"step": ctx.global_step, "epoch": ctx.epoch, "metric": name, "value": metric}
-        with writing(final, tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
+
+        def fill(tmp):
             save_model(ctx.evaluated_model, tmp)
             (tmp / "best.json").write_text(json.dumps(info, indent=1), encoding="utf-8")
-        replace_dir(tmp, final, ctx.output_dir / f".old_{self.dirname}")
+
+        write_dir_atomically(RunLayout(ctx.output_dir).best, fill)

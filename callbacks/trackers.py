@@ -16,6 +16,7 @@ from kronos_engine.callback import TrainCallback
 from kronos_engine.context import TrainContext
 from kronos_engine.extras import LOGGER_PACKAGES, require
 from kronos_engine.registry import CALLBACKS
+from kronos_engine.run_dir import RunLayout
 
 log = logging.getLogger("kronos_engine")
 
@@ -94,7 +95,7 @@ class Tracker(TrainCallback):
     def on_train_end(self, ctx: TrainContext) -> None:
         if not self.active:
             return
-        best = ctx.output_dir / "best"
+        best = RunLayout(ctx.output_dir).best
         if best.is_dir():
             self.upload_best(best)
         self._finish("stopped" if ctx.preempted else "completed")

@@ -8,25 +8,22 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch.utils.data import DataLoader
 
 from kronos_engine import run_dir
 from kronos_engine.callback import CallbackList, TrainCallback
-from kronos_engine.checkpoint import find_resume_checkpoint, load_checkpoint
 from kronos_engine.config import TrainConfig, check
 from kronos_engine.context import TrainContext
 from kronos_engine.executors import Executor, make_executor
 from kronos_engine.finetune import apply_finetune_method
 from kronos_engine.optim import build_optimizer, build_scheduler
 from kronos_engine.registry import CALLBACKS, STRATEGIES
+from kronos_engine.resume import find_resume_checkpoint, load_checkpoint
 from kronos_engine.rng import seed_everything
-from kronos_engine.run_dir import check_output_dir, previous_run_outputs
+from kronos_engine.run_dir import RunLayout, clear_previous_run, write_config
 from kronos_engine.strategy import Strategy, check_strategy_train_type
 from kronos_engine.trainer import EpochPlan
 
@@ -70,16 +67,12 @@ class TrainContextBuilder:
         build that fails gives it back."""
         cfg = self.cfg
         check(cfg)
-        out = cfg.resolved_output_dir
-        owned = run_dir.is_writer() and not run_dir.holds(out)
-        if run_dir.is_writer():
-            run_dir.acquire(out)
+        taken = run_dir.hold(cfg)
         try:
-            check_output_dir(cfg)
             return self._build()
         except BaseException:
-            if owned:
-                run_dir.release(out)
+            if taken:
+                run_dir.release(cfg.resolved_output_dir)
             raise
 
     def _build(self) -> TrainContext:
@@ -245,8 +238,7 @@ class TrainContextBuilder:
             if not self.cfg.resume:
                 clear_previous_run(ctx.output_dir)  # only reached with overwrite (check)
             ctx.output_dir.mkdir(parents=True, exist_ok=True)
-            with open(ctx.output_dir / "config.yaml", "w", encoding="utf-8") as fh:
-                yaml.safe_dump(self.cfg.to_dict(), fh, sort_keys=False)
+            write_config(RunLayout(ctx.output_dir).config, self.cfg)
             ctx.strategy.write_run_files(ctx.output_dir)
         ctx.executor.barrier()
 
@@ -261,15 +253,6 @@ def _leave_process_group(worker_id: int) -> None:
         os.setpgid(0, 0)
     except OSError:  # pragma: no cover - e.g. a platform without process groups
         pass
-
-
-def clear_previous_run(output_dir: Path) -> None:
-    for name in previous_run_outputs(output_dir):
-        path = output_dir / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
 
 
 def _configure_determinism(cfg: TrainConfig) -> None:

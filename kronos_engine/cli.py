@@ -227,8 +227,8 @@ def setup_logging() -> None:
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors that mean "fix your config or input", reported as one line with exit code 2."""
     from kronos_engine.backtest import BacktestError
-    from kronos_engine.checkpoint import ResumeError
     from kronos_engine.data import DataError
+    from kronos_engine.errors import ResumeError
     from kronos_engine.evaluation.cli import EvaluationError
     from kronos_engine.forecasting import ForecastError
     from kronos_engine.models import CheckpointError

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import signal
 
+from kronos_engine.run_dir import RunLayout
+
 
 def stop_exit_code(ctx) -> int:
     """0 for a finished run; 128 + signal number when a signal stopped it (like a shell)."""
@@ -15,32 +17,29 @@ def stop_exit_code(ctx) -> int:
 
 def describe_results(ctx, suggest_next: bool = True) -> str:
     """What the user reads at the end: where everything is and what to run next."""
-    cfg, out = ctx.cfg, ctx.output_dir
+    cfg, out, run = ctx.cfg, ctx.output_dir, RunLayout(ctx.output_dir)
     if ctx.preempted:
         status = f"stopped by {signal.Signals(ctx.stop_signal).name} at step {ctx.global_step}"
     else:
         reason = f", {ctx.stop_reason}" if ctx.stop_reason else ""
         status = f"finished at step {ctx.global_step} (epoch {ctx.epoch}{reason})"
     lines = [f"{cfg.train_type} training {status}", f"results in {out}/"]
-    if (out / "best").is_dir():
+    if run.best.is_dir():
         metric = ctx.strategy.metric_name
         lines.append(
-            f"  best model   {out / 'best'}  ({metric} {ctx.best_metric:.6g} at step "
-            f"{ctx.best_step})"
+            f"  best model   {run.best}  ({metric} {ctx.best_metric:.6g} at step {ctx.best_step})"
         )
     else:
         lines.append("  best model   none (no validation ran)")
     lines += [
-        f"  metrics      {out / 'metrics.jsonl'}",
-        f"  summary      {out / 'summary.json'}",
-        f"  checkpoints  {out / 'checkpoints'}",
-        f"  config       {out / 'config.yaml'}",
+        f"  metrics      {run.metrics}",
+        f"  summary      {run.summary}",
+        f"  checkpoints  {run.checkpoints}",
+        f"  config       {run.config}",
     ]
     if ctx.preempted:
-        lines.append(
-            f"resume with: python scripts/train.py --config {out / 'config.yaml'} --resume={out}"
-        )
-    elif suggest_next and cfg.train_type == "tokenizer" and (out / "best").is_dir():
+        lines.append(f"resume with: python scripts/train.py --config {run.config} --resume={out}")
+    elif suggest_next and cfg.train_type == "tokenizer" and run.best.is_dir():
         lines.append(f"next: {next_predictor_command(ctx)}")
     lines.append(f"plot: python scripts/plot.py {out}")
     return "\n".join(lines)
@@ -54,13 +53,13 @@ def next_predictor_command(ctx) -> str:
     token bits, and none of the tokenizer-only settings."""
     from kronos_engine.models.presets import PREDICTOR_PRESETS
 
-    cfg, out = ctx.cfg, ctx.output_dir
+    cfg, out, run = ctx.cfg, ctx.output_dir, RunLayout(ctx.output_dir)
     model = getattr(ctx.model, "module", ctx.model)
     bits = (getattr(model, "s1_bits", None), getattr(model, "s2_bits", None))
     flags = [
         "--train_type=predictor",
-        f"--config {out / 'config.yaml'}",
-        f"--tokenizer_path={out / 'best'}",
+        f"--config {run.config}",
+        f"--tokenizer_path={run.best}",
         f"--output_dir={out.parent / 'predictor'}",
     ]
     if not cfg.pretrained_predictor:  # model_preset in config.yaml names the tokenizer's preset

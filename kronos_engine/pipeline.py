@@ -53,15 +53,7 @@ def check_stages(stages: Mapping[str, TrainConfig], hold: bool = True) -> None:
     for name, cfg in stages.items():
         check(cfg, tokenizer_from_earlier_stage=name == "predictor" and "tokenizer" in stages)
         if hold:
-            hold_output_dir(cfg)
-
-
-def hold_output_dir(cfg: TrainConfig) -> None:
-    """Rank 0 takes the run's output dir (held until the run ends, see `run_dir`), then checks
-    it again: another run may have finished in between."""
-    if run_dir.is_writer():
-        run_dir.acquire(cfg.resolved_output_dir)
-        run_dir.check_output_dir(cfg)
+            run_dir.hold(cfg)  # until the stage ends
 
 
 def prepare_data(cfg: TrainConfig) -> None:

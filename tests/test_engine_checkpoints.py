@@ -10,13 +10,9 @@ import torch
 from engine_helpers import Recorder, run, save_random_tokenizer, tiny_cfg, weights
 
 from kronos_engine import ConfigError, TrainCallback
-from kronos_engine.checkpoint import (
-    ResumeError,
-    find_resume_checkpoint,
-    list_checkpoints,
-    write_manifest,
-)
+from kronos_engine.checkpoint_store import find_resume_checkpoint, list_checkpoints, write_manifest
 from kronos_engine.context import LEGACY_COUNTERS
+from kronos_engine.errors import ResumeError
 from kronos_engine.models import KronosTokenizer
 
 

@@ -15,7 +15,7 @@ import faultinject as fi
 import pytest
 import torch
 
-from kronos_engine.checkpoint import find_resume_checkpoint, verify_checkpoint
+from kronos_engine.checkpoint_store import find_resume_checkpoint, verify_checkpoint
 
 EXIT_FAILED = 1
 

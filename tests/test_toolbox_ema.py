@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 from toolbox_helpers import assert_resume_is_bit_exact, state
 
 from kronos_engine import TrainCallback
-from kronos_engine.checkpoint import ResumeError
+from kronos_engine.errors import ResumeError
 from kronos_engine.evaluation import evaluate
 
 DECAY = 0.8

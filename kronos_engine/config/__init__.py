@@ -28,7 +28,6 @@ from kronos_engine.config.schema import (
     ConfigError,
     TrainConfig,
     coerce,
-    experiment_tokenizer_dir,
     field_type,
     predictor_tokenizer,
     unwrap_optional,
@@ -39,6 +38,6 @@ __all__ = [
     "DEFAULT_MAX_GRAD_NORM", "DEVICES", "FINETUNE_METHODS", "FORECAST_VAL_METRICS", "LOGGERS",
     "NAN_POLICIES", "PRECISIONS", "PREDICTOR_PRESETS", "SAMPLING_MODES", "SCHEDULERS",
     "TOKENIZER_PRESETS", "TRAIN_TYPES", "ConfigError", "TrainConfig", "check", "check_plugins",
-    "coerce", "config_keys", "experiment_tokenizer_dir", "field_type", "load_config",
+    "coerce", "config_keys", "field_type", "load_config",
     "merged_values", "predictor_tokenizer", "read_yaml_config", "unwrap_optional",
 ]  # fmt: skip

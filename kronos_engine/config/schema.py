@@ -736,11 +736,6 @@ def field_type(key: str) -> Any:
     return hints[key]
 
 
-def experiment_tokenizer_dir(cfg: TrainConfig) -> Path:
-    """Where the tokenizer run of `cfg`'s experiment leaves its best model."""
-    return Path(cfg.exp_dir) / "tokenizer" / "best"
-
-
 def predictor_tokenizer(cfg: TrainConfig, *, trained_first: bool = False) -> str:
     """The one rule for a predictor's frozen tokenizer: `tokenizer_path` when set, else the
     experiment's own `<exp_dir>/tokenizer/best` when it exists (or an earlier stage trains it:
@@ -748,7 +743,9 @@ def predictor_tokenizer(cfg: TrainConfig, *, trained_first: bool = False) -> str
     `model_factory.require_tokenizer_path` says how to make it)."""
     if cfg.tokenizer_path:
         return cfg.tokenizer_path
-    own = experiment_tokenizer_dir(cfg)
+    from kronos_engine.run_dir import experiment_tokenizer  # run_dir imports the schema
+
+    own = experiment_tokenizer(cfg.exp_dir)
     if trained_first or own.exists() or not cfg.pretrained_tokenizer:
         return str(own)
     return cfg.pretrained_tokenizer
