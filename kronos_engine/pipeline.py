@@ -48,8 +48,9 @@ def stage_configs(
 
 def check_stages(stages: Mapping[str, TrainConfig], hold: bool = True) -> None:
     """`check` every stage and (`hold`, not in a `--nprocs` parent) hold its output dir, before
-    any data is built. A predictor after a tokenizer stage reads the tokenizer that stage trains (`<exp_dir>/tokenizer/best`, which
-    wins over `pretrained_tokenizer`); its files are checked when the predictor stage starts."""
+    any data is built. A predictor after a tokenizer stage reads the tokenizer that stage
+    trains (`<exp_dir>/tokenizer/best`, which wins over `pretrained_tokenizer`); its files are
+    checked when the predictor stage starts."""
     for name, cfg in stages.items():
         check(cfg, tokenizer_from_earlier_stage=name == "predictor" and "tokenizer" in stages)
         if hold:
