@@ -37,11 +37,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from kronos_engine.strategies.predictor_next_token import PredictorNextTokenStrategy
+from kronos_engine.strategies.tokenizer_recon import TokenizerReconStrategy
 
 import kronos_engine.checkpoint as checkpoint_module
 from kronos_engine.callback import TrainCallback
-from strategies.predictor_next_token import PredictorNextTokenStrategy
-from strategies.tokenizer_recon import TokenizerReconStrategy
 
 CKPT_OPS = (
     "model_torn",  # model.safetensors half written
