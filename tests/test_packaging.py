@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import tomllib
 import zipfile
 from pathlib import Path
 
+import pytest
 from test_cli import TINY, _env, check_ok, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,6 +42,7 @@ def _package_dirs() -> dict[str, Path]:
 
 
 def test_pyproject_lists_every_package_under_its_installed_name():
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from 3.11")
     setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
     assert sorted(setuptools["packages"]) == sorted(_package_dirs())
     assert setuptools["package-dir"] == {
