@@ -12,6 +12,8 @@ class ActivationCheckpointing(TrainCallback):
     """Switches the model's block checkpointing on; RNG state is preserved, so dropout masks and
     therefore losses are the same as without it."""
 
+    role = "model_setup"
+
     def on_train_begin(self, ctx: TrainContext) -> None:
         model = ctx.unwrapped_model
         if not hasattr(model, "set_activation_checkpointing"):

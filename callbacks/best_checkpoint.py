@@ -7,14 +7,15 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shutil
+from typing import Any
 
 from kronos_engine.callback import TrainCallback
-from kronos_engine.checkpoint import replace_dir, save_model, writing
 from kronos_engine.config import FORECAST_VAL_METRICS, ConfigError
 from kronos_engine.context import TrainContext
 from kronos_engine.evaluation.validation import improves, selection_metric
+from kronos_engine.models.io import save_model
 from kronos_engine.registry import CALLBACKS
+from kronos_engine.run_dir import RunLayout, write_dir_atomically
 
 log = logging.getLogger("kronos_engine")
 
@@ -25,8 +26,18 @@ class BestCheckpoint(TrainCallback):
     `best.json` with the step, epoch and metric; it is replaced atomically. It saves the weights
     that were validated (`ctx.evaluated_model`: the EMA weights when `ema` is on)."""
 
-    def __init__(self, dirname: str = "best") -> None:
-        self.dirname = dirname
+    role = "selection"
+
+    def __init__(self) -> None:
+        # Saved in checkpoints; published as ctx.best_metric / ctx.best_step for the others.
+        self.best_metric: float | None = None
+        self.best_step: int | None = None
+
+    def on_train_begin(self, ctx: TrainContext) -> None:
+        if self.best_step is None:
+            # A new run, or a checkpoint without this state (see context.LEGACY_COUNTERS).
+            self.best_metric, self.best_step = ctx.best_metric, ctx.best_step
+        ctx.best_metric, ctx.best_step = self.best_metric, self.best_step
 
     def on_validation_end(self, ctx: TrainContext) -> None:
         name, mode = selection_metric(ctx)
@@ -49,19 +60,27 @@ class BestCheckpoint(TrainCallback):
                     "step %d: %s is %s; not a candidate for best/", ctx.global_step, name, metric
                 )
             return
-        if not improves(metric, ctx.best_metric, mode):
+        if not improves(metric, self.best_metric, mode):
             return
+        self.best_metric, self.best_step = metric, ctx.global_step
         ctx.best_metric, ctx.best_step = metric, ctx.global_step
         if ctx.is_main:
             self._write(ctx, name, metric)
         ctx.executor.barrier()
 
+    def state_dict(self) -> dict[str, Any]:
+        if self.best_step is None:
+            return {}
+        return {"best_metric": self.best_metric, "best_step": self.best_step}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best_metric, self.best_step = state.get("best_metric"), state.get("best_step")
+
     def _write(self, ctx: TrainContext, name: str, metric: float) -> None:
-        final = ctx.output_dir / self.dirname
-        tmp = ctx.output_dir / f".tmp_{self.dirname}"
         info = {"step": ctx.global_step, "epoch": ctx.epoch, "metric": name, "value": metric}
-        with writing(final, tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
+
+        def fill(tmp):
             save_model(ctx.evaluated_model, tmp)
             (tmp / "best.json").write_text(json.dumps(info, indent=1), encoding="utf-8")
-        replace_dir(tmp, final, ctx.output_dir / f".old_{self.dirname}")
+
+        write_dir_atomically(RunLayout(ctx.output_dir).best, fill)

@@ -17,6 +17,8 @@ log = logging.getLogger("kronos_engine")
 
 @CALLBACKS.register("early_stopping")
 class EarlyStopping(TrainCallback):
+    role = "selection"
+
     def __init__(self, patience: int = 3, min_delta: float = 0.0) -> None:
         self.patience = patience
         self.min_delta = min_delta

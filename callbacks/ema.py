@@ -9,8 +9,9 @@ from safetensors.torch import load_file, save_file
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from kronos_engine.callback import TrainCallback
-from kronos_engine.checkpoint import ResumeError
+from kronos_engine.config import ConfigError
 from kronos_engine.context import TrainContext
+from kronos_engine.errors import ResumeError
 from kronos_engine.registry import CALLBACKS
 
 EMA_FILE = "ema.safetensors"
@@ -24,9 +25,12 @@ class EMA(TrainCallback):
     `best/` see the EMA weights, training continues on the raw ones. Its weights are saved in
     every checkpoint (`ema.safetensors`), so a resumed run averages on exactly."""
 
+    role = "weight_averaging"
+
     def __init__(self, decay: float = 0.999) -> None:
+        # `TrainConfig.validate` checks the config's value; this guards one built in Python.
         if not 0.0 < decay < 1.0:
-            raise ValueError(f"ema_decay: must lie in (0, 1), got {decay}")
+            raise ConfigError(f"ema_decay: must lie in (0, 1), got {decay}")
         self.decay = decay
         self.averaged: AveragedModel | None = None
 

@@ -34,6 +34,8 @@ MODEL = "model"
 class ForecastValidation(TrainCallback):
     """Adds `val_<metric>` forecast metrics to each validation record."""
 
+    role = "validation_metrics"
+
     def __init__(self, origins: int = 256, sample_count: int = 1, batch_size: int = 64) -> None:
         self.budget = int(origins)
         self.sample_count = int(sample_count)

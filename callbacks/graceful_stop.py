@@ -16,9 +16,11 @@ log = logging.getLogger("kronos_engine")
 
 @CALLBACKS.register("graceful_stop")
 class GracefulStop(TrainCallback):
-    """Must come before `periodic_checkpoint` in the callback list: it marks the context as
+    """Its role (`signals`) runs it before `periodic_checkpoint`: it marks the context as
     preempted (`ctx.stop_signal`) in `on_step_end`, and the checkpoint callback then saves that
     step. The flag is max-reduced across ranks so every rank stops at the same step."""
+
+    role = "signals"
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
 

@@ -16,6 +16,8 @@ class GradClipCallback(TrainCallback):
     `max_norm=None` or `inf` only measures the norm.
     """
 
+    role = "grad_clip"
+
     def __init__(self, max_norm: float | None = None) -> None:
         self.max_norm = math.inf if max_norm is None or max_norm <= 0 else float(max_norm)
 

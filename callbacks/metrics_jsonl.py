@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from kronos_engine.callback import TrainCallback
 from kronos_engine.context import TrainContext
 from kronos_engine.registry import CALLBACKS
+from kronos_engine.run_dir import RunLayout, atomic_write_text
 
 
 def train_record(ctx: TrainContext, log_interval: int) -> dict[str, Any] | None:
@@ -45,13 +45,14 @@ class JSONLMetrics(TrainCallback):
     the file reads as one uninterrupted run.
     """
 
-    def __init__(self, log_interval: int = 10, filename: str = "metrics.jsonl") -> None:
+    role = "logging"
+
+    def __init__(self, log_interval: int = 10) -> None:
         self.log_interval = log_interval
-        self.filename = filename
         self._fh = None
 
     def path(self, ctx: TrainContext) -> Path:
-        return ctx.output_dir / self.filename
+        return RunLayout(ctx.output_dir).metrics
 
     def on_train_begin(self, ctx: TrainContext) -> None:
         if not ctx.is_main:
@@ -72,9 +73,7 @@ class JSONLMetrics(TrainCallback):
                 continue  # a line cut by a crash mid-write
             if record.get("step", 0) <= step:
                 kept.append(line)
-        tmp = path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write_text(path, "".join(line + "\n" for line in kept))
 
     def write(self, record: dict[str, Any]) -> None:
         if self._fh is None:

@@ -6,6 +6,7 @@ import logging
 import math
 
 from kronos_engine.callback import TrainCallback
+from kronos_engine.config import NAN_POLICIES, ConfigError
 from kronos_engine.context import TrainContext
 from kronos_engine.errors import NonFiniteError
 from kronos_engine.registry import CALLBACKS
@@ -18,10 +19,13 @@ class NonFiniteGuard(TrainCallback):
     """Runs after clipping (which measures the norm). Policy `stop` raises, `skip` drops the
     update and counts it in `ctx.skipped_steps`."""
 
+    role = "grad_guard"
+
     def __init__(self, policy: str = "stop") -> None:
-        if policy not in ("stop", "skip"):
-            raise ValueError(
-                f"nan_policy: '{policy}' is not allowed; choose one of ['stop', 'skip']"
+        # `TrainConfig.validate` checks the config's value; this guards one built in Python.
+        if policy not in NAN_POLICIES:
+            raise ConfigError(
+                f"nan_policy: '{policy}' is not allowed; choose one of {list(NAN_POLICIES)}"
             )
         self.policy = policy
 

@@ -5,15 +5,18 @@ from __future__ import annotations
 import logging
 
 from kronos_engine.callback import TrainCallback
-from kronos_engine.checkpoint import save_checkpoint
 from kronos_engine.context import TrainContext
 from kronos_engine.registry import CALLBACKS
+from kronos_engine.resume import save_checkpoint
+from kronos_engine.run_dir import RunLayout
 
 log = logging.getLogger("kronos_engine")
 
 
 @CALLBACKS.register("periodic_checkpoint")
 class PeriodicCheckpoint(TrainCallback):
+    role = "checkpoint"
+
     def __init__(self, interval: int | None = None, keep_last: int = 3) -> None:
         self.interval = interval
         self.keep_last = keep_last
@@ -33,7 +36,7 @@ class PeriodicCheckpoint(TrainCallback):
             self.save(ctx)
 
     def save(self, ctx: TrainContext) -> None:
-        path = save_checkpoint(ctx, ctx.output_dir / "checkpoints", self.keep_last)
+        path = save_checkpoint(ctx, RunLayout(ctx.output_dir).checkpoints, self.keep_last)
         self.last_saved_step = ctx.global_step
         if ctx.is_main:
             log.info("checkpoint written: %s", path)

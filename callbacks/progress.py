@@ -45,6 +45,8 @@ class ProgressBar(TrainCallback):
     """While the bar is shown, log records and `print`s go through `tqdm.write`, so they land
     above the bar instead of breaking it."""
 
+    role = "display"
+
     def __init__(self) -> None:
         self.bar: tqdm | None = None
         self._restore: list = []

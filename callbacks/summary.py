@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 
 from kronos_engine.callback import TrainCallback
 from kronos_engine.context import TrainContext
 from kronos_engine.registry import CALLBACKS
+from kronos_engine.run_dir import RunLayout, atomic_write_text
 
 
 @CALLBACKS.register("summary")
 class RunSummary(TrainCallback):
+    role = "summary"
+
     def __init__(self) -> None:
         self.t0 = time.time()
         self.first_step = 0
@@ -30,7 +32,7 @@ class RunSummary(TrainCallback):
     def _keep_finished(self, ctx: TrainContext) -> bool:
         """Resuming a run that had already finished trains nothing: its summary (stop reason,
         wall time) stays as the run wrote it, and the context reports the same reason."""
-        path = ctx.output_dir / "summary.json"
+        path = RunLayout(ctx.output_dir).summary
         if not ctx.cfg.resume or not path.is_file():
             return False
         try:
@@ -64,9 +66,7 @@ class RunSummary(TrainCallback):
             "metric_name": ctx.cfg.best_metric or ctx.strategy.metric_name,
             "world_size": ctx.world_size,
             "wall_time_s": round(time.time() - self.t0, 3),
-            "best_dir": str(ctx.output_dir / "best"),
+            "best_dir": str(RunLayout(ctx.output_dir).best),
         }
         ctx.output_dir.mkdir(parents=True, exist_ok=True)
-        tmp = ctx.output_dir / ".summary.json.tmp"
-        tmp.write_text(json.dumps(summary, indent=1), encoding="utf-8")
-        os.replace(tmp, ctx.output_dir / "summary.json")
+        atomic_write_text(RunLayout(ctx.output_dir).summary, json.dumps(summary, indent=1))

@@ -17,6 +17,7 @@ from kronos_engine.callback import TrainCallback
 from kronos_engine.context import TrainContext
 from kronos_engine.extras import LOGGER_PACKAGES, require
 from kronos_engine.registry import CALLBACKS
+from kronos_engine.run_dir import RunLayout
 
 log = logging.getLogger("kronos_engine")
 
@@ -48,6 +49,8 @@ def metrics_of(record: dict[str, Any]) -> dict[str, float]:
 
 class Tracker(TrainCallback):
     """Shared hooks; a tool implements `start`, `log`, `upload_best` and `finish`."""
+
+    role = "logging"
 
     name = "tracker"
 
@@ -93,7 +96,7 @@ class Tracker(TrainCallback):
     def on_train_end(self, ctx: TrainContext) -> None:
         if not self.active:
             return
-        best = ctx.output_dir / "best"
+        best = RunLayout(ctx.output_dir).best
         if best.is_dir():
             self.upload_best(best)
         self._finish("stopped" if ctx.preempted else "completed")

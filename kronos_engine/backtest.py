@@ -263,7 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _run_config(exp_dir: Path) -> dict:
     import yaml
 
-    for candidate in (exp_dir / "predictor" / "config.yaml", exp_dir / "config.yaml"):
+    from kronos_engine.run_dir import RunLayout, stage_run
+
+    for candidate in (stage_run(exp_dir, "predictor").config, RunLayout(exp_dir).config):
         if candidate.is_file():
             data = yaml.safe_load(candidate.read_text(encoding="utf-8"))
             return data if isinstance(data, dict) else {}

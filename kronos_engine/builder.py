@@ -8,27 +8,22 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch.utils.data import DataLoader
 
 from kronos_engine import run_dir
 from kronos_engine.callback import CallbackList, TrainCallback
-from kronos_engine.checkpoint import find_resume_checkpoint, load_checkpoint
-from kronos_engine.config import TrainConfig
+from kronos_engine.config import TrainConfig, check
 from kronos_engine.context import TrainContext
 from kronos_engine.executors import Executor, make_executor
-from kronos_engine.extras import check_available
 from kronos_engine.finetune import apply_finetune_method
-from kronos_engine.model_factory import preflight
 from kronos_engine.optim import build_optimizer, build_scheduler
 from kronos_engine.registry import CALLBACKS, STRATEGIES
+from kronos_engine.resume import find_resume_checkpoint, load_checkpoint
 from kronos_engine.rng import seed_everything
-from kronos_engine.run_dir import check_output_dir, previous_run_outputs
+from kronos_engine.run_dir import RunLayout, clear_previous_run, write_config
 from kronos_engine.strategy import Strategy, check_strategy_train_type
 from kronos_engine.trainer import EpochPlan
 
@@ -45,7 +40,6 @@ class TrainContextBuilder:
     """
 
     def __init__(self, cfg: TrainConfig) -> None:
-        cfg.validate()
         self.cfg = cfg
         self._user_callbacks: list[TrainCallback | str] = list(cfg.callbacks)
         self._splits: Any = None
@@ -67,21 +61,17 @@ class TrainContextBuilder:
 
     # ---- assembly ----
     def build(self) -> TrainContext:
-        """Assemble the run. Rank 0 holds `output_dir` (see `run_dir`) from here until
-        `Trainer.fit` ends; a build that fails gives it back."""
+        """Assemble the run after `kronos_engine.config.check` (the same checks as the command
+        line). Rank 0 holds `output_dir` (see `run_dir`) from here until `Trainer.fit` ends; a
+        build that fails gives it back."""
         cfg = self.cfg
-        preflight(cfg)
-        check_available(cfg)
-        out = cfg.resolved_output_dir
-        owned = run_dir.is_writer() and not run_dir.holds(out)
-        if run_dir.is_writer():
-            run_dir.acquire(out)
+        check(cfg)
+        taken = run_dir.hold(cfg)
         try:
-            check_output_dir(cfg)
             return self._build()
         except BaseException:
-            if owned:
-                run_dir.release(out)
+            if taken:
+                run_dir.release(cfg.resolved_output_dir)
             raise
 
     def _build(self) -> TrainContext:
@@ -130,35 +120,29 @@ class TrainContextBuilder:
         return ctx
 
     def default_callbacks(self) -> list[TrainCallback]:
-        """The built-ins a config asks for, in the order their hooks must run."""
+        """The built-ins a config asks for; `CallbackList` orders them by their roles."""
         cfg = self.cfg
         make = CALLBACKS.get
-        callbacks: list[TrainCallback] = []
-        if cfg.activation_checkpointing:
-            callbacks.append(make("activation_checkpointing")())
-        callbacks += [
+        callbacks: list[TrainCallback] = [
             make("grad_clip")(cfg.resolved_max_grad_norm),
             make("non_finite_guard")(cfg.nan_policy),
             make("graceful_stop")(),
-            *([make("ema")(cfg.ema_decay)] if cfg.ema else []),  # averaged before validation
             make("validation")(cfg.val_interval),
-        ]
-        if cfg.forecast_val_origins:
-            # Before best/ and early stopping: they may select on its forecast metrics.
-            callbacks.append(
-                make("forecast_validation")(cfg.forecast_val_origins, cfg.forecast_val_sample_count)
-            )
-        callbacks.append(make("best_checkpoint")())
-        if cfg.early_stopping_patience:
-            callbacks.append(make("early_stopping")(cfg.early_stopping_patience))
-        callbacks += [
-            # Metrics before the checkpoint: a crash between the two then loses the checkpoint
-            # too, and the resumed run re-writes the step's record (never a gap in the file).
+            make("best_checkpoint")(),
             make("metrics_jsonl")(cfg.log_interval),
             *[make(name)(cfg.log_interval) for name in cfg.loggers],  # the same records
             make("periodic_checkpoint")(cfg.ckpt_interval, cfg.keep_last),
             make("summary")(),
         ]
+        if cfg.activation_checkpointing:
+            callbacks.append(make("activation_checkpointing")())
+        if cfg.ema:
+            callbacks.append(make("ema")(cfg.ema_decay))
+        if cfg.forecast_val_origins:
+            origins, samples = cfg.forecast_val_origins, cfg.forecast_val_sample_count
+            callbacks.append(make("forecast_validation")(origins, samples))
+        if cfg.early_stopping_patience:
+            callbacks.append(make("early_stopping")(cfg.early_stopping_patience))
         if cfg.progress_bar:
             callbacks.append(make("progress_bar")())
         return callbacks
@@ -249,10 +233,9 @@ class TrainContextBuilder:
     def _prepare_output_dir(self, ctx: TrainContext) -> None:
         if ctx.is_main:
             if not self.cfg.resume:
-                clear_previous_run(ctx.output_dir)  # only reached with overwrite (preflight)
+                clear_previous_run(ctx.output_dir)  # only reached with overwrite (check)
             ctx.output_dir.mkdir(parents=True, exist_ok=True)
-            with open(ctx.output_dir / "config.yaml", "w", encoding="utf-8") as fh:
-                yaml.safe_dump(self.cfg.to_dict(), fh, sort_keys=False)
+            write_config(RunLayout(ctx.output_dir).config, self.cfg)
             ctx.strategy.write_run_files(ctx.output_dir)
         ctx.executor.barrier()
 
@@ -267,15 +250,6 @@ def _leave_process_group(worker_id: int) -> None:
         os.setpgid(0, 0)
     except OSError:  # pragma: no cover - e.g. a platform without process groups
         pass
-
-
-def clear_previous_run(output_dir: Path) -> None:
-    for name in previous_run_outputs(output_dir):
-        path = output_dir / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
 
 
 def _configure_determinism(cfg: TrainConfig) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kronos_engine.config import ConfigError
+
 if TYPE_CHECKING:
     from kronos_engine.context import TrainContext
     from kronos_engine.strategy import StepOutput
@@ -22,9 +24,36 @@ HOOKS = (
     "on_error",
 )
 
+# When a callback's hooks run, relative to the others': `CallbackList` orders callbacks by the
+# position of their `role` in this tuple (stably: callbacks of one role keep the order they were
+# given in, built-ins before user callbacks). Each role names what it must follow or precede.
+ROLES = (
+    "model_setup",  # changes the model before training (activation checkpointing)
+    "grad_clip",  # clips the complete gradient and measures its norm (`ctx.grad_norm`)
+    "grad_guard",  # checks loss and that norm before the update (non-finite guard)
+    "signals",  # marks a stop (SIGTERM/SIGINT) before the checkpoint saves that step
+    "weight_averaging",  # updates the weights validation scores (EMA) before validation
+    "validation",  # runs validation, sets `ctx.val_metrics`, fires `on_validation_end`
+    "validation_metrics",  # adds metrics to a validation before selection sees them
+    "selection",  # acts on validation metrics: best/, early stopping
+    "logging",  # metrics.jsonl, trackers: before the checkpoint, so a crash between the two
+    # loses the checkpoint too and the resumed run re-writes the record (never a gap)
+    "checkpoint",  # resumable checkpoints of everything above
+    "summary",  # summary.json
+    "display",  # progress bar
+    "user",  # the default for callbacks that declare no role: after everything built in
+)
+
 
 class TrainCallback:
-    """Override only the hooks you need. `state_dict` is saved in resumable checkpoints."""
+    """Override only the hooks you need. `state_dict` is saved in resumable checkpoints.
+
+    `role` (one of `ROLES`) places the callback among the others; a user callback runs after
+    every built-in unless it declares an earlier role (e.g. `role = "logging"` to run before the
+    checkpoint is written).
+    """
+
+    role: str = "user"
 
     def on_train_begin(self, ctx: TrainContext) -> None: ...
 
@@ -49,10 +78,14 @@ class TrainCallback:
     def on_error(self, ctx: TrainContext, error: BaseException) -> None: ...
 
     def state_dict(self) -> dict[str, Any]:
-        """JSON-serialisable state restored on resume."""
+        """JSON-serialisable state restored on resume; a callback persists its own state here
+        (`TrainContext.counters()` holds only the loop's position)."""
         return {}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Called on resume while the run is being built, before `on_train_begin`; values other
+        callbacks read from the context (e.g. `ctx.best_metric`) are published to it in
+        `on_train_begin`, the first hook of the run."""
 
     def save_files(self, ctx: TrainContext, directory: Path) -> None:
         """Tensors to keep across a resume (e.g. averaged weights): write them into the checkpoint
@@ -66,11 +99,22 @@ class TrainCallback:
         return type(self).__name__
 
 
+def role_rank(callback: TrainCallback) -> int:
+    """The position of `callback.role` in `ROLES`."""
+    role = getattr(callback, "role", "user")
+    if role not in ROLES:
+        raise ConfigError(
+            f"callbacks: {type(callback).__name__}.role '{role}' is not allowed; choose one of "
+            f"{list(ROLES)}"
+        )
+    return ROLES.index(role)
+
+
 class CallbackList:
-    """Calls a hook on every callback, in order."""
+    """Calls a hook on every callback, in the order of their roles (see `ROLES`)."""
 
     def __init__(self, callbacks: list[TrainCallback]) -> None:
-        self.callbacks = list(callbacks)
+        self.callbacks = sorted(callbacks, key=role_rank)  # stable: ties keep the given order
 
     def __iter__(self):
         return iter(self.callbacks)

@@ -51,21 +51,24 @@ class TrainContext:
     total_samples: int = 0  # samples seen by all ranks since the start of the run
     skipped_steps: int = 0
     epoch_ended: bool = False  # True while on_epoch_end runs: a checkpoint then resumes next epoch
-    # latest values, for callbacks
+    # latest values, for callbacks (not saved by the core: the callback that sets one persists it
+    # in its own state_dict and publishes it again in on_train_begin of a resumed run)
     last_loss: float | None = None
     last_metrics: dict[str, float] = field(default_factory=dict)
     grad_norm: float | None = None
     lr: float | None = None
     samples_per_second: float | None = None
-    val_metrics: dict[str, float] = field(default_factory=dict)
-    last_val_step: int | None = None
-    best_metric: float | None = None
-    best_step: int | None = None
+    val_metrics: dict[str, float] = field(default_factory=dict)  # set by validation
+    last_val_step: int | None = None  # set by validation
+    best_metric: float | None = None  # set by best_checkpoint
+    best_step: int | None = None  # set by best_checkpoint
     # control flags any callback may set
     should_stop: bool = False
     stop_reason: StopReason | str | None = None
     stop_signal: int | None = None  # the signal number when a signal stopped the run
     skip_step: bool = False
+    # scratch values of user callbacks (never saved, never read by the engine); prefix the keys
+    # with the callback's name. State that must survive a resume belongs in `state_dict`.
     extra: dict[str, Any] = field(default_factory=dict)
     # the weights validation scores and best/ keeps when they are not the trained ones (EMA)
     eval_model: nn.Module | None = None
@@ -104,7 +107,8 @@ class TrainContext:
             self.stop_signal = signal
 
     def counters(self) -> dict[str, Any]:
-        """The resume position and bookkeeping saved in checkpoints (JSON-serialisable)."""
+        """The loop's resume position and bookkeeping saved in checkpoints (JSON-serialisable).
+        Callbacks save their own state (`TrainCallback.state_dict`)."""
         epoch, consumed = self.epoch, self.epoch_consumed
         if self.epoch_ended:
             epoch, consumed = epoch + 1, 0
@@ -114,13 +118,16 @@ class TrainContext:
             "epoch_consumed": consumed,
             "total_samples": self.total_samples,
             "skipped_steps": self.skipped_steps,
-            "best_metric": self.best_metric,
-            "best_step": self.best_step,
-            "last_val_step": self.last_val_step,
-            "val_metrics": self.val_metrics,
         }
 
     def load_counters(self, state: dict[str, Any]) -> None:
-        for key in self.counters():
+        for key in (*self.counters(), *LEGACY_COUNTERS):
             if key in state:
                 setattr(self, key, state[key])
+
+
+# Legacy: checkpoints written before callbacks saved their own state hold these callback values
+# in `counters`. `load_counters` still restores them onto the context, and the owning callbacks
+# (validation, best_checkpoint), finding no state of their own in such a checkpoint, adopt them
+# from the context in `on_train_begin`. Checkpoints written now never contain them.
+LEGACY_COUNTERS = ("best_metric", "best_step", "last_val_step", "val_metrics")

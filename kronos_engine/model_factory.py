@@ -60,9 +60,10 @@ def tokenizer_key(cfg: TrainConfig) -> str:
     )
 
 
-def require_tokenizer_path(cfg: TrainConfig) -> str:
-    """The predictor's tokenizer location, or the explanatory error when there is none."""
-    path = cfg.resolved_tokenizer_path
+def require_tokenizer_path(cfg: TrainConfig, path: str | None = None) -> str:
+    """The predictor's tokenizer location (`path`, default `cfg.resolved_tokenizer_path`), or
+    the explanatory error when there is none."""
+    path = path or cfg.resolved_tokenizer_path
     if not Path(path).exists() and not is_hub_id(path):
         raise ConfigError(
             f"{tokenizer_key(cfg)}: no tokenizer at '{path}'; a predictor needs a trained "
@@ -112,17 +113,20 @@ def _matching_presets(tok_bits: tuple) -> str:
     return f"use a predictor with the tokenizer's bits: {flags} (and no pretrained_predictor)"
 
 
-def check_pretrained_paths(cfg: TrainConfig) -> None:
+def check_pretrained_paths(cfg: TrainConfig, tokenizer: str | None = None) -> None:
     """A `pretrained_*` folder that is not there fails before any data work, naming the key.
     `models/Kronos-small` also reads as a Hub id; without huggingface_hub it can only be a
-    missing folder, so that is what the message says."""
+    missing folder, so that is what the message says. `tokenizer`: a predictor's resolved
+    tokenizer (default `cfg.resolved_tokenizer_path`); pretrained_tokenizer is checked when
+    it is the one read."""
     keys = []
     if cfg.train_type == "tokenizer" and cfg.pretrained_tokenizer:
         keys.append(("pretrained_tokenizer", cfg.pretrained_tokenizer))
     if cfg.train_type == "predictor":
+        tokenizer = tokenizer or cfg.resolved_tokenizer_path
         if cfg.pretrained_predictor:
             keys.append(("pretrained_predictor", cfg.pretrained_predictor))
-        if cfg.pretrained_tokenizer and cfg.resolved_tokenizer_path == cfg.pretrained_tokenizer:
+        if cfg.pretrained_tokenizer and tokenizer == cfg.pretrained_tokenizer:
             keys.append(("pretrained_tokenizer", cfg.pretrained_tokenizer))
     import importlib.util
 
@@ -174,14 +178,14 @@ def _read_local_config(path: str, key: str) -> dict | None:
         raise ConfigError(f"{key}: {config_file} is not valid JSON ({exc})") from None
 
 
-def preflight(cfg: TrainConfig) -> None:
-    """Cheap checks that need files but no data or weights: fail before any real work."""
-    check_pretrained_paths(cfg)
+def check_tokenizer(cfg: TrainConfig, tokenizer: str | None = None) -> None:
+    """A predictor's tokenizer (`tokenizer`, default `cfg.resolved_tokenizer_path`) is there and
+    its s1/s2 bits fit the predictor: read from config.json files, no weights loaded."""
     if cfg.train_type != "predictor":
         return
     from kronos_engine.models import predictor_config
 
-    tok_path = require_tokenizer_path(cfg)
+    tok_path = require_tokenizer_path(cfg, tokenizer)
     if is_hub_id(tok_path):
         return  # checked when it is downloaded
     tok_cfg = _read_local_config(tok_path, tokenizer_key(cfg))

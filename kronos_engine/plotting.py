@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kronos_engine.run_dir import RunLayout
+
 # Train record keys that are bookkeeping, not losses (see params.md, "metrics.jsonl").
 TRAIN_NON_LOSS = {"type", "step", "epoch", "loss", "lr", "grad_norm", "samples_per_s", "samples"}
 VAL_NON_LOSS = {"type", "step", "epoch", "best", "val_samples"}
@@ -45,7 +47,7 @@ class RunMetrics:
 
 def _metric_name(output_dir: Path, val_keys: set[str]) -> str | None:
     """The strategy's validation metric: from summary.json, else the known names."""
-    summary = output_dir / "summary.json"
+    summary = RunLayout(output_dir).summary
     if summary.is_file():
         try:
             name = json.loads(summary.read_text(encoding="utf-8")).get("metric_name")
@@ -65,7 +67,7 @@ def load_run(output_dir: str | Path, label: str | None = None) -> RunMetrics:
     output_dir = Path(output_dir)
     if not output_dir.exists():
         raise PlotError(f"{output_dir}: does not exist")
-    path = output_dir / "metrics.jsonl" if output_dir.is_dir() else output_dir
+    path = RunLayout(output_dir).metrics if output_dir.is_dir() else output_dir
     if not path.is_file():
         raise PlotError(f"{path}: no metrics file (is '{output_dir}' a run's output dir?)")
     train: dict[str, dict[int, float]] = {}

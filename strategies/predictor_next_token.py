@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +10,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from kronos_engine.context import TrainContext
-from kronos_engine.forecasting.runs import FROZEN_TOKENIZER_DIR
 from kronos_engine.model_factory import (
     build_predictor_model,
     check_bits_match,
     load_frozen_tokenizer,
 )
 from kronos_engine.registry import STRATEGIES
+from kronos_engine.run_dir import RunLayout, write_dir_atomically
 from kronos_engine.strategy import StepOutput, Strategy, ValOutput
 
 
@@ -50,13 +48,10 @@ class PredictorNextTokenStrategy(Strategy):
     def write_run_files(self, output_dir: Path) -> None:
         """Keep the exact tokenizer this predictor learns to read: forecasting from the run
         (`KronosPredictor.from_run`) must decode with it even if its source folder changes."""
-        target = output_dir / FROZEN_TOKENIZER_DIR
+        target = RunLayout(output_dir).frozen_tokenizer
         if target.exists() or self.tokenizer is None:
             return  # a resumed run keeps the tokenizer it started with
-        staging = output_dir / f".{FROZEN_TOKENIZER_DIR}.tmp"
-        shutil.rmtree(staging, ignore_errors=True)
-        self.tokenizer.save_pretrained(staging)
-        os.replace(staging, target)
+        write_dir_atomically(target, self.tokenizer.save_pretrained)
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

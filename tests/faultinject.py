@@ -40,7 +40,8 @@ import torch
 from kronos_engine.strategies.predictor_next_token import PredictorNextTokenStrategy
 from kronos_engine.strategies.tokenizer_recon import TokenizerReconStrategy
 
-import kronos_engine.checkpoint as checkpoint_module
+import kronos_engine.checkpoint_store as store_module
+import kronos_engine.resume as resume_module
 from kronos_engine.callback import TrainCallback
 
 CKPT_OPS = (
@@ -191,12 +192,17 @@ def _tear(path: Path) -> None:
 
 
 def _install_checkpoint_kills(step: int, op: str) -> None:
-    """Wrap the functions `save_checkpoint` calls, to die at exactly one point of step `step`."""
+    """Wrap the functions `save_checkpoint` calls, to die at exactly one point of step `step`.
+
+    Each is replaced where its caller looks it up: `resume` (which imported `save_resumable_model`
+    and `write_json` by name) for the checkpoint's files, `checkpoint_store` for the manifest and
+    pruning, and the `os`/`torch` modules for the renames and `torch.save`."""
     if op not in CKPT_OPS:
         raise ValueError(f"FAULT_KILL ckpt_op: unknown operation {op!r}; one of {CKPT_OPS}")
-    ck = checkpoint_module
-    save_model, write_json, write_manifest = ck.save_model, ck._write_json, ck.write_manifest
-    prune, replace, torch_save = ck.prune_checkpoints, os.replace, torch.save
+    rs, st = resume_module, store_module
+    save_model, write_json = rs.save_resumable_model, rs.write_json
+    write_manifest, prune = st.write_manifest, st.prune_checkpoints
+    replace, torch_save = os.replace, torch.save
     tmp_name = f".tmp_step_{step}"
 
     def here(path) -> bool:
@@ -235,7 +241,7 @@ def _install_checkpoint_kills(step: int, op: str) -> None:
 
     def prune_(root, keep_last):
         if op == "mid_prune" and _step() == step:
-            doomed = ck.list_checkpoints(Path(root))[:-keep_last]
+            doomed = st.list_checkpoints(Path(root))[:-keep_last]
             if doomed:
                 files = sorted(doomed[0].iterdir())
                 for path in files[: len(files) // 2]:
@@ -243,8 +249,8 @@ def _install_checkpoint_kills(step: int, op: str) -> None:
                 _die(f"while pruning {doomed[0].name} after step {step}")
         prune(root, keep_last)
 
-    ck.save_model, ck._write_json, ck.write_manifest = save_model_, write_json_, write_manifest_
-    ck.prune_checkpoints = prune_
+    rs.save_resumable_model, rs.write_json = save_model_, write_json_
+    st.write_manifest, st.prune_checkpoints = write_manifest_, prune_
     os.replace = replace_
     torch.save = torch_save_
 
@@ -388,7 +394,7 @@ def summary(out: Path) -> dict:
 
 
 def steps(out: Path) -> list[int]:
-    return [int(p.name[5:]) for p in checkpoint_module.list_checkpoints(out / "checkpoints")]
+    return [int(p.name[5:]) for p in store_module.list_checkpoints(out / "checkpoints")]
 
 
 def checkpoint_bytes(out: Path, step: int) -> dict[str, bytes]:
@@ -401,7 +407,7 @@ def checkpoint_bytes(out: Path, step: int) -> dict[str, bytes]:
 
 
 def trainer_state(out: Path, step: int) -> dict:
-    return checkpoint_module.read_trainer_state(out / "checkpoints" / f"step_{step}")
+    return store_module.read_trainer_state(out / "checkpoints" / f"step_{step}")
 
 
 def make_tokenizer(path: Path) -> Path:

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kronos_engine.cli import load_config, read_yaml_config
-from kronos_engine.config import TrainConfig
+from kronos_engine.cli import load_config
+from kronos_engine.config import TrainConfig, read_yaml_config
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))

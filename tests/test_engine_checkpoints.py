@@ -10,7 +10,9 @@ import torch
 from engine_helpers import Recorder, run, save_random_tokenizer, tiny_cfg, weights
 
 from kronos_engine import ConfigError, TrainCallback
-from kronos_engine.checkpoint import ResumeError, find_resume_checkpoint, list_checkpoints
+from kronos_engine.checkpoint_store import find_resume_checkpoint, list_checkpoints, write_manifest
+from kronos_engine.context import LEGACY_COUNTERS
+from kronos_engine.errors import ResumeError
 from kronos_engine.models import KronosTokenizer
 
 
@@ -102,6 +104,66 @@ def test_tokenizer_resume_is_bit_exact(tmp_path, crash_step, workers):
     assert resumed.global_step == 12
     assert _train_records(straight.output_dir) == _train_records(resumed.output_dir)
     assert resumed.best_metric == straight.best_metric
+
+
+def _to_legacy_format(checkpoint, **changes):
+    """Rewrite a checkpoint as the engine wrote it before callbacks saved their own state: the
+    best and validation values in `counters` (with `changes`), no state for those callbacks."""
+    path = checkpoint / "trainer_state.json"
+    state = json.loads(path.read_text())
+    assert not set(LEGACY_COUNTERS) & set(state["counters"])  # written in the new format
+    best = state["callbacks"].pop("BestCheckpoint")
+    val = state["callbacks"].pop("ValidationCallback")
+    assert set(best) | set(val) == set(LEGACY_COUNTERS)
+    state["counters"].update(best, **val, **changes)
+    path.write_text(json.dumps(state, indent=1))
+    write_manifest(checkpoint)
+
+
+def test_a_checkpoint_with_best_and_validation_in_its_counters_still_resumes_exactly(tmp_path):
+    common = dict(RESUME_COMMON, val_interval=2)
+    straight = run(tiny_cfg(tmp_path / "straight", **common))
+    cfg = tiny_cfg(tmp_path / "crashed", **common)
+    with pytest.raises(Crash):
+        run(cfg, CrashAfterStep(7))
+    out = cfg.resolved_output_dir
+    _to_legacy_format(out / "checkpoints" / "step_7")
+    resumed = run(tiny_cfg(tmp_path / "crashed", resume=str(out), **common))
+    assert (resumed.best_metric, resumed.best_step) == (straight.best_metric, straight.best_step)
+    assert resumed.val_metrics == straight.val_metrics
+    # best/ was never replaced by a worse model, and the files read as one uninterrupted run.
+    for name in ("best/best.json", "best/model.safetensors"):
+        assert (out / name).read_bytes() == (straight.output_dir / name).read_bytes(), name
+    assert _train_records(out) == _train_records(straight.output_dir)
+    last = json.loads((out / "checkpoints" / "step_12" / "trainer_state.json").read_text())
+    want = json.loads(
+        (straight.output_dir / "checkpoints" / "step_12" / "trainer_state.json").read_text()
+    )
+    assert last["counters"] == want["counters"] and last["callbacks"] == want["callbacks"]
+
+
+def test_a_legacy_checkpoints_best_is_kept_by_the_resumed_run(tmp_path):
+    common = dict(RESUME_COMMON, val_interval=2)
+    cfg = tiny_cfg(tmp_path, **common)
+    with pytest.raises(Crash):
+        run(cfg, CrashAfterStep(7))
+    out = cfg.resolved_output_dir
+    best_before = (out / "best" / "model.safetensors").read_bytes()
+    _to_legacy_format(out / "checkpoints" / "step_7", best_metric=-1.0)  # never beaten
+    resumed = run(tiny_cfg(tmp_path, resume=str(out), **common))
+    assert (resumed.best_metric, resumed.best_step) == (-1.0, 6)
+    assert (out / "best" / "model.safetensors").read_bytes() == best_before
+    assert json.loads((out / "summary.json").read_text())["best_metric"] == -1.0
+
+
+def test_resuming_a_finished_legacy_checkpoint_does_not_validate_again(tmp_path):
+    cfg = tiny_cfg(tmp_path, val_interval=2, max_steps=4)
+    first = run(cfg)
+    records = (first.output_dir / "metrics.jsonl").read_text()
+    _to_legacy_format(first.output_dir / "checkpoints" / "step_4")
+    resumed = run(tiny_cfg(tmp_path, val_interval=2, max_steps=4, resume=str(first.output_dir)))
+    assert (resumed.last_val_step, resumed.val_metrics) == (4, first.val_metrics)
+    assert (first.output_dir / "metrics.jsonl").read_text() == records
 
 
 def test_predictor_resume_is_bit_exact_with_sampled_s1_and_dropout(tmp_path):

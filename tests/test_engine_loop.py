@@ -12,7 +12,7 @@ from kronos_engine.callbacks import ActivationCheckpointing, EarlyStopping
 from kronos_engine.strategies import TokenizerReconStrategy
 
 from kronos_engine import STRATEGIES, TrainCallback
-from kronos_engine.registry import RegistryError
+from kronos_engine.config import ConfigError
 from kronos_engine.strategy import StepOutput, ValOutput
 
 
@@ -201,7 +201,10 @@ def test_callbacks_named_as_module_class_in_the_config(tmp_path):
     ctx = run(tiny_cfg(tmp_path, callbacks=["engine_helpers:Recorder"], max_steps=2))
     recorder = ctx.callbacks.find(Recorder)
     assert recorder is not None and recorder.calls[0][0] == "on_train_begin"
-    with pytest.raises(RegistryError, match="no attribute 'Nope'"):
+    # Built from Python, the config check names the key, as the command line does.
+    with pytest.raises(
+        ConfigError, match="callbacks: module 'engine_helpers' has no attribute 'Nope'"
+    ):
         run(tiny_cfg(tmp_path / "x", callbacks=["engine_helpers:Nope"]))
 
 

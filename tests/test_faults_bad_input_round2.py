@@ -20,8 +20,8 @@ import pandas as pd
 import pytest
 from test_faults_bad_input import BASE, EXIT_USAGE, _assert_untouched, _csv, snapshot
 
-from kronos_engine.cli import main, read_yaml_config
-from kronos_engine.config import TrainConfig
+from kronos_engine.cli import main
+from kronos_engine.config import TrainConfig, read_yaml_config
 from kronos_engine.data import (
     build_datasets,
     generate_demo_frames,

@@ -15,7 +15,7 @@ import faultinject as fi
 import pytest
 import torch
 
-from kronos_engine.checkpoint import find_resume_checkpoint, verify_checkpoint
+from kronos_engine.checkpoint_store import find_resume_checkpoint, verify_checkpoint
 
 EXIT_FAILED = 1
 
@@ -115,3 +115,11 @@ def test_non_finite_first_validation_does_not_trigger_early_stopping(tmp_path):
     summary = fi.summary(out)
     assert summary["stop_reason"] is None and summary["global_step"] == fi.LAST_STEP
     assert summary["best_step"] == fi.LAST_STEP
+
+
+def test_a_guard_built_in_python_checks_its_policy_as_the_config_does():
+    from callbacks.non_finite import NonFiniteGuard
+    from kronos_engine import ConfigError
+
+    with pytest.raises(ConfigError, match=r"nan_policy: 'ignore' is not allowed; choose one of"):
+        NonFiniteGuard("ignore")

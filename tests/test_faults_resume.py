@@ -14,7 +14,8 @@ import logging
 import faultinject as fi
 import pytest
 
-from kronos_engine.checkpoint import ResumeError, find_resume_checkpoint, verify_checkpoint
+from kronos_engine.checkpoint_store import find_resume_checkpoint, verify_checkpoint
+from kronos_engine.errors import ResumeError
 
 KILLED = -9
 
@@ -113,7 +114,11 @@ def test_killed_at_every_checkpoint_write_operation_never_resumes_a_partial_one(
     for i, (op, step, newest) in enumerate(CKPT_OP_CHAIN):
         resume = [f"--resume={out}"] if i else []
         result = fi.run(args + resume, tmp_path / "logs", FAULT_KILL=f"ckpt_op:{step}:{op}")
+        # Killed by the armed fault itself (a fault patched where nothing looks it up would
+        # leave the run to finish with rc 0).
         assert result.returncode == KILLED, (op, result)
+        kill_line = [ln for ln in result.stderr.splitlines() if "faultinject: SIGKILL" in ln]
+        assert kill_line and f"step {step}" in kill_line[0], (op, result)
         assert find_resume_checkpoint(out).name == f"step_{newest}", op
         # Whatever is on disk under a step_<N> name is complete; nothing else is considered.
         for path in (out / "checkpoints").iterdir():

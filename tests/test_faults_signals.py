@@ -16,7 +16,8 @@ import time
 import faultinject as fi
 import pytest
 
-from kronos_engine.checkpoint import find_resume_checkpoint, verify_checkpoint
+from kronos_engine import run_dir
+from kronos_engine.checkpoint_store import find_resume_checkpoint, verify_checkpoint
 
 BOUND_S = 30  # from the signal to the process exit (the tiny run needs ~1 s)
 BOUND_TORCHRUN_S = 60
@@ -110,7 +111,7 @@ def test_sigterm_to_torchrun_stops_every_rank_with_one_checkpoint(tmp_path):
     # Both ranks stopped at the same step (the flag is max-reduced) and rank 0 wrote it all.
     _check_stopped(out, result, elapsed, BOUND_TORCHRUN_S, world_size=2)
     assert result.stdout.count("stopped by SIGTERM") == 1
-    assert not (out / "metrics.jsonl.tmp").exists()
+    assert not run_dir.tmp_file_for(run_dir.RunLayout(out).metrics).exists()
 
 
 @pytest.mark.slow

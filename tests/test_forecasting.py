@@ -15,9 +15,10 @@ from conftest import REFERENCE_DIR
 
 from kronos_engine import KronosPredictor
 from kronos_engine.forecasting import ForecastError, auto_regressive_inference, generate
-from kronos_engine.forecasting.runs import FROZEN_TOKENIZER_DIR, find_predictor_run
+from kronos_engine.forecasting.runs import find_predictor_run
 from kronos_engine.forecasting.timestamps import infer_future_stamps
 from kronos_engine.models import KVCache, build_predictor, build_tokenizer
+from kronos_engine.run_dir import RunLayout
 
 COLS = ["open", "high", "low", "close", "volume", "amount"]
 REFERENCE_BARS = REFERENCE_DIR / "predict_tiny" / "input.csv"
@@ -343,7 +344,7 @@ def test_from_run_uses_the_runs_own_tokenizer(tmp_path):
     )  # fmt: skip
     Trainer(TrainContextBuilder(cfg).build()).fit()
     run = find_predictor_run(tmp_path / "exp")
-    assert run.tokenizer_dir == tmp_path / "exp" / "predictor" / FROZEN_TOKENIZER_DIR
+    assert run.tokenizer_dir == RunLayout(tmp_path / "exp" / "predictor").frozen_tokenizer
     frame = bars(30, seed=9)
     before = KronosPredictor.from_run(tmp_path / "exp", device="cpu").predict(
         frame[COLS], pred_len=4, x_timestamp=frame["timestamps"], top_k=1, verbose=False

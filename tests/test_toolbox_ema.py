@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 from toolbox_helpers import assert_resume_is_bit_exact, state
 
 from kronos_engine import TrainCallback
-from kronos_engine.checkpoint import ResumeError
+from kronos_engine.errors import ResumeError
 from kronos_engine.evaluation import evaluate
 
 DECAY = 0.8
@@ -68,3 +68,11 @@ def test_resuming_a_run_without_ema_with_ema_on_is_refused(tmp_path):
     first = run(tiny_cfg(tmp_path, max_steps=2))
     with pytest.raises(ResumeError, match="no ema.safetensors.*ema=false"):
         run(tiny_cfg(tmp_path, max_steps=4, ema=True, resume=str(first.output_dir)))
+
+
+def test_an_ema_built_in_python_checks_its_decay_as_the_config_does():
+    from callbacks.ema import EMA
+    from kronos_engine import ConfigError
+
+    with pytest.raises(ConfigError, match=r"ema_decay: must lie in \(0, 1\), got 1.0"):
+        EMA(1.0)

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from toolbox_helpers import assert_resume_is_bit_exact, state
 
 from kronos_engine import ConfigError, KronosPredictor, TrainCallback
-from kronos_engine.checkpoint import ResumeError
+from kronos_engine.errors import ResumeError
 from kronos_engine.finetune import DEFAULT_LORA_TARGETS
 from kronos_engine.models import Kronos, KronosTokenizer, build_predictor
 

@@ -204,8 +204,9 @@ def _compare_model(path: Path, run_info: Any, kwargs: dict) -> Any:
     """A run or experiment dir brings its own tokenizer; a bare predictor folder is read with
     the evaluated run's tokenizer (the one it must share token bits with)."""
     from kronos_engine.forecasting import KronosPredictor
+    from kronos_engine.run_dir import RunLayout, stage_run
 
-    if (path / "best").is_dir() or (path / "predictor" / "best").is_dir():
+    if RunLayout(path).best.is_dir() or stage_run(path, "predictor").best.is_dir():
         return KronosPredictor.from_run(path, **kwargs)
     if not (path / "config.json").is_file():
         raise EvaluationError(

@@ -233,7 +233,7 @@ def write_evaluation(
     """Run the rolling evaluation and write every file of `output` (atomically replaced)."""
     import shutil
 
-    from kronos_engine.checkpoint import replace_dir
+    from kronos_engine.run_dir import replace_dir
 
     from .rolling import run_rolling
 

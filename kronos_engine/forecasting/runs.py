@@ -8,13 +8,11 @@ from pathlib import Path
 
 import yaml
 
+from kronos_engine.run_dir import FROZEN_TOKENIZER_DIR, RunLayout, stage_run
+
 from .errors import ForecastError
 
 log = logging.getLogger("kronos_engine")
-
-BEST_DIR = "best"
-CONFIG_FILE = "config.yaml"
-FROZEN_TOKENIZER_DIR = "frozen_tokenizer"  # written by predictor runs: the tokenizer they read
 
 
 @dataclass(frozen=True)
@@ -34,11 +32,12 @@ class PredictorRun:
 def find_predictor_run(path: str | Path) -> PredictorRun:
     """`path` is an experiment dir (with `predictor/`) or a predictor run dir (with `best/`)."""
     path = Path(path)
-    run = path / "predictor" if (path / "predictor" / BEST_DIR).is_dir() else path
-    best = run / BEST_DIR
+    stage = stage_run(path, "predictor")
+    run = stage.root if stage.best.is_dir() else path
+    best = RunLayout(run).best
     if not best.is_dir():
         raise ForecastError(
-            f"{path}: no trained predictor here (expected {path / 'predictor' / BEST_DIR} or "
+            f"{path}: no trained predictor here (expected {stage.best} or "
             f"{best}); train one with scripts/train.py --train_type=predictor"
         )
     config = _read_run_config(run)
@@ -48,7 +47,7 @@ def find_predictor_run(path: str | Path) -> PredictorRun:
 
 
 def _read_run_config(run: Path) -> dict:
-    file = run / CONFIG_FILE
+    file = RunLayout(run).config
     if not file.is_file():
         return {}
     try:
@@ -65,13 +64,13 @@ def _read_run_config(run: Path) -> dict:
 def _tokenizer_dir(run: Path, config: dict) -> Path:
     """The run's own copy of its tokenizer; runs from before it was kept fall back to the
     config's tokenizer rule (which may have changed on disk since)."""
-    frozen = run / FROZEN_TOKENIZER_DIR
+    frozen = RunLayout(run).frozen_tokenizer
     if frozen.is_dir():
         return frozen
     from kronos_engine.config import TrainConfig
 
     try:
-        resolved = TrainConfig.from_dict(config, source=str(run / CONFIG_FILE))
+        resolved = TrainConfig.from_dict(config, source=str(RunLayout(run).config))
     except ValueError as exc:
         raise ForecastError(f"{run}: cannot tell which tokenizer it used ({exc})") from None
     path = Path(resolved.resolved_tokenizer_path)

@@ -2,8 +2,11 @@
 
 This is the layout of the public Kronos checkpoints (written by huggingface_hub's
 `PyTorchModelHubMixin`), so directories saved here load in the public code and vice versa.
-Weights are read through safetensors only, never through pickle. Every failure raises a
-`CheckpointError` whose one-line message names the file and the problem.
+Weights are read through safetensors only, never through pickle. Every failure of
+`from_pretrained` raises a `CheckpointError` whose one-line message names the file and the problem.
+
+`save_model` / `save_resumable_model` / `load_model_weights` are the one path by which a training
+run saves and restores its model (`best/`, `checkpoints/step_<N>/`), LoRA included.
 """
 
 from __future__ import annotations
@@ -222,3 +225,53 @@ class PretrainedMixin(nn.Module):
     def save_pretrained(self, path: str | os.PathLike[str]) -> Path:
         """Write the directory layout that `from_pretrained` and the public code read."""
         return save_pretrained(self, path)
+
+
+# ---------------------------------------------------------------- trained models of a run
+
+
+def save_model(model: nn.Module, directory: str | os.PathLike[str]) -> Path:
+    """The one way a run saves a model (`best/`, checkpoints): the public layout when the model
+    supports it (`save_pretrained`), else a plain safetensors state dict. A LoRA model is saved
+    merged (a plain model in the public layout) plus its adapter in `adapter/` (peft's
+    layout)."""
+    from kronos_engine.finetune import ADAPTER_DIR, is_adapted, merged_copy, save_adapter
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    if is_adapted(model):
+        save_model(merged_copy(model), directory)
+        save_adapter(model, directory / ADAPTER_DIR)
+    elif hasattr(model, "save_pretrained"):
+        model.save_pretrained(directory)
+    else:
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(directory / WEIGHTS_NAME))
+    return directory
+
+
+def save_resumable_model(model: nn.Module, directory: Path) -> None:
+    """A checkpoint's model part: `save_model`, or for a LoRA model the adapter alone with the
+    frozen base's fingerprint (resume rebuilds the base from the config)."""
+    from kronos_engine.finetune import is_adapted, save_adapter_checkpoint
+
+    if is_adapted(model):
+        save_adapter_checkpoint(model, directory)
+    else:
+        save_model(model, directory)
+
+
+def load_model_weights(model: nn.Module, directory: Path) -> None:
+    """Load what `save_resumable_model` wrote into the built `model`, strictly. Raises
+    `RuntimeError` (from torch or peft) when the weights do not fit."""
+    from kronos_engine.finetune import ADAPTER_WEIGHTS, is_adapted, load_adapter
+
+    if is_adapted(model):
+        load_adapter(model, directory)
+        return
+    if (directory / ADAPTER_WEIGHTS).is_file():
+        raise RuntimeError(
+            "the checkpoint holds LoRA adapters: resume it with finetune_method=lora"
+        )
+    state = load_file(str(directory / WEIGHTS_NAME))
+    model.load_state_dict(state, strict=True)

@@ -1,4 +1,5 @@
-"""The one flat training config: every key a user can set, its type, default and allowed values.
+"""The schema: the one flat training config, every key a user can set, its type, default and
+allowed values, and the value rules that need no file (`TrainConfig.validate`).
 
 Keys are flat (like the public fine-tuning config) so that a YAML file, a CLI flag and a Python
 keyword all name the same thing. `params.md` documents every field; a test keeps them in sync.
@@ -560,15 +561,10 @@ class TrainConfig:
         return DEFAULT_MAX_GRAD_NORM[self.train_type]
 
     @property
-    def resolved_tokenizer_path(self) -> str | None:
-        """The predictor's frozen tokenizer: `tokenizer_path`, else this experiment's fine-tuned
-        `<exp_dir>/tokenizer/best` when it exists, else `pretrained_tokenizer`."""
-        if self.tokenizer_path:
-            return self.tokenizer_path
-        own = Path(self.exp_dir) / "tokenizer" / "best"
-        if own.exists() or not self.pretrained_tokenizer:
-            return str(own)  # this experiment's fine-tuned tokenizer
-        return self.pretrained_tokenizer
+    def resolved_tokenizer_path(self) -> str:
+        """The predictor's frozen tokenizer by `predictor_tokenizer`'s rule. `check` records it in
+        `tokenizer_path`, so from then on the answer no longer depends on the disk."""
+        return predictor_tokenizer(self)
 
     @property
     def window_len(self) -> int:
@@ -740,7 +736,23 @@ def field_type(key: str) -> Any:
     return hints[key]
 
 
-def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+def predictor_tokenizer(cfg: TrainConfig, *, trained_first: bool = False) -> str:
+    """The one rule for a predictor's frozen tokenizer: `tokenizer_path` when set, else the
+    experiment's own `<exp_dir>/tokenizer/best` when it exists (or an earlier stage trains it:
+    `trained_first`), else `pretrained_tokenizer`, else `<exp_dir>/tokenizer/best` (missing:
+    `model_factory.require_tokenizer_path` says how to make it)."""
+    if cfg.tokenizer_path:
+        return cfg.tokenizer_path
+    from kronos_engine.run_dir import experiment_tokenizer  # run_dir imports the schema
+
+    own = experiment_tokenizer(cfg.exp_dir)
+    if trained_first or own.exists() or not cfg.pretrained_tokenizer:
+        return str(own)
+    return cfg.pretrained_tokenizer
+
+
+def unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    """`X | None` -> (X, True); any other type -> (it, False)."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
@@ -750,7 +762,7 @@ def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
 
 def coerce(key: str, value: Any, tp: Any) -> Any:
     """Convert YAML/CLI values to the field's type; reject anything ambiguous."""
-    base, optional = _unwrap_optional(tp)
+    base, optional = unwrap_optional(tp)
     if value is None or (isinstance(value, str) and value.lower() in ("null", "none")):
         if optional:
             return None

@@ -1,0 +1,78 @@
+"""`check`: the one gate every entry point (`scripts/train.py`, `scripts/pipeline.py`,
+`TrainContextBuilder.build`) passes before any work, so a typo fails in a second, not after the
+data build, however the run was started.
+
+Value rules first (`TrainConfig.validate`), then the checks that look at files, installed
+packages and the plug-in registries. Imports are local: the schema stays importable without
+torch.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+from kronos_engine.config.schema import ConfigError, TrainConfig, predictor_tokenizer
+
+
+def check(cfg: TrainConfig, *, tokenizer_from_earlier_stage: bool = False) -> None:
+    """Raise `ConfigError` (or a subclass) for the first thing that would stop the run.
+
+    A predictor's tokenizer is resolved here, once, and recorded in `cfg.tokenizer_path`: the
+    run (and the `config.yaml` it writes) then reads the tokenizer that was checked, even when
+    `<exp_dir>/tokenizer/best` appears later. `tokenizer_from_earlier_stage` says the
+    experiment's own tokenizer is trained before this run starts (the pipeline's tokenizer
+    stage): it is then the tokenizer, and its files are checked when this stage is built."""
+    cfg.validate()
+    if cfg.resume and not Path(cfg.resume).exists():
+        raise ConfigError(f"resume: '{cfg.resume}' does not exist")
+    if cfg.data_source == "qlib":
+        from kronos_engine.data.sources_qlib import require_pyqlib
+
+        require_pyqlib()
+    from kronos_engine import run_dir
+    from kronos_engine.extras import check_available
+    from kronos_engine.model_factory import check_pretrained_paths, check_tokenizer
+
+    tokenizer = None
+    if cfg.train_type == "predictor":
+        tokenizer = predictor_tokenizer(cfg, trained_first=tokenizer_from_earlier_stage)
+    check_pretrained_paths(cfg, tokenizer)
+    run_dir.check_output_dir(cfg)
+    check_plugins(cfg)
+    if tokenizer is not None and not tokenizer_from_earlier_stage:
+        check_tokenizer(cfg, tokenizer)
+    check_available(cfg)
+    if tokenizer is not None:
+        cfg.tokenizer_path = tokenizer
+
+
+def check_plugins(cfg: TrainConfig) -> None:
+    """`strategy` and `callbacks` name registered (or importable) classes of the right base;
+    the strategy trains this `train_type`; callbacks can be created without arguments."""
+    from kronos_engine.callback import TrainCallback
+    from kronos_engine.registry import CALLBACKS, STRATEGIES, RegistryError
+    from kronos_engine.strategy import Strategy, check_strategy_train_type
+
+    checks = [("callbacks", name, CALLBACKS, TrainCallback) for name in cfg.callbacks]
+    if cfg.strategy:
+        checks.append(("strategy", cfg.strategy, STRATEGIES, Strategy))
+    for key, name, registry, base in checks:
+        try:
+            obj = registry.get(name)
+        except RegistryError as exc:
+            raise ConfigError(f"{key}: {exc}") from None
+        if not (isinstance(obj, type) and issubclass(obj, base)):
+            raise ConfigError(
+                f"{key}: '{name}' is {obj!r}, not a subclass of {base.__module__}.{base.__name__}"
+            )
+        if key == "strategy":
+            check_strategy_train_type(obj, name, cfg.train_type)
+        if key == "callbacks":  # the builder creates configured callbacks without arguments
+            try:
+                inspect.signature(obj).bind()
+            except TypeError as exc:
+                raise ConfigError(
+                    f"callbacks: '{name}' cannot be created without arguments ({exc}); give it "
+                    "defaults or pass an instance with TrainContextBuilder.with_callbacks"
+                ) from None

@@ -1,0 +1,83 @@
+"""The pipeline of one experiment: data preparation -> tokenizer -> predictor.
+
+Each stage is an ordinary run (`run_training`) writing to `<exp_dir>/<stage>`; the processed
+data is built once into `<exp_dir>/cache` and only read by the stages. Every stage is checked
+(`kronos_engine.config.check`) and its output dir held before the data is built.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from kronos_engine import run_dir
+from kronos_engine.config import ConfigError, TrainConfig, check
+
+log = logging.getLogger("kronos_engine")
+
+STAGES = ("tokenizer", "predictor")
+
+
+def stage_configs(
+    values: Mapping[str, Any], *, skip_tokenizer: bool = False, skip_predictor: bool = False
+) -> tuple[dict[str, TrainConfig], TrainConfig]:
+    """The validated config of every stage to run (by name, in order), and the one data
+    preparation uses, from the merged values shared by all stages."""
+    values = dict(values)
+    if values.pop("train_type", None) is not None:
+        log.info("pipeline: ignoring train_type from the config; each stage sets its own")
+    for key, why in (
+        ("output_dir", "each stage writes to <exp_dir>/<stage>; set exp_dir instead"),
+        ("resume", "resume a single stage with scripts/train.py --resume=<its output dir>"),
+    ):
+        if values.get(key) is not None:
+            raise ConfigError(f"{key}: not supported by the pipeline; {why}")
+    exp_dir = Path(values.get("exp_dir") or TrainConfig().exp_dir)
+    if values.get("cache_dir") is None:
+        values["cache_dir"] = str(exp_dir / "cache")
+    stages: dict[str, TrainConfig] = {}
+    if not skip_tokenizer:
+        stages["tokenizer"] = TrainConfig.from_dict({**values, "train_type": "tokenizer"})
+    if not skip_predictor:
+        stages["predictor"] = TrainConfig.from_dict({**values, "train_type": "predictor"})
+    data_cfg = next(iter(stages.values()), None) or TrainConfig.from_dict(values)
+    return stages, data_cfg
+
+
+def check_stages(stages: Mapping[str, TrainConfig]) -> None:
+    """`check` every stage and hold its output dir, before any data is built. A predictor after
+    a tokenizer stage reads the tokenizer that stage trains (`<exp_dir>/tokenizer/best`, which
+    wins over `pretrained_tokenizer`); its files are checked when the predictor stage starts."""
+    for name, cfg in stages.items():
+        check(cfg, tokenizer_from_earlier_stage=name == "predictor" and "tokenizer" in stages)
+        run_dir.hold(cfg)  # until the stage ends
+
+
+def prepare_data(cfg: TrainConfig) -> None:
+    """Build (or verify) the cached splits once so both stages only read them."""
+    from kronos_engine.data import build_datasets
+
+    splits = build_datasets(cfg)
+    log.info("data prepared in %s (%s)", cfg.cache_dir, splits.summary.get("cache"))
+
+
+def run_training(cfg: TrainConfig):
+    """Build (which checks) and fit one run; returns the finished `TrainContext`."""
+    from kronos_engine.builder import TrainContextBuilder
+    from kronos_engine.trainer import Trainer
+
+    ctx = TrainContextBuilder(cfg).build()
+    if ctx.is_main:
+        log.info(
+            "%s: %d steps (%d per epoch), %d process(es) on %s, writing to %s",
+            cfg.train_type,
+            ctx.total_steps,
+            ctx.steps_per_epoch,
+            ctx.world_size,
+            ctx.executor.device,
+            ctx.output_dir,
+        )
+    Trainer(ctx).fit()
+    return ctx
