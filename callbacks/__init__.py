@@ -1,19 +1,24 @@
 """Built-in callbacks, registered by name in `kronos_engine.registry.CALLBACKS`."""
 
-from callbacks.activation_checkpointing import ActivationCheckpointing
-from callbacks.best_checkpoint import BestCheckpoint
-from callbacks.early_stopping import EarlyStopping
-from callbacks.ema import EMA
-from callbacks.forecast_validation import ForecastValidation
-from callbacks.graceful_stop import GracefulStop
-from callbacks.grad_clip import GradClipCallback
-from callbacks.metrics_jsonl import JSONLMetrics
-from callbacks.non_finite import NonFiniteError, NonFiniteGuard
-from callbacks.periodic_checkpoint import PeriodicCheckpoint
-from callbacks.progress import ProgressBar
-from callbacks.summary import RunSummary
-from callbacks.trackers import CometTracker, MLflowTracker, TensorBoardTracker, WandbTracker
-from callbacks.validation import ValidationCallback
+from kronos_engine.callbacks.activation_checkpointing import ActivationCheckpointing
+from kronos_engine.callbacks.best_checkpoint import BestCheckpoint
+from kronos_engine.callbacks.early_stopping import EarlyStopping
+from kronos_engine.callbacks.ema import EMA
+from kronos_engine.callbacks.forecast_validation import ForecastValidation
+from kronos_engine.callbacks.graceful_stop import GracefulStop
+from kronos_engine.callbacks.grad_clip import GradClipCallback
+from kronos_engine.callbacks.metrics_jsonl import JSONLMetrics
+from kronos_engine.callbacks.non_finite import NonFiniteError, NonFiniteGuard
+from kronos_engine.callbacks.periodic_checkpoint import PeriodicCheckpoint
+from kronos_engine.callbacks.progress import ProgressBar
+from kronos_engine.callbacks.summary import RunSummary
+from kronos_engine.callbacks.trackers import (
+    CometTracker,
+    MLflowTracker,
+    TensorBoardTracker,
+    WandbTracker,
+)
+from kronos_engine.callbacks.validation import ValidationCallback
 
 __all__ = [
     "ActivationCheckpointing",

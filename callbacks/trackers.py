@@ -11,7 +11,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from callbacks.metrics_jsonl import train_record, val_record
+from kronos_engine.callbacks.metrics_jsonl import train_record, val_record
+
 from kronos_engine.callback import TrainCallback
 from kronos_engine.context import TrainContext
 from kronos_engine.extras import LOGGER_PACKAGES, require

@@ -1,6 +1,8 @@
 """Name -> class registries for strategies and callbacks.
 
-The core never imports the built-in `strategies`/`callbacks` packages directly; it asks a registry,
+The core never imports the built-in `kronos_engine.strategies`/`kronos_engine.callbacks` packages
+(the top-level `strategies/` and `callbacks/` folders, installed under `kronos_engine`, so a
+user module of the same name cannot shadow them) directly; it asks a registry,
 which imports them on first use. User code registers its own classes with the same decorators or
 names them as `module:Class` strings.
 """
@@ -107,5 +109,5 @@ class Registry:
         return sorted(self._items)
 
 
-STRATEGIES = Registry("strategy", "strategies")
-CALLBACKS = Registry("callback", "callbacks")
+STRATEGIES = Registry("strategy", "kronos_engine.strategies")
+CALLBACKS = Registry("callback", "kronos_engine.callbacks")

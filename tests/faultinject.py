@@ -37,12 +37,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from kronos_engine.strategies.predictor_next_token import PredictorNextTokenStrategy
+from kronos_engine.strategies.tokenizer_recon import TokenizerReconStrategy
 
 import kronos_engine.checkpoint_store as store_module
 import kronos_engine.resume as resume_module
 from kronos_engine.callback import TrainCallback
-from strategies.predictor_next_token import PredictorNextTokenStrategy
-from strategies.tokenizer_recon import TokenizerReconStrategy
 
 CKPT_OPS = (
     "model_torn",  # model.safetensors half written

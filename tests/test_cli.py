@@ -456,7 +456,7 @@ IN_PROCESS_CASES = {
         "model_preset: 'small' is not a tokenizer preset; choose one of ['tiny', 'base']",
     ),
     "callback_class_missing": (
-        ["--callbacks=callbacks.graceful_stop:NoSuchClass"],
+        ["--callbacks=kronos_engine.callbacks.graceful_stop:NoSuchClass"],
         "callbacks: module 'callbacks.graceful_stop' has no attribute 'NoSuchClass'",
     ),
     "callback_not_a_callback": (
@@ -516,7 +516,7 @@ def test_help_groups_every_flag():
 NAN_STRATEGY = '''
 import math
 
-from strategies.tokenizer_recon import TokenizerReconStrategy
+from kronos_engine.strategies.tokenizer_recon import TokenizerReconStrategy
 
 
 class NanAtStep2(TokenizerReconStrategy):

@@ -8,12 +8,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from engine_helpers import Recorder, run, tiny_cfg, weights
+from kronos_engine.callbacks import ActivationCheckpointing, EarlyStopping
+from kronos_engine.strategies import TokenizerReconStrategy
 
-from callbacks import ActivationCheckpointing, EarlyStopping
 from kronos_engine import STRATEGIES, TrainCallback
 from kronos_engine.config import ConfigError
 from kronos_engine.strategy import StepOutput, ValOutput
-from strategies import TokenizerReconStrategy
 
 
 def test_hooks_fire_in_order(tmp_path):

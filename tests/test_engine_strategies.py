@@ -7,12 +7,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 from engine_helpers import tiny_cfg
+from kronos_engine.strategies import PredictorNextTokenStrategy, TokenizerReconStrategy
 from safetensors.torch import load_file
 
 from kronos_engine import TrainContextBuilder
 from kronos_engine.evaluation import evaluate
 from kronos_engine.models import Kronos, KronosTokenizer
-from strategies import PredictorNextTokenStrategy, TokenizerReconStrategy
 
 TOL = dict(atol=1e-5, rtol=1e-4)
 

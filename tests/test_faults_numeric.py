@@ -118,7 +118,8 @@ def test_non_finite_first_validation_does_not_trigger_early_stopping(tmp_path):
 
 
 def test_a_guard_built_in_python_checks_its_policy_as_the_config_does():
-    from callbacks.non_finite import NonFiniteGuard
+    from kronos_engine.callbacks.non_finite import NonFiniteGuard
+
     from kronos_engine import ConfigError
 
     with pytest.raises(ConfigError, match=r"nan_policy: 'ignore' is not allowed; choose one of"):

@@ -71,7 +71,8 @@ def test_resuming_a_run_without_ema_with_ema_on_is_refused(tmp_path):
 
 
 def test_an_ema_built_in_python_checks_its_decay_as_the_config_does():
-    from callbacks.ema import EMA
+    from kronos_engine.callbacks.ema import EMA
+
     from kronos_engine import ConfigError
 
     with pytest.raises(ConfigError, match=r"ema_decay: must lie in \(0, 1\), got 1.0"):

@@ -22,7 +22,8 @@ from kronos_engine.forecasting.timestamps import as_datetime_index, infer_future
 
 
 class Forecaster(Protocol):
-    """What the rolling evaluation needs from a model: `KronosPredictor.predict_batch`."""
+    """What the rolling evaluation needs from a model: `KronosPredictor.predict_batch`, called
+    with `return_samples=True` and the sampling options as keywords."""
 
     def predict_batch(
         self,
@@ -30,15 +31,7 @@ class Forecaster(Protocol):
         x_timestamp_list: Sequence[Any] | None = None,
         y_timestamp_list: Sequence[Any] | None = None,
         pred_len: int | None = None,
-        T: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 0.9,
-        sample_count: int = 1,
-        verbose: bool = True,
-        *,
-        quantiles: Sequence[float] | None = None,
-        return_samples: bool = False,
-        seed: int | None = None,
+        **options: Any,
     ) -> Any: ...
 
 
@@ -56,18 +49,15 @@ class _PointBaseline:
         x_timestamp_list: Sequence[Any] | None = None,
         y_timestamp_list: Sequence[Any] | None = None,
         pred_len: int | None = None,
-        T: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 0.9,
-        sample_count: int = 1,
-        verbose: bool = True,
         *,
+        sample_count: int = 1,
         quantiles: Sequence[float] | None = None,
         return_samples: bool = False,
-        seed: int | None = None,
+        **sampling: Any,
     ) -> list[pd.DataFrame] | tuple[list[pd.DataFrame], np.ndarray]:
-        """Same arguments and results as `KronosPredictor.predict_batch`; sampling options
-        are accepted and ignored (the forecast is deterministic)."""
+        """Same arguments and results as `KronosPredictor.predict_batch`; the sampling options
+        (`T`, `top_k`, `top_p`, `seed`, `verbose`) are accepted and ignored: the forecast is
+        deterministic, and its `sample_count` samples are copies of the one path."""
         n = len(df_list)
         y_list = list(y_timestamp_list) if y_timestamp_list is not None else [None] * n
         x_list = list(x_timestamp_list) if x_timestamp_list is not None else [None] * n

@@ -183,10 +183,7 @@ def write_plots(folder: Path, acc: MetricAccumulator, n_symbols: int = 4) -> lis
             ax.plot(part.timestamp, part.close_pred, lw=1, label=model)
         ax.set_title(f"{symbol}: close forecast {int(last.horizon.max())} steps ahead")
         ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    fig.savefig(folder / "forecast_vs_actual.png", dpi=110)
-    plt.close(fig)
-    written.append("forecast_vs_actual.png")
+    written.append(_save(fig, None, folder / "forecast_vs_actual.png"))
 
     daily = {m: acc.daily_ic(m) for m in acc.models}
     if any(d["rank_ic"].notna().any() for d in daily.values() if len(d)):
@@ -196,11 +193,7 @@ def write_plots(folder: Path, acc: MetricAccumulator, n_symbols: int = 4) -> lis
                 ax.plot(d.index, d["rank_ic"], lw=1, marker=".", label=model)
         ax.axhline(0, color="grey", lw=0.8)
         ax.set_title("RankIC of the predicted horizon return, by origin date")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(folder / "ic_by_date.png", dpi=110)
-        plt.close(fig)
-        written.append("ic_by_date.png")
+        written.append(_save(fig, ax, folder / "ic_by_date.png"))
 
     calibration = acc.calibration_table()
     if len(calibration):
@@ -211,12 +204,20 @@ def write_plots(folder: Path, acc: MetricAccumulator, n_symbols: int = 4) -> lis
         ax.set_xlabel("forecast quantile")
         ax.set_ylabel("share of actuals below it")
         ax.set_title("Calibration of the close quantiles")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(folder / "calibration.png", dpi=110)
-        plt.close(fig)
-        written.append("calibration.png")
+        written.append(_save(fig, ax, folder / "calibration.png"))
     return written
+
+
+def _save(fig, ax, path: Path) -> str:
+    """Legend (on `ax`), layout, PNG, close; returns the file name."""
+    import matplotlib.pyplot as plt
+
+    if ax is not None:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path.name
 
 
 def write_evaluation(
