@@ -457,7 +457,7 @@ IN_PROCESS_CASES = {
     ),
     "callback_class_missing": (
         ["--callbacks=kronos_engine.callbacks.graceful_stop:NoSuchClass"],
-        "callbacks: module 'callbacks.graceful_stop' has no attribute 'NoSuchClass'",
+        "callbacks: module 'kronos_engine.callbacks.graceful_stop' has no attribute 'NoSuchClass'",
     ),
     "callback_not_a_callback": (
         ["--callbacks=json:JSONDecoder"],
