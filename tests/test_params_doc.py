@@ -11,13 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from kronos_engine import launch
 from kronos_engine.cli import GROUP_TITLES, field_default, format_value
 from kronos_engine.config import TrainConfig, field_type
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = REPO / "params.md"
 ROW = re.compile(r"^\| `(\w+)` \| ([^|]+) \| `([^`]*)` \| (.+) \|$")
-CLI_ONLY_FLAGS = {"config", "help", "skip-tokenizer", "skip-predictor"}
+CLI_ONLY_FLAGS = {"config", "help", "skip-tokenizer", "skip-predictor", launch.FLAG.lstrip("-")}
 
 
 def documented_keys() -> dict[str, dict[str, str]]:
