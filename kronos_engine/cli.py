@@ -36,7 +36,13 @@ from kronos_engine.config import (
 from kronos_engine.launch import HELP as NPROCS_HELP
 from kronos_engine.launch import launch, pop_nprocs
 from kronos_engine.outcome import describe_results, stop_exit_code
-from kronos_engine.pipeline import check_stages, prepare_data, run_training, stage_configs
+from kronos_engine.pipeline import (
+    check_stages,
+    prepare_data,
+    run_stages,
+    run_training,
+    stage_configs,
+)
 
 log = logging.getLogger("kronos_engine")
 
@@ -365,11 +371,9 @@ def load_pipeline_configs(
 def pipeline_main(argv: Sequence[str] | None = None) -> int:
     """`scripts/pipeline.py`: data -> tokenizer -> predictor, stopping at the first failure.
     The stages share one executor (one process group), closed at the end."""
-    from kronos_engine.builder import TrainContextBuilder
     from kronos_engine.executors import make_executor
 
     setup_logging()
-    finished = []
     executor = None
     try:
         nprocs, argv = pop_nprocs(sys.argv[1:] if argv is None else argv)
@@ -382,22 +386,14 @@ def pipeline_main(argv: Sequence[str] | None = None) -> int:
             prepare_data(data_cfg)
         if stages:
             executor = make_executor(data_cfg.device, data_cfg.precision)
-        for name, cfg in stages.items():
-            if is_rank0():
-                log.info("pipeline: %s stage", name)
-            ctx = run_training(TrainContextBuilder(cfg, executor))
-            ctx.executor.barrier()  # every rank done with this stage before the next/teardown
-            finished.append(ctx)
-            if ctx.preempted:
-                break
+        finished = run_stages(stages, executor)
         if is_rank0():
             if not finished:
                 print(f"data prepared in {data_cfg.cache_dir}; no stage to train", flush=True)
-            for ctx in finished:
-                print(describe_results(ctx, suggest_next=False), flush=True)
+            for text in [describe_results(ctx, suggest_next=False) for ctx in finished]:
+                print(text, flush=True)  # (no loop variable keeps a stage's model alive)
         code = stop_exit_code(finished[-1]) if finished else 0
-        ctx = None  # noqa: F841 - drop the last stage's model before the teardown
-        finished.clear()
+        finished.clear()  # drop the stages' models before the teardown
         if executor is not None:
             executor.close(graceful=True)
         return code

@@ -65,6 +65,24 @@ def prepare_data(cfg: TrainConfig) -> None:
     log.info("data prepared in %s (%s)", cfg.cache_dir, splits.summary.get("cache"))
 
 
+def run_stages(stages: Mapping[str, TrainConfig], executor) -> list:
+    """Run the stages in order on one executor (one process group), stopping after a preempted
+    one. Returns the finished `TrainContext`s; the caller reports them and closes the
+    executor."""
+    from kronos_engine.builder import TrainContextBuilder
+
+    finished = []
+    for name, cfg in stages.items():
+        if run_dir.is_writer():
+            log.info("pipeline: %s stage", name)
+        ctx = run_training(TrainContextBuilder(cfg, executor))
+        ctx.executor.barrier()  # every rank done with this stage before the next/teardown
+        finished.append(ctx)
+        if ctx.preempted:
+            break
+    return finished
+
+
 def run_training(builder):
     """Build (which checks) and fit one run of a `TrainContextBuilder`; returns the finished
     `TrainContext`. The caller closes `builder.executor` (set once made, also on a failure)."""
