@@ -90,6 +90,7 @@ def load_checkpoint(ctx: TrainContext, directory: Path) -> None:
             f"{directory}: checkpoint is for train_type '{state.get('train_type')}', "
             f"this run is '{ctx.cfg.train_type}'"
         )
+    _check_schedule_reaches(ctx, int(state["counters"]["global_step"]), directory)
     try:
         load_model_weights(ctx.unwrapped_model, directory)
     except RuntimeError as exc:
@@ -116,6 +117,17 @@ def load_checkpoint(ctx: TrainContext, directory: Path) -> None:
             directory,
             saved_world,
             ctx.world_size,
+        )
+
+
+def _check_schedule_reaches(ctx: TrainContext, step: int, directory: Path) -> None:
+    """A schedule that ends before the checkpoint's step cannot be re-entered (OneCycle raises
+    deep inside torch): say so in one line, naming what to change."""
+    if step > ctx.total_steps:
+        raise ResumeError(
+            f"{directory}: the checkpoint is at step {step}, past the end of this config's "
+            f"schedule (step {ctx.total_steps}, from epochs and max_steps); resume with "
+            f"max_steps >= {step} (or more epochs)"
         )
 
 

@@ -227,6 +227,16 @@ def test_resume_with_a_longer_schedule_continues_on_the_new_one(tmp_path, schedu
     assert "changed max_steps" in caplog.text
 
 
+def test_resume_with_a_schedule_that_ends_before_the_checkpoint_is_one_error(tmp_path):
+    first = tiny_cfg(tmp_path, max_steps=4, ckpt_interval=2)
+    ctx = run(first)
+    before = {p: p.read_bytes() for p in ctx.output_dir.rglob("*") if p.is_file()}
+    shorter = tiny_cfg(tmp_path, max_steps=3, resume=str(first.resolved_output_dir))
+    with pytest.raises(ResumeError, match="at step 4, past the end .* max_steps >= 4"):
+        run(shorter)
+    assert {p: p.read_bytes() for p in ctx.output_dir.rglob("*") if p.is_file()} == before
+
+
 def test_a_fresh_run_never_replaces_an_earlier_run_unless_asked(tmp_path):
     cfg = tiny_cfg(tmp_path, max_steps=2)
     ctx = run(cfg)
