@@ -90,7 +90,6 @@ def load_checkpoint(ctx: TrainContext, directory: Path) -> None:
             f"{directory}: checkpoint is for train_type '{state.get('train_type')}', "
             f"this run is '{ctx.cfg.train_type}'"
         )
-    _check_schedule_reaches(ctx, int(state["counters"]["global_step"]), directory)
     try:
         load_model_weights(ctx.unwrapped_model, directory)
     except RuntimeError as exc:
@@ -117,17 +116,6 @@ def load_checkpoint(ctx: TrainContext, directory: Path) -> None:
             directory,
             saved_world,
             ctx.world_size,
-        )
-
-
-def _check_schedule_reaches(ctx: TrainContext, step: int, directory: Path) -> None:
-    """A schedule that ends before the checkpoint's step cannot be re-entered (OneCycle raises
-    deep inside torch): say so in one line, naming what to change."""
-    if step > ctx.total_steps:
-        raise ResumeError(
-            f"{directory}: the checkpoint is at step {step}, past the end of this config's "
-            f"schedule (step {ctx.total_steps}, from epochs and max_steps); resume with "
-            f"max_steps >= {step} (or more epochs)"
         )
 
 
@@ -167,7 +155,15 @@ def _restore_optimizer_and_schedule(ctx: TrainContext, opt_state: dict, director
     ctx.scheduler.last_epoch = int(saved["last_epoch"]) - 1
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ctx.scheduler.step()
+        try:
+            ctx.scheduler.step()
+        except ValueError:  # OneCycleLR cannot step past its total: say what to change
+            step = int(saved["last_epoch"])
+            raise ResumeError(
+                f"{directory}: the checkpoint is at step {step}, past the end of this config's "
+                f"{ctx.cfg.scheduler} schedule (step {ctx.total_steps}, from epochs and "
+                f"max_steps); resume with max_steps >= {step} (or more epochs)"
+            ) from None
     ctx.scheduler._step_count = int(saved.get("_step_count", ctx.scheduler._step_count))
     _warn_on_schedule_change(ctx, directory)
 
