@@ -15,13 +15,14 @@ from torch.utils.data import DataLoader
 
 from kronos_engine import run_dir
 from kronos_engine.callback import CallbackList, TrainCallback
+from kronos_engine.checkpoint_store import find_resume_checkpoint
 from kronos_engine.config import TrainConfig, check
 from kronos_engine.context import TrainContext
 from kronos_engine.executors import Executor, make_executor
 from kronos_engine.finetune import apply_finetune_method
 from kronos_engine.optim import build_optimizer, build_scheduler
 from kronos_engine.registry import CALLBACKS, STRATEGIES
-from kronos_engine.resume import find_resume_checkpoint, load_checkpoint
+from kronos_engine.resume import load_checkpoint
 from kronos_engine.rng import seed_everything
 from kronos_engine.run_dir import RunLayout, clear_previous_run, write_config
 from kronos_engine.strategy import Strategy, check_strategy_train_type

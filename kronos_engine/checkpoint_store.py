@@ -25,21 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kronos_engine.errors import CheckpointWriteError, ResumeError
+from kronos_engine.errors import ResumeError
 from kronos_engine.run_dir import RunLayout, write_dir_atomically
-
-__all__ = [
-    "CheckpointWriteError",
-    "ResumeError",
-    "find_resume_checkpoint",
-    "list_checkpoints",
-    "prune_checkpoints",
-    "read_trainer_state",
-    "verify_checkpoint",
-    "write_checkpoint",
-    "write_json",
-    "write_manifest",
-]
 
 log = logging.getLogger("kronos_engine")
 

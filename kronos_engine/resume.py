@@ -22,7 +22,7 @@ import yaml
 
 from kronos_engine import checkpoint_store
 from kronos_engine.checkpoint_store import FORMAT_VERSION, TRAINER_STATE, write_json
-from kronos_engine.errors import CheckpointWriteError, ResumeError
+from kronos_engine.errors import ResumeError
 from kronos_engine.finetune import ADAPTER_WEIGHTS, is_adapted
 from kronos_engine.models.io import WEIGHTS_NAME, load_model_weights, save_resumable_model
 from kronos_engine.rng import capture_rng_state, restore_rng_state
@@ -31,19 +31,11 @@ from kronos_engine.run_dir import RunLayout, write_config
 if TYPE_CHECKING:
     from kronos_engine.context import TrainContext
 
-__all__ = [
-    "CheckpointWriteError",
-    "ResumeError",
-    "find_resume_checkpoint",
-    "load_checkpoint",
-    "save_checkpoint",
-]
 
 log = logging.getLogger("kronos_engine")
 
 OPTIMIZER_FILE = "optimizer.pt"
 SCHEDULER_FILE = "scheduler.json"
-find_resume_checkpoint = checkpoint_store.find_resume_checkpoint
 
 
 def save_checkpoint(ctx: TrainContext, root: Path, keep_last: int) -> Path:

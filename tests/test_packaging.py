@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -52,9 +53,15 @@ def test_pyproject_lists_every_package_under_its_installed_name():
 
 
 def test_wheel_holds_the_builtins_under_kronos_engine(tmp_path):
+    # Built from a copy: an in-tree build would leave build/ in the checkout, whose stale
+    # files (a removed module) setuptools would put into every later wheel.
+    source = tmp_path / "src"
+    for name in ("kronos_engine", "callbacks", "strategies"):
+        shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "pyproject.toml", source / "pyproject.toml")
     proc = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
-        + ["-w", str(tmp_path), str(REPO)],
+        + ["-w", str(tmp_path), str(source)],
         capture_output=True,
         text=True,
         timeout=300,
