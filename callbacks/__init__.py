@@ -8,7 +8,7 @@ from kronos_engine.callbacks.forecast_validation import ForecastValidation
 from kronos_engine.callbacks.graceful_stop import GracefulStop
 from kronos_engine.callbacks.grad_clip import GradClipCallback
 from kronos_engine.callbacks.metrics_jsonl import JSONLMetrics
-from kronos_engine.callbacks.non_finite import NonFiniteError, NonFiniteGuard
+from kronos_engine.callbacks.non_finite import NonFiniteGuard
 from kronos_engine.callbacks.periodic_checkpoint import PeriodicCheckpoint
 from kronos_engine.callbacks.progress import ProgressBar
 from kronos_engine.callbacks.summary import RunSummary
@@ -19,6 +19,8 @@ from kronos_engine.callbacks.trackers import (
     WandbTracker,
 )
 from kronos_engine.callbacks.validation import ValidationCallback
+
+from kronos_engine.errors import NonFiniteError
 
 __all__ = [
     "ActivationCheckpointing",

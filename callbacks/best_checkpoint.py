@@ -10,12 +10,14 @@ import math
 from typing import Any
 
 from kronos_engine.callback import TrainCallback
-from kronos_engine.config import FORECAST_VAL_METRICS, ConfigError
+from kronos_engine.config import FORECAST_VAL_METRICS
 from kronos_engine.context import TrainContext
-from kronos_engine.evaluation.validation import improves, selection_metric
+from kronos_engine.errors import ConfigError
+from kronos_engine.fsio import write_dir_atomically
+from kronos_engine.layout import RunLayout
 from kronos_engine.models.io import save_model
 from kronos_engine.registry import CALLBACKS
-from kronos_engine.run_dir import RunLayout, write_dir_atomically
+from kronos_engine.training.validation import improves, selection_metric
 
 log = logging.getLogger("kronos_engine")
 

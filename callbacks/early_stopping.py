@@ -9,8 +9,8 @@ from typing import Any
 
 from kronos_engine.callback import TrainCallback
 from kronos_engine.context import StopReason, TrainContext
-from kronos_engine.evaluation.validation import improves, selection_metric
 from kronos_engine.registry import CALLBACKS
+from kronos_engine.training.validation import improves, selection_metric
 
 log = logging.getLogger("kronos_engine")
 

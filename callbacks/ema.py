@@ -9,9 +9,8 @@ from safetensors.torch import load_file, save_file
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from kronos_engine.callback import TrainCallback
-from kronos_engine.config import ConfigError
 from kronos_engine.context import TrainContext
-from kronos_engine.errors import ResumeError
+from kronos_engine.errors import ConfigError, ResumeError
 from kronos_engine.registry import CALLBACKS
 
 EMA_FILE = "ema.safetensors"

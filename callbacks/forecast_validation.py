@@ -21,8 +21,9 @@ import math
 import torch
 
 from kronos_engine.callback import TrainCallback
-from kronos_engine.config import FORECAST_VAL_METRICS, ConfigError
+from kronos_engine.config import FORECAST_VAL_METRICS
 from kronos_engine.context import TrainContext
+from kronos_engine.errors import ConfigError
 from kronos_engine.registry import CALLBACKS
 
 log = logging.getLogger("kronos_engine")

@@ -6,9 +6,9 @@ import logging
 import math
 
 from kronos_engine.callback import TrainCallback
-from kronos_engine.config import NAN_POLICIES, ConfigError
+from kronos_engine.config import NAN_POLICIES
 from kronos_engine.context import TrainContext
-from kronos_engine.errors import NonFiniteError
+from kronos_engine.errors import ConfigError, NonFiniteError
 from kronos_engine.registry import CALLBACKS
 
 log = logging.getLogger("kronos_engine")

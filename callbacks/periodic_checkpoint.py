@@ -6,9 +6,9 @@ import logging
 
 from kronos_engine.callback import TrainCallback
 from kronos_engine.context import TrainContext
+from kronos_engine.layout import RunLayout
 from kronos_engine.registry import CALLBACKS
-from kronos_engine.resume import save_checkpoint
-from kronos_engine.run_dir import RunLayout
+from kronos_engine.training.resume import save_checkpoint
 
 log = logging.getLogger("kronos_engine")
 

@@ -7,8 +7,9 @@ import time
 
 from kronos_engine.callback import TrainCallback
 from kronos_engine.context import TrainContext
+from kronos_engine.fsio import atomic_write_text
+from kronos_engine.layout import RunLayout
 from kronos_engine.registry import CALLBACKS
-from kronos_engine.run_dir import RunLayout, atomic_write_text
 
 
 @CALLBACKS.register("summary")

@@ -16,8 +16,8 @@ from kronos_engine.callbacks.metrics_jsonl import train_record, val_record
 from kronos_engine.callback import TrainCallback
 from kronos_engine.context import TrainContext
 from kronos_engine.extras import LOGGER_PACKAGES, require
+from kronos_engine.layout import RunLayout
 from kronos_engine.registry import CALLBACKS
-from kronos_engine.run_dir import RunLayout
 
 log = logging.getLogger("kronos_engine")
 

@@ -7,8 +7,8 @@ from typing import Any
 
 from kronos_engine.callback import TrainCallback
 from kronos_engine.context import TrainContext
-from kronos_engine.evaluation import evaluate
 from kronos_engine.registry import CALLBACKS
+from kronos_engine.training.validation import evaluate
 
 log = logging.getLogger("kronos_engine")
 

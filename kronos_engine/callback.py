@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kronos_engine.config import ConfigError
+from kronos_engine.errors import ConfigError
 
 if TYPE_CHECKING:
     from kronos_engine.context import TrainContext

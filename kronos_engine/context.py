@@ -13,8 +13,8 @@ from torch import nn
 if TYPE_CHECKING:
     from kronos_engine.callback import CallbackList
     from kronos_engine.config import TrainConfig
-    from kronos_engine.executors import Executor
     from kronos_engine.strategy import Strategy
+    from kronos_engine.training.executors import Executor
 
 
 class StopReason(str, enum.Enum):

@@ -1,12 +1,15 @@
-"""Optional dependencies of the fine-tuning toolbox: which extra provides each, and the one-line
-error a config gets when it asks for a tool that is not installed."""
+"""Optional dependencies: which extra provides each, the one-line error a config gets when it
+asks for a tool that is not installed, and the one guarded import of matplotlib (plots)."""
 
 from __future__ import annotations
 
 import importlib
+import logging
 from types import ModuleType
 
-from kronos_engine.config import ConfigError, TrainConfig
+from kronos_engine.errors import ConfigError, PlotError
+
+log = logging.getLogger("kronos_engine")
 
 # import name -> the pyproject extra that installs it
 EXTRA_OF = {
@@ -36,9 +39,28 @@ def require(module: str, key: str, value: str) -> ModuleType:
         ) from None
 
 
-def check_available(cfg: TrainConfig) -> None:
-    """Before any work: every optional package the config asks for is installed."""
-    if cfg.finetune_method == "lora":
-        require("peft", "finetune_method", "lora")
-    for name in cfg.loggers:
-        require(LOGGER_PACKAGES[name], "loggers", name)
+def import_pyplot() -> ModuleType:
+    """`matplotlib.pyplot` on the file-only Agg backend (works on headless machines), or a
+    `PlotError` in one line naming the `plot` extra. Every plot (training curves, forecasts,
+    evaluation, backtest) comes through here, so none opens a window or picks its own backend."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise PlotError(
+            "plotting needs matplotlib, which is not installed: "
+            "pip install 'kronos-engine[plot]' (or pip install matplotlib)"
+        ) from None
+    return plt
+
+
+def optional_pyplot(what: str) -> ModuleType | None:
+    """`import_pyplot` for outputs that are extras of a command (an evaluation's plots): None,
+    with one warning, when matplotlib is missing."""
+    try:
+        return import_pyplot()
+    except PlotError:
+        log.warning(f"no {what}: matplotlib is not installed (pip install -e '.[plot]')")
+        return None

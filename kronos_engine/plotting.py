@@ -7,24 +7,20 @@ the command says so in one line instead of failing on import.
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kronos_engine.run_dir import RunLayout
+from kronos_engine.errors import PlotError
+from kronos_engine.extras import import_pyplot
+from kronos_engine.layout import RunLayout
 
 # Train record keys that are bookkeeping, not losses (see params.md, "metrics.jsonl").
 TRAIN_NON_LOSS = {"type", "step", "epoch", "loss", "lr", "grad_norm", "samples_per_s", "samples"}
 VAL_NON_LOSS = {"type", "step", "epoch", "best", "val_samples"}
 KNOWN_VAL_METRICS = ("val_loss", "val_recon_mse")
-
-
-class PlotError(Exception):
-    """A run cannot be plotted (no metrics file, no records, no matplotlib); one line."""
 
 
 @dataclass
@@ -94,20 +90,6 @@ def load_run(output_dir: str | Path, label: str | None = None) -> RunMetrics:
     )
 
 
-def _import_pyplot():
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")  # files only: works on headless machines
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise PlotError(
-            "plotting needs matplotlib, which is not installed: "
-            "pip install 'kronos-engine[plot]' (or pip install matplotlib)"
-        ) from None
-    return plt
-
-
 def _dots(steps: Sequence[int]) -> str | None:
     """Markers on short series, so a run with one or two records still shows up."""
     return "." if len(steps) < 20 else None
@@ -115,7 +97,7 @@ def _dots(steps: Sequence[int]) -> str | None:
 
 def make_figure(runs: Sequence[RunMetrics]):
     """Three panels: loss (train solid, validation dashed), loss parts, learning rate."""
-    plt = _import_pyplot()
+    plt = import_pyplot()
     fig, (ax_loss, ax_parts, ax_lr) = plt.subplots(1, 3, figsize=(17, 4.8))
     styles = ["-", "--", ":", "-."]
     for i, run in enumerate(runs):
@@ -168,35 +150,8 @@ def plot_runs(output_dirs: Sequence[str | Path], out: str | Path | None = None) 
     fig = make_figure(runs)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
-    _import_pyplot().close(fig)
+    import_pyplot().close(fig)
     return out
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="plot.py",
-        description="Plot training/validation loss, loss parts and learning rate from "
-        "metrics.jsonl. Several output dirs are drawn on one figure to compare runs.",
-    )
-    parser.add_argument("output_dirs", nargs="+", metavar="OUTPUT_DIR", help="a run's output dir")
-    parser.add_argument(
-        "-o",
-        "--output",
-        metavar="OUT.png",
-        help="image file (default: OUTPUT_DIR/loss.png for one run, ./runs.png for several)",
-    )
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        out = plot_runs(args.output_dirs, args.output)
-    except PlotError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"plot written to {out}")
-    return 0
 
 
 def plot_forecast(
@@ -209,7 +164,7 @@ def plot_forecast(
     """
     from kronos_engine.forecasting import quantile_column
 
-    plt = _import_pyplot()
+    plt = import_pyplot()
     fig, ax = plt.subplots(figsize=(10, 4))
     ax.plot(history["timestamps"], history["close"], color="tab:blue", label="history")
     ax.plot(forecast.index, forecast["close"], color="tab:orange", label="forecast (mean)")

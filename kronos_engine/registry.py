@@ -15,14 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from kronos_engine.errors import RegistryError
+
 T = TypeVar("T")
-
-
-class RegistryError(KeyError):
-    """An unknown name or an unimportable `module:Class`; the message says what is available."""
-
-    def __str__(self) -> str:  # KeyError quotes its message; we want one plain line
-        return str(self.args[0])
 
 
 def load_object(spec: str) -> Any:

@@ -70,7 +70,7 @@ def check_strategy_train_type(strategy: type | Strategy, name: str, train_type: 
     predictor: refuse it, naming both keys."""
     own = getattr(strategy, "train_type", None)
     if own is not None and own != train_type:
-        from kronos_engine.config import ConfigError
+        from kronos_engine.errors import ConfigError
 
         raise ConfigError(
             f"strategy: '{name}' trains a {own}, but train_type is '{train_type}'; drop "

@@ -7,7 +7,7 @@ Writes <output>/report.json, report.csv and cumulative_return.png. All logic liv
 `kronos_engine.backtest`; see `--help`.
 """
 
-from kronos_engine.backtest import main
+from kronos_engine.cli.backtest import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -51,7 +51,7 @@ def one_config(args: argparse.Namespace) -> dict:
     model = build_predictor(args.preset)
     if args.finetune != "full":
         from kronos_engine.config import TrainConfig
-        from kronos_engine.finetune import apply_finetune_method
+        from kronos_engine.training.finetune import apply_finetune_method
 
         cfg = TrainConfig(
             train_type="predictor",

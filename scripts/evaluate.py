@@ -7,7 +7,7 @@ Writes <exp_dir>/eval/ (metrics.json, metrics_by_symbol.csv, forecasts.parquet, 
 plots). All logic lives in `kronos_engine.evaluation.cli`; see `--help`.
 """
 
-from kronos_engine.evaluation.cli import main
+from kronos_engine.cli.evaluate import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -6,7 +6,7 @@
 Writes `<exp_dir>/tokenizer`, `<exp_dir>/predictor` and caches the data in `<exp_dir>/cache`.
 """
 
-from kronos_engine.cli import pipeline_main
+from kronos_engine.cli.pipeline import pipeline_main
 
 if __name__ == "__main__":
     raise SystemExit(pipeline_main())

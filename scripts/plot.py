@@ -5,7 +5,7 @@
 Needs matplotlib (`pip install 'kronos-engine[plot]'`).
 """
 
-from kronos_engine.plotting import main
+from kronos_engine.cli.plot import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

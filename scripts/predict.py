@@ -6,7 +6,7 @@
 All logic lives in `kronos_engine.forecasting.cli`; see `--help`.
 """
 
-from kronos_engine.forecasting.cli import main
+from kronos_engine.cli.predict import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -7,7 +7,7 @@
 All logic lives in `kronos_engine.cli` so it is importable and tested; see `--help`.
 """
 
-from kronos_engine.cli import main
+from kronos_engine.cli.train import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -10,14 +10,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from kronos_engine.context import TrainContext
-from kronos_engine.model_factory import (
+from kronos_engine.fsio import write_dir_atomically
+from kronos_engine.layout import RunLayout
+from kronos_engine.registry import STRATEGIES
+from kronos_engine.strategy import StepOutput, Strategy, ValOutput
+from kronos_engine.training.model_factory import (
     build_predictor_model,
     check_bits_match,
     load_frozen_tokenizer,
 )
-from kronos_engine.registry import STRATEGIES
-from kronos_engine.run_dir import RunLayout, write_dir_atomically
-from kronos_engine.strategy import StepOutput, Strategy, ValOutput
 
 
 @STRATEGIES.register("predictor_next_token")

@@ -8,9 +8,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from kronos_engine.context import TrainContext
-from kronos_engine.model_factory import build_tokenizer_model
 from kronos_engine.registry import STRATEGIES
 from kronos_engine.strategy import StepOutput, Strategy, ValOutput
+from kronos_engine.training.model_factory import build_tokenizer_model
 
 
 @STRATEGIES.register("tokenizer_recon")

@@ -40,8 +40,8 @@ import torch
 from kronos_engine.strategies.predictor_next_token import PredictorNextTokenStrategy
 from kronos_engine.strategies.tokenizer_recon import TokenizerReconStrategy
 
-import kronos_engine.checkpoint_store as store_module
-import kronos_engine.resume as resume_module
+import kronos_engine.run.checkpoints as store_module
+import kronos_engine.training.resume as resume_module
 from kronos_engine.callback import TrainCallback
 
 CKPT_OPS = (
@@ -122,7 +122,7 @@ def fail_on_rank(ctx, where: str) -> None:
         return
     message = f"injected failure on rank {ctx.rank} {where}"
     if spec[-1] == "data":  # an error the CLI reports as a one-line user error
-        from kronos_engine.data import DataError
+        from kronos_engine.errors import DataError
 
         raise DataError(message)
     raise RuntimeError(message)

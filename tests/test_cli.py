@@ -473,7 +473,7 @@ IN_PROCESS_CASES = {
 
 @pytest.mark.parametrize("case", sorted(IN_PROCESS_CASES))
 def test_more_bad_configs_in_process(case, tmp_path, monkeypatch, capsys):
-    from kronos_engine.cli import main
+    from kronos_engine.cli.train import main
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "broken.yaml").write_text("batch_size: [8\n")
@@ -501,7 +501,7 @@ def test_help_groups_every_flag():
         [sys.executable, str(TRAIN), "--help"], capture_output=True, text=True, timeout=120
     )
     check_ok(proc)
-    from kronos_engine.cli import GROUP_TITLES, config_fields
+    from kronos_engine.cli.flags import GROUP_TITLES, config_fields
 
     text = proc.stdout
     positions = [text.index(f"\n{title} options:") for title in GROUP_TITLES.values()]
@@ -531,7 +531,7 @@ class NanAtStep2(TokenizerReconStrategy):
 
 
 def test_non_finite_loss_ends_with_one_line_and_exit_code_1(tmp_path, monkeypatch, capsys):
-    from kronos_engine.cli import main
+    from kronos_engine.cli.train import main
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "nan_strategy.py").write_text(NAN_STRATEGY)

@@ -125,7 +125,7 @@ def test_data_preparation_only(tmp_path):
     ],
 )
 def test_pipeline_config_errors_come_before_any_work(tmp_path, args, expected, capsys, monkeypatch):
-    from kronos_engine.cli import pipeline_main
+    from kronos_engine.cli.pipeline import pipeline_main
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "tiny.yaml").write_text(TINY_YAML)

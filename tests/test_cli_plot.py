@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from kronos_engine.plotting import PlotError, load_run
+from kronos_engine.errors import PlotError
+from kronos_engine.plotting import load_run
 
 REPO = Path(__file__).resolve().parents[1]
 PLOT = REPO / "scripts" / "plot.py"

@@ -21,7 +21,7 @@ import pytest
 import tomllib
 from test_faults_bad_input import BASE, EXIT_USAGE, _csv
 
-from kronos_engine.cli import main
+from kronos_engine.cli.train import main
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = [a for a in BASE if not a.startswith("--demo_")]
@@ -215,7 +215,8 @@ def test_the_python_api_logs_and_reports_its_result(tmp_path):
 
 def test_the_missing_column_error_lists_only_the_files_columns(tmp_path):
     from kronos_engine.config import TrainConfig
-    from kronos_engine.data import DataError, load_frames
+    from kronos_engine.data import load_frames
+    from kronos_engine.errors import DataError
 
     path = _csv(tmp_path, "novol", lambda f: f.drop(columns=["volume"]))
     cfg = TrainConfig(data_source="csv", data_path=str(path), lookback_window=10, predict_window=2)

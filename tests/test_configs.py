@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kronos_engine.cli import load_config
+from kronos_engine.cli.train import load_config
 from kronos_engine.config import TrainConfig, read_yaml_config
 
 REPO = Path(__file__).resolve().parents[1]

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from kronos_engine.config import TrainConfig
-from kronos_engine.data import DataError, build_datasets, generate_demo_frames, load_frames
+from kronos_engine.data import build_datasets, generate_demo_frames, load_frames
+from kronos_engine.errors import DataError
 
 N = 60
 

@@ -10,13 +10,13 @@ import torch
 
 from kronos_engine.config import TrainConfig
 from kronos_engine.data import (
-    DataError,
     KlineWindowDataset,
     WindowSampler,
     build_datasets,
     collate_windows,
     generate_demo_frames,
 )
+from kronos_engine.errors import DataError
 
 
 @pytest.fixture(scope="module")

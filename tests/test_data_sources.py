@@ -12,12 +12,12 @@ import pytest
 from kronos_engine.config import TrainConfig
 from kronos_engine.data import (
     FEATURES,
-    DataError,
     build_datasets,
     generate_demo_frames,
     load_frames,
     write_qlib_provider,
 )
+from kronos_engine.errors import DataError
 
 
 def _cfg(**kw) -> TrainConfig:

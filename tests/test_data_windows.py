@@ -242,7 +242,7 @@ def test_overlapping_time_ranges_are_logged(csv_dir, caplog):
 
 def test_val_range_requires_train_range(csv_dir):
     root, _ = csv_dir
-    from kronos_engine.data import DataError
+    from kronos_engine.errors import DataError
 
     with pytest.raises(DataError, match="train_time_range: required when splitting by time"):
         build_datasets(_cfg(root, val_time_range=["2018-01-01", "2018-03-01"]))

@@ -7,8 +7,9 @@ import random
 import pytest
 from engine_helpers import tiny_cfg
 
-from kronos_engine import ConfigError, TrainCallback, TrainContextBuilder
+from kronos_engine import TrainCallback, TrainContextBuilder
 from kronos_engine.callback import ROLES, CallbackList
+from kronos_engine.errors import ConfigError
 from kronos_engine.registry import CALLBACKS
 
 # The order the builder used to assemble by hand for a config with every optional built-in.

@@ -9,11 +9,11 @@ import pytest
 import torch
 from engine_helpers import Recorder, run, save_random_tokenizer, tiny_cfg, weights
 
-from kronos_engine import ConfigError, TrainCallback
-from kronos_engine.checkpoint_store import find_resume_checkpoint, list_checkpoints, write_manifest
+from kronos_engine import TrainCallback
 from kronos_engine.context import LEGACY_COUNTERS
-from kronos_engine.errors import ResumeError
+from kronos_engine.errors import ConfigError, ResumeError
 from kronos_engine.models import KronosTokenizer
+from kronos_engine.run.checkpoints import find_resume_checkpoint, list_checkpoints, write_manifest
 
 
 class Crash(Exception):

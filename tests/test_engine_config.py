@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from kronos_engine.config import ConfigError, TrainConfig
+from kronos_engine.config import TrainConfig
+from kronos_engine.errors import ConfigError
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""One gate: `kronos_engine.config.check` runs for the command line and for a Python user alike.
+"""One gate: `kronos_engine.training.preflight.check` runs for the command line and for a Python user alike.
 
 A config mistake that only a file, a package or a registry can reveal (unknown callback, a
 strategy of the other train_type, a missing resume path, a predictor without tokenizer) fails
@@ -13,11 +13,14 @@ from typing import Any
 
 import pytest
 
-import kronos_engine.builder as builder_module
 import kronos_engine.data as data_module
-from kronos_engine.builder import TrainContextBuilder
-from kronos_engine.cli import EXIT_USAGE, main
-from kronos_engine.config import ConfigError, TrainConfig, check
+import kronos_engine.training.builder as builder_module
+from kronos_engine.cli.shell import EXIT_USAGE
+from kronos_engine.cli.train import main
+from kronos_engine.config import TrainConfig
+from kronos_engine.errors import ConfigError
+from kronos_engine.training.builder import TrainContextBuilder
+from kronos_engine.training.preflight import check
 
 NEEDS_ARGS = """\
 from kronos_engine.callback import TrainCallback

@@ -52,7 +52,7 @@ def test_nprocs_config_error_is_one_line_before_any_process(tmp_path):
 
 @pytest.mark.parametrize("value", ["2", "0", "x"])
 def test_nprocs_under_torchrun_or_not_a_count_is_a_usage_error(monkeypatch, capsys, value):
-    from kronos_engine.cli import main
+    from kronos_engine.cli.train import main
 
     if value == "2":
         monkeypatch.setenv("TORCHELASTIC_RUN_ID", "x")
@@ -176,7 +176,7 @@ def test_two_nodes_with_c10d_rendezvous_match_one_process(tmp_path):
 
 
 def test_the_job_exit_code_is_the_first_failing_workers():
-    from kronos_engine.launch import failure_exit_code
+    from kronos_engine.cli.launch import failure_exit_code
 
     assert failure_exit_code([(5, 143), (5, 2)]) == 2  # rank 0 stopped by the agent
     assert failure_exit_code([(5, 1), (5, 2)]) == 2  # a peer crashed on the lost link

@@ -12,7 +12,7 @@ from kronos_engine.callbacks import ActivationCheckpointing, EarlyStopping
 from kronos_engine.strategies import TokenizerReconStrategy
 
 from kronos_engine import STRATEGIES, TrainCallback
-from kronos_engine.config import ConfigError
+from kronos_engine.errors import ConfigError
 from kronos_engine.strategy import StepOutput, ValOutput
 
 

@@ -11,8 +11,8 @@ from kronos_engine.strategies import PredictorNextTokenStrategy, TokenizerReconS
 from safetensors.torch import load_file
 
 from kronos_engine import TrainContextBuilder
-from kronos_engine.evaluation import evaluate
 from kronos_engine.models import Kronos, KronosTokenizer
+from kronos_engine.training.validation import evaluate
 
 TOL = dict(atol=1e-5, rtol=1e-4)
 

@@ -14,10 +14,10 @@ import pandas as pd
 import pytest
 from engine_helpers import run, save_random_tokenizer, tiny_cfg
 
+from kronos_engine.cli.evaluate import main as evaluate_main
 from kronos_engine.data import build_datasets, generate_demo_frames
 from kronos_engine.evaluation import metrics as M
 from kronos_engine.evaluation.baselines import DriftForecaster, NaiveForecaster
-from kronos_engine.evaluation.cli import main as evaluate_main
 from kronos_engine.evaluation.rolling import (
     ForecastOptions,
     plan_origins,

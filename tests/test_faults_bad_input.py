@@ -3,7 +3,7 @@ predictor mismatches, an output dir that is under a file, read-only or full) eac
 with one line `error: ...` naming the culprit, a non-zero exit code, and existing outputs
 untouched.
 
-The matrix goes through `kronos_engine.cli.main` (what `scripts/train.py` runs) in this process:
+The matrix goes through `kronos_engine.cli.train.main` (what `scripts/train.py` runs) in this process:
 start-up is paid once and stderr must be exactly the one error line. Resume cases point at an
 output dir holding a finished run (checkpoints, best/, metrics, summary) plus a sentinel; the
 others at a fresh output dir holding only a sentinel. Every byte under the case folder (inputs
@@ -296,7 +296,7 @@ def _assert_untouched(before: dict, after: dict) -> None:
 def test_bad_input_fails_with_one_line_and_touches_nothing(
     tmp_path_factory, tmp_path, capsys, case
 ):
-    from kronos_engine.cli import main
+    from kronos_engine.cli.train import main
 
     args, expected = _prepare(tmp_path_factory, tmp_path, case)
     before = snapshot(tmp_path)

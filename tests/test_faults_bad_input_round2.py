@@ -4,7 +4,7 @@ first matrix (`test_faults_bad_input.py`) did not cover.
 Each class either does the right thing (checked on the data the engine reads) or ends the CLI
 with one line `error: ...` naming the file, row, key or run and what is allowed, a non-zero exit
 code, and every byte under the case folder unchanged. The error matrix goes through
-`kronos_engine.cli.main` in this process, like the first round's.
+`kronos_engine.cli.train.main` in this process, like the first round's.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 from test_faults_bad_input import BASE, EXIT_USAGE, _assert_untouched, _csv, snapshot
 
-from kronos_engine.cli import main
+from kronos_engine.cli.train import main
 from kronos_engine.config import TrainConfig, read_yaml_config
 from kronos_engine.data import (
     build_datasets,
@@ -429,10 +429,10 @@ def test_prices_of_normal_scale_keep_the_public_normalisation(tmp_path):
 # ------------------------------------------------------------------ one run per output dir
 
 
-LOCK = ".lock"  # kronos_engine.run_dir.LOCK_NAME
+LOCK = ".lock"  # kronos_engine.layout.LOCK_NAME
 HOLD = """
 import sys, time
-from kronos_engine import run_dir
+from kronos_engine import run as run_dir
 run_dir.acquire(sys.argv[1])
 print("held", flush=True)
 time.sleep(600)
@@ -520,7 +520,7 @@ def test_the_lock_is_given_back_when_a_library_run_ends(tmp_path):
         progress_bar=False,
         device="cpu",
     )
-    from kronos_engine import run_dir
+    from kronos_engine import run as run_dir
 
     ctx = TrainContextBuilder(cfg).build()
     assert run_dir.holds(out) and (out / LOCK).exists()
@@ -532,7 +532,7 @@ def test_resume_continues_a_run_in_its_own_folder_or_a_new_one(tmp_path_factory,
     """Class 11, the allowed side: `--resume=A/checkpoints` into A, and a fork of A into an
     empty folder, both run; A's files are untouched by the fork."""
     from kronos_engine.config import TrainConfig as Cfg
-    from kronos_engine.run_dir import check_output_dir
+    from kronos_engine.run.outputs import check_output_dir
 
     run = _finished_run(tmp_path_factory, tmp_path / "run")
     check_output_dir(Cfg(output_dir=str(run), resume=str(run / "checkpoints")))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import faultinject as fi
 import pytest
 
-from kronos_engine.checkpoint_store import verify_checkpoint
+from kronos_engine.run.checkpoints import verify_checkpoint
 
 BOUND_S = 90  # the whole job, start-up included (a hang would sit in gloo for 10 minutes)
 

@@ -15,7 +15,7 @@ import faultinject as fi
 import pytest
 import torch
 
-from kronos_engine.checkpoint_store import find_resume_checkpoint, verify_checkpoint
+from kronos_engine.run.checkpoints import find_resume_checkpoint, verify_checkpoint
 
 EXIT_FAILED = 1
 
@@ -120,7 +120,7 @@ def test_non_finite_first_validation_does_not_trigger_early_stopping(tmp_path):
 def test_a_guard_built_in_python_checks_its_policy_as_the_config_does():
     from kronos_engine.callbacks.non_finite import NonFiniteGuard
 
-    from kronos_engine import ConfigError
+    from kronos_engine.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"nan_policy: 'ignore' is not allowed; choose one of"):
         NonFiniteGuard("ignore")

@@ -14,8 +14,8 @@ import logging
 import faultinject as fi
 import pytest
 
-from kronos_engine.checkpoint_store import find_resume_checkpoint, verify_checkpoint
 from kronos_engine.errors import ResumeError
+from kronos_engine.run.checkpoints import find_resume_checkpoint, verify_checkpoint
 
 KILLED = -9
 

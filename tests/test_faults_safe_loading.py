@@ -14,7 +14,7 @@ import faultinject as fi
 import pytest
 import torch
 
-from kronos_engine.checkpoint_store import write_manifest
+from kronos_engine.run.checkpoints import write_manifest
 
 SOURCE_DIRS = ("kronos_engine", "strategies", "callbacks", "scripts")
 UNSAFE_MODULES = {

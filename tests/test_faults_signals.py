@@ -16,8 +16,8 @@ import time
 import faultinject as fi
 import pytest
 
-from kronos_engine import run_dir
-from kronos_engine.checkpoint_store import find_resume_checkpoint, verify_checkpoint
+from kronos_engine import run as run_dir
+from kronos_engine.run.checkpoints import find_resume_checkpoint, verify_checkpoint
 
 BOUND_S = 30  # from the signal to the process exit (the tiny run needs ~1 s)
 BOUND_TORCHRUN_S = 60

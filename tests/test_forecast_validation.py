@@ -9,8 +9,9 @@ import pytest
 import torch
 from engine_helpers import run, save_random_tokenizer, tiny_cfg, weights
 
-from kronos_engine import ConfigError, TrainCallback
+from kronos_engine import TrainCallback
 from kronos_engine.data import build_datasets
+from kronos_engine.errors import ConfigError
 from kronos_engine.evaluation.baselines import NaiveForecaster
 from kronos_engine.evaluation.rolling import (
     ForecastOptions,

@@ -14,11 +14,12 @@ import torch
 from conftest import REFERENCE_DIR
 
 from kronos_engine import KronosPredictor
-from kronos_engine.forecasting import ForecastError, auto_regressive_inference, generate
-from kronos_engine.forecasting.runs import find_predictor_run
+from kronos_engine.errors import ForecastError
+from kronos_engine.forecasting import auto_regressive_inference, generate
 from kronos_engine.forecasting.timestamps import infer_future_stamps
+from kronos_engine.layout import RunLayout
 from kronos_engine.models import KVCache, build_predictor, build_tokenizer
-from kronos_engine.run_dir import RunLayout
+from kronos_engine.run.finished import find_predictor_run
 
 COLS = ["open", "high", "low", "close", "volume", "amount"]
 REFERENCE_BARS = REFERENCE_DIR / "predict_tiny" / "input.csv"

@@ -11,13 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from kronos_engine.models import (
-    CheckpointError,
-    Kronos,
-    KronosTokenizer,
-    build_predictor,
-    build_tokenizer,
-)
+from kronos_engine.errors import CheckpointError
+from kronos_engine.models import Kronos, KronosTokenizer, build_predictor, build_tokenizer
 from kronos_engine.models.io import CONFIG_NAME, WEIGHTS_NAME
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from kronos_engine import launch
-from kronos_engine.cli import GROUP_TITLES, field_default, format_value
+from kronos_engine.cli import launch
+from kronos_engine.cli.flags import GROUP_TITLES, field_default, format_value
 from kronos_engine.config import TrainConfig, field_type
 
 REPO = Path(__file__).resolve().parents[1]

@@ -9,19 +9,14 @@ import pytest
 import yaml
 from engine_helpers import run, save_random_tokenizer, tiny_cfg
 
-from kronos_engine import run_dir
-from kronos_engine.checkpoint_store import list_checkpoints, verify_checkpoint
+from kronos_engine import fsio
+from kronos_engine import layout as layout_names
+from kronos_engine import run as run_dir
+from kronos_engine.config.loading import write_config
 from kronos_engine.errors import CheckpointWriteError
-from kronos_engine.run_dir import (
-    RunLayout,
-    atomic_write,
-    atomic_write_text,
-    experiment_tokenizer,
-    stage_run,
-    tmp_file_for,
-    write_config,
-    write_dir_atomically,
-)
+from kronos_engine.fsio import atomic_write, atomic_write_text, tmp_file_for, write_dir_atomically
+from kronos_engine.layout import RunLayout, experiment_tokenizer, stage_run
+from kronos_engine.run.checkpoints import list_checkpoints, verify_checkpoint
 
 
 def _tree(root: Path) -> set[str]:
@@ -73,7 +68,7 @@ def test_every_run_file_lands_where_the_layout_says(tmp_path, monkeypatch):
     """Renaming the layout's entries moves every file a run writes: no module spells a run
     file's name itself."""
     for name, value in RENAMED.items():
-        monkeypatch.setattr(run_dir, name, value)
+        monkeypatch.setattr(layout_names, name, value)
     tokenizer = save_random_tokenizer(tmp_path / "tokenizer")
     out = tmp_path / "custom_root"
     cfg = tiny_cfg(
@@ -158,13 +153,13 @@ def test_config_yaml_is_written_atomically(tmp_path):
 
 def test_a_run_writes_its_config_yaml_through_the_atomic_writer(tmp_path, monkeypatch):
     written = []
-    real = run_dir.atomic_write
+    real = fsio.atomic_write
 
     def recording(path, write):
         written.append(Path(path).name)
         real(path, write)
 
-    monkeypatch.setattr(run_dir, "atomic_write", recording)
+    monkeypatch.setattr(fsio, "atomic_write", recording)  # the one atomic writer
     ctx = run(tiny_cfg(tmp_path, epochs=1, val_interval=100))
     assert "config.yaml" in written  # the run's own and each checkpoint's
     assert written.count("config.yaml") == 1 + len(list_checkpoints(ctx.output_dir / "checkpoints"))

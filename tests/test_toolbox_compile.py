@@ -10,7 +10,7 @@ from toolbox_helpers import assert_resume_is_bit_exact
 
 from kronos_engine import TrainContextBuilder
 from kronos_engine.models import KronosTokenizer
-from kronos_engine.resume import save_checkpoint
+from kronos_engine.training.resume import save_checkpoint
 
 
 def test_compile_wraps_the_model_in_place_and_checkpoints_keep_plain_keys(tmp_path):

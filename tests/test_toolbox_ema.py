@@ -10,7 +10,7 @@ from toolbox_helpers import assert_resume_is_bit_exact, state
 
 from kronos_engine import TrainCallback
 from kronos_engine.errors import ResumeError
-from kronos_engine.evaluation import evaluate
+from kronos_engine.training.validation import evaluate
 
 DECAY = 0.8
 
@@ -73,7 +73,7 @@ def test_resuming_a_run_without_ema_with_ema_on_is_refused(tmp_path):
 def test_an_ema_built_in_python_checks_its_decay_as_the_config_does():
     from kronos_engine.callbacks.ema import EMA
 
-    from kronos_engine import ConfigError
+    from kronos_engine.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"ema_decay: must lie in \(0, 1\), got 1.0"):
         EMA(1.0)

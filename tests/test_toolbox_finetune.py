@@ -13,10 +13,10 @@ from engine_helpers import run, save_random_tokenizer, tiny_cfg
 from safetensors.torch import load_file
 from toolbox_helpers import assert_resume_is_bit_exact, state
 
-from kronos_engine import ConfigError, KronosPredictor, TrainCallback
-from kronos_engine.errors import ResumeError
-from kronos_engine.finetune import DEFAULT_LORA_TARGETS
+from kronos_engine import KronosPredictor, TrainCallback
+from kronos_engine.errors import ConfigError, ResumeError
 from kronos_engine.models import Kronos, KronosTokenizer, build_predictor
+from kronos_engine.training.finetune import DEFAULT_LORA_TARGETS
 
 peft = pytest.importorskip("peft")  # in the `dev` extra; skipped only outside it
 

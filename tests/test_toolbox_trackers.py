@@ -12,7 +12,7 @@ import pytest
 from engine_helpers import run, save_random_tokenizer, tiny_cfg
 from toolbox_helpers import Crash, CrashAfterStep, assert_resume_is_bit_exact, records
 
-from kronos_engine import ConfigError
+from kronos_engine.errors import ConfigError
 
 
 def _train(recs, key="loss"):

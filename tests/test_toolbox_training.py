@@ -10,9 +10,10 @@ import torch.nn.functional as F
 from engine_helpers import run, save_random_tokenizer, tiny_cfg
 from toolbox_helpers import LRs, assert_resume_is_bit_exact
 
-from kronos_engine import ConfigError, TrainConfig
+from kronos_engine import TrainConfig
+from kronos_engine.errors import ConfigError
 from kronos_engine.models import build_predictor
-from kronos_engine.optim import WarmupRestarts, WarmupStableDecay
+from kronos_engine.training.optim import WarmupRestarts, WarmupStableDecay
 
 # ---------------------------------------------------------------- label smoothing
 

@@ -1,12 +1,18 @@
-"""Training configuration: the schema (`TrainConfig` and its value rules), loading (YAML file <
-explicit values), and `check`, the one gate before any work.
+"""Training configuration: the schema (`TrainConfig`, its keys and value rules) and loading
+(defaults < YAML file < explicit values). A leaf: it imports only the foundations (no torch, no
+files but the YAML it is given), so any layer can read a config.
 
-`kronos_engine.config` exports what it always did (`TrainConfig`, `ConfigError`, `coerce`,
-`field_type`, `CHOICES` and the other constants) plus the loading and checking functions.
+The checks that look at files, packages and plug-ins (`check`, the one gate before any work)
+live in the training layer: `kronos_engine.training.preflight`.
 """
 
-from kronos_engine.config.checks import check, check_plugins
-from kronos_engine.config.loading import config_keys, load_config, merged_values, read_yaml_config
+from kronos_engine.config.loading import (
+    config_keys,
+    load_config,
+    merged_values,
+    read_yaml_config,
+    write_config,
+)
 from kronos_engine.config.schema import (
     BAD_DATA_POLICIES,
     BEST_MODES,
@@ -25,19 +31,19 @@ from kronos_engine.config.schema import (
     SCHEDULERS,
     TOKENIZER_PRESETS,
     TRAIN_TYPES,
-    ConfigError,
     TrainConfig,
     coerce,
     field_type,
     predictor_tokenizer,
     unwrap_optional,
 )
+from kronos_engine.errors import ConfigError
 
 __all__ = [
     "BAD_DATA_POLICIES", "BEST_MODES", "CHOICES", "DATA_SOURCES", "DEFAULT_LR",
     "DEFAULT_MAX_GRAD_NORM", "DEVICES", "FINETUNE_METHODS", "FORECAST_VAL_METRICS", "LOGGERS",
     "NAN_POLICIES", "PRECISIONS", "PREDICTOR_PRESETS", "SAMPLING_MODES", "SCHEDULERS",
-    "TOKENIZER_PRESETS", "TRAIN_TYPES", "ConfigError", "TrainConfig", "check", "check_plugins",
+    "TOKENIZER_PRESETS", "TRAIN_TYPES", "ConfigError", "TrainConfig",
     "coerce", "config_keys", "field_type", "load_config",
-    "merged_values", "predictor_tokenizer", "read_yaml_config", "unwrap_optional",
+    "merged_values", "predictor_tokenizer", "read_yaml_config", "unwrap_optional", "write_config",
 ]  # fmt: skip

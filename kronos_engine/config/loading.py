@@ -16,13 +16,9 @@ from typing import Any
 
 import yaml
 
-from kronos_engine.config.schema import (
-    ConfigError,
-    TrainConfig,
-    coerce,
-    field_type,
-    unwrap_optional,
-)
+from kronos_engine import fsio
+from kronos_engine.config.schema import TrainConfig, coerce, field_type, unwrap_optional
+from kronos_engine.errors import ConfigError
 
 
 def config_keys() -> set[str]:
@@ -116,3 +112,8 @@ def load_config(
 ) -> TrainConfig:
     """The validated config of defaults < `config_file` < `overrides` (no file checks: `check`)."""
     return TrainConfig.from_dict(merged_values(config_file, overrides))
+
+
+def write_config(path: Path, cfg: TrainConfig) -> None:
+    """`config.yaml`: the resolved config, written atomically (a run's or a checkpoint's)."""
+    fsio.atomic_write(path, lambda fh: yaml.safe_dump(cfg.to_dict(), fh, sort_keys=False))

@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kronos_engine.errors import ConfigError
+from kronos_engine.layout import experiment_tokenizer
+
 TRAIN_TYPES = ("tokenizer", "predictor")
 DATA_SOURCES = ("demo", "csv", "qlib")
 SAMPLING_MODES = ("uniform", "per_symbol")
@@ -50,10 +53,6 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "nan_policy": NAN_POLICIES,
     "best_mode": BEST_MODES,
 }
-
-
-class ConfigError(ValueError):
-    """A config key has a wrong value; the message names the key and what is allowed."""
 
 
 @dataclass
@@ -743,8 +742,6 @@ def predictor_tokenizer(cfg: TrainConfig, *, trained_first: bool = False) -> str
     `model_factory.require_tokenizer_path` says how to make it)."""
     if cfg.tokenizer_path:
         return cfg.tokenizer_path
-    from kronos_engine.run_dir import experiment_tokenizer  # run_dir imports the schema
-
     own = experiment_tokenizer(cfg.exp_dir)
     if trained_first or own.exists() or not cfg.pretrained_tokenizer:
         return str(own)

@@ -4,13 +4,19 @@ The engine codes against the names exported here; see ``build.py`` for the entry
 ``cleaning.py`` / ``splits.py`` for the repair policies and the split/overlap rules.
 """
 
-from .build import DataSplits, LoadReport, build_datasets, iter_clean_frames, load_frames
-from .demo import generate_demo_frames
-from .errors import DataError
-from .qlib_writer import write_qlib_provider
-from .sampler import WindowSampler
-from .schema import FEATURES, TIME_FEATURES, parse_freq
-from .windows import KlineWindowDataset, WindowStore, collate_windows
+from kronos_engine.data.build import (
+    DataSplits,
+    LoadReport,
+    build_datasets,
+    iter_clean_frames,
+    load_frames,
+)
+from kronos_engine.data.demo import generate_demo_frames
+from kronos_engine.data.qlib_writer import write_qlib_provider
+from kronos_engine.data.sampler import WindowSampler
+from kronos_engine.data.schema import FEATURES, TIME_FEATURES, parse_freq
+from kronos_engine.data.windows import KlineWindowDataset, WindowStore, collate_windows
+from kronos_engine.errors import DataError
 
 __all__ = [
     "FEATURES",

@@ -11,18 +11,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..config import TrainConfig
-from . import cache as cache_mod
-from .cleaning import REPAIR_KINDS, clean_frame
-from .demo import generate_demo_frames
-from .errors import DataError
-from .sampler import WindowSampler
-from .schema import FEATURES, TIMESTAMP, canonical_columns, parse_freq
-from .sources_csv import iter_table_frames
-from .sources_qlib import iter_qlib_frames
-from .splits import SplitPlan, make_plan, segments_for
-from .timeutil import NS_PER_SECOND, time_bounds
-from .windows import KlineWindowDataset, WindowStore
+from kronos_engine.config import TrainConfig
+from kronos_engine.data import cache as cache_mod
+from kronos_engine.data.cleaning import REPAIR_KINDS, clean_frame
+from kronos_engine.data.demo import generate_demo_frames
+from kronos_engine.data.sampler import WindowSampler
+from kronos_engine.data.schema import FEATURES, TIMESTAMP, canonical_columns, parse_freq
+from kronos_engine.data.sources_csv import iter_table_frames
+from kronos_engine.data.sources_qlib import iter_qlib_frames
+from kronos_engine.data.splits import SplitPlan, make_plan, segments_for
+from kronos_engine.data.timeutil import NS_PER_SECOND, time_bounds
+from kronos_engine.data.windows import KlineWindowDataset, WindowStore
+from kronos_engine.errors import DataError
 
 log = logging.getLogger("kronos_engine.data")
 

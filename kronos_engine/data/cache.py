@@ -20,11 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from ..config import TrainConfig
-from .demo import DEMO_VERSION
-from .schema import FEATURES, TIME_FEATURES, parse_freq
-from .sources_csv import list_table_files
-from .windows import WindowStore
+from kronos_engine.config import TrainConfig
+from kronos_engine.data.demo import DEMO_VERSION
+from kronos_engine.data.schema import FEATURES, TIME_FEATURES, parse_freq
+from kronos_engine.data.sources_csv import list_table_files
+from kronos_engine.data.windows import WindowStore
 
 log = logging.getLogger("kronos_engine.data")
 CACHE_FORMAT = 1

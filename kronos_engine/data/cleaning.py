@@ -37,10 +37,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .errors import DataError
-from .schema import FEATURES, ROW, TIMESTAMP, Freq, is_na_string
-from .timeutil import to_naive_ns
-from .windows import NORM_EPS
+from kronos_engine.data.schema import FEATURES, ROW, TIMESTAMP, Freq, is_na_string
+from kronos_engine.data.timeutil import to_naive_ns
+from kronos_engine.data.windows import NORM_EPS
+from kronos_engine.errors import DataError
 
 REPAIR_KINDS: tuple[str, ...] = (
     "unsorted_symbols_sorted",

@@ -15,8 +15,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from .errors import DataError
-from .schema import FEATURES, TIMESTAMP, Freq, parse_freq
+from kronos_engine.data.schema import FEATURES, TIMESTAMP, Freq, parse_freq
+from kronos_engine.errors import DataError
 
 DEMO_VERSION = 1  # bump when the generator's output changes (part of the cache key)
 _SESSIONS = (("09:30", "11:30"), ("13:00", "15:00"))  # A-share style sessions (qlib 'cn')

@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .cleaning import RowLocator, parse_numbers, parse_timestamps
-from .errors import DataError
-from .schema import FEATURES, ROW, TIMESTAMP, canonical_columns, parse_freq
+from kronos_engine.data.cleaning import RowLocator, parse_numbers, parse_timestamps
+from kronos_engine.data.schema import FEATURES, ROW, TIMESTAMP, canonical_columns, parse_freq
+from kronos_engine.errors import DataError
 
 _SYMBOL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-^=]*$")
 _DAY_NS = 86_400 * 1_000_000_000

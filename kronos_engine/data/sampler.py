@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from .errors import DataError
+from kronos_engine.errors import DataError
 
 SAMPLER_MODES: tuple[str, ...] = ("uniform", "per_symbol", "sequential")
 

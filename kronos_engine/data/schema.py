@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .errors import DataError
+from kronos_engine.errors import DataError
 
 FEATURES: tuple[str, ...] = ("open", "high", "low", "close", "volume", "amount")
 PRICE_FEATURES: tuple[str, ...] = ("open", "high", "low", "close")

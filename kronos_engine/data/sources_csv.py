@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import DataError
-from .schema import ROW, find_symbol_column
+from kronos_engine.data.schema import ROW, find_symbol_column
+from kronos_engine.errors import DataError
 
 TABLE_SUFFIXES: tuple[str, ...] = (".csv", ".csv.gz", ".csv.zip", ".parquet", ".pq")
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import DataError
-from .schema import Freq, parse_freq
+from kronos_engine.data.schema import Freq, parse_freq
+from kronos_engine.errors import DataError
 
 QLIB_REGIONS: tuple[str, ...] = ("cn", "us", "tw")
 _FIELDS: tuple[str, ...] = ("open", "high", "low", "close", "volume")

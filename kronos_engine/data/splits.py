@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import DataError
-from .timeutil import time_bounds
+from kronos_engine.data.timeutil import time_bounds
+from kronos_engine.errors import DataError
 
 log = logging.getLogger("kronos_engine.data")
 SPLITS: tuple[str, ...] = ("train", "val", "test")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .errors import DataError
+from kronos_engine.errors import DataError
 
 NS_PER_SECOND = 1_000_000_000
 _DAY_NS = 86_400 * NS_PER_SECOND

@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .errors import DataError
-from .schema import FEATURES, TIMESTAMP
-from .timeutil import NS_PER_SECOND, time_features, to_naive_ns
+from kronos_engine.data.schema import FEATURES, TIMESTAMP
+from kronos_engine.data.timeutil import NS_PER_SECOND, time_features, to_naive_ns
+from kronos_engine.errors import DataError
 
 NORM_EPS = 1e-5
 

@@ -1,12 +1,9 @@
-"""Everything that scores a model: the training-time validation pass (`validation`), forecast
-metrics (`metrics`), baseline forecasters (`baselines`), rolling-origin evaluation (`rolling`)
-and the written report (`report`).
+"""Everything that scores a forecaster on held-out bars: forecast metrics (`metrics`), baseline
+forecasters (`baselines`), rolling-origin evaluation (`rolling`), the written report (`report`)
+and the Qlib top-k backtest of a forecast signal (`backtest`). A library: no command-line code
+(that is `kronos_engine.cli`) and no training imports. The training-time validation pass is
+`kronos_engine.training.validation`.
 
-`evaluate` and `EmptyValidationError` are re-exported so `from kronos_engine.evaluation import
-evaluate` keeps working. The forecast modules are imported on use, not here: the trainer's
-validation must not pull in pandas-heavy or plotting code.
+The modules are imported on use, not here: nothing pandas-heavy or plotting-related is loaded by
+importing the package.
 """
-
-from .validation import EmptyValidationError, evaluate
-
-__all__ = ["EmptyValidationError", "evaluate"]

@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .rolling import METRIC_ORDER, MetricAccumulator
+from kronos_engine.evaluation.rolling import METRIC_ORDER, MetricAccumulator
+from kronos_engine.extras import import_pyplot, optional_pyplot
 
 log = logging.getLogger("kronos_engine")
 
@@ -157,13 +158,8 @@ def write_plots(folder: Path, acc: MetricAccumulator, n_symbols: int = 4) -> lis
     Returns the files written; without matplotlib (the `plot` extra) it writes none and
     says so in one line.
     """
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        log.warning("no plots: matplotlib is not installed (pip install -e '.[plot]')")
+    plt = optional_pyplot("plots")
+    if plt is None:
         return []
     written = []
     symbols = sorted({s for _, s in acc.sums})[:n_symbols]
@@ -210,7 +206,7 @@ def write_plots(folder: Path, acc: MetricAccumulator, n_symbols: int = 4) -> lis
 
 def _save(fig, ax, path: Path) -> str:
     """Legend (on `ax`), layout, PNG, close; returns the file name."""
-    import matplotlib.pyplot as plt
+    plt = import_pyplot()
 
     if ax is not None:
         ax.legend(fontsize=7)
@@ -233,9 +229,8 @@ def write_evaluation(
     """Run the rolling evaluation and write every file of `output` (atomically replaced)."""
     import shutil
 
-    from kronos_engine.run_dir import replace_dir
-
-    from .rolling import run_rolling
+    from kronos_engine.evaluation.rolling import run_rolling
+    from kronos_engine.fsio import replace_dir
 
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)

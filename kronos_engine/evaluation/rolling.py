@@ -23,10 +23,9 @@ from tqdm.auto import tqdm
 
 from kronos_engine.data.timeutil import NS_PER_SECOND
 from kronos_engine.data.windows import WindowStore
+from kronos_engine.evaluation import metrics as M
+from kronos_engine.evaluation.baselines import Forecaster
 from kronos_engine.forecasting.predictor import COLUMNS, quantile_column
-
-from . import metrics as M
-from .baselines import Forecaster
 
 CLOSE = COLUMNS.index("close")
 

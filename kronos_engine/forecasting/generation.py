@@ -26,11 +26,10 @@ from contextlib import contextmanager, nullcontext
 import torch
 from torch import nn
 
+from kronos_engine.forecasting.sampling import sample_from_logits
 from kronos_engine.models.kv_cache import KVCache
 from kronos_engine.models.predictor import Kronos
 from kronos_engine.models.tokenizer import KronosTokenizer
-
-from .sampling import sample_from_logits
 
 Draw = Callable[[torch.Tensor], torch.Tensor]
 

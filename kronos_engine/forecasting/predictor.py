@@ -19,11 +19,14 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from kronos_engine.errors import ForecastError
+from kronos_engine.forecasting.generation import generate
+from kronos_engine.forecasting.timestamps import (
+    as_datetime_index,
+    calendar_features,
+    infer_future_stamps,
+)
 from kronos_engine.models import Kronos, KronosTokenizer
-
-from .errors import ForecastError
-from .generation import generate
-from .timestamps import as_datetime_index, calendar_features, infer_future_stamps
 
 PRICE_COLUMNS = ["open", "high", "low", "close"]
 VOLUME_COLUMN, AMOUNT_COLUMN = "volume", "amount"
@@ -105,7 +108,7 @@ class KronosPredictor:
     ) -> KronosPredictor:
         """From an experiment dir (`<exp_dir>/predictor`) or a predictor run dir: its `best/`
         with exactly the tokenizer it trained with, and the run's `clip`."""
-        from .runs import find_predictor_run
+        from kronos_engine.run.finished import find_predictor_run
 
         found = find_predictor_run(run)
         clip = found.clip if clip is None else clip

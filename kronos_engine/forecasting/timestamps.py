@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .errors import ForecastError
+from kronos_engine.errors import ForecastError
 
 TIME_COLUMNS = ("minute", "hour", "weekday", "day", "month")
 

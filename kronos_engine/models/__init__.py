@@ -1,16 +1,16 @@
 """Kronos tokenizer and predictor, compatible with the public checkpoints."""
 
-from .io import CheckpointError
-from .kv_cache import KVCache
-from .predictor import Kronos
-from .presets import (
+from kronos_engine.errors import CheckpointError
+from kronos_engine.models.kv_cache import KVCache
+from kronos_engine.models.predictor import Kronos
+from kronos_engine.models.presets import (
     build_predictor,
     build_tokenizer,
     count_parameters,
     predictor_config,
     tokenizer_config,
 )
-from .tokenizer import KronosTokenizer
+from kronos_engine.models.tokenizer import KronosTokenizer
 
 __all__ = [
     "CheckpointError",

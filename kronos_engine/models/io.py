@@ -23,16 +23,23 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from kronos_engine.errors import CheckpointError
+from kronos_engine.models.adapters import (
+    ADAPTER_DIR,
+    ADAPTER_WEIGHTS,
+    is_adapted,
+    load_adapter,
+    merged_copy,
+    save_adapter,
+    save_adapter_checkpoint,
+)
+
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 _MAX_LISTED_KEYS = 5
 _REPO_ID = re.compile(r"(?:[A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*")
 
 M = TypeVar("M", bound="PretrainedMixin")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint directory is missing, incomplete, corrupt or does not fit the model."""
 
 
 def _one_line(text: str) -> str:
@@ -235,8 +242,6 @@ def save_model(model: nn.Module, directory: str | os.PathLike[str]) -> Path:
     supports it (`save_pretrained`), else a plain safetensors state dict. A LoRA model is saved
     merged (a plain model in the public layout) plus its adapter in `adapter/` (peft's
     layout)."""
-    from kronos_engine.finetune import ADAPTER_DIR, is_adapted, merged_copy, save_adapter
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     if is_adapted(model):
@@ -253,8 +258,6 @@ def save_model(model: nn.Module, directory: str | os.PathLike[str]) -> Path:
 def save_resumable_model(model: nn.Module, directory: Path) -> None:
     """A checkpoint's model part: `save_model`, or for a LoRA model the adapter alone with the
     frozen base's fingerprint (resume rebuilds the base from the config)."""
-    from kronos_engine.finetune import is_adapted, save_adapter_checkpoint
-
     if is_adapted(model):
         save_adapter_checkpoint(model, directory)
     else:
@@ -264,8 +267,6 @@ def save_resumable_model(model: nn.Module, directory: Path) -> None:
 def load_model_weights(model: nn.Module, directory: Path) -> None:
     """Load what `save_resumable_model` wrote into the built `model`, strictly. Raises
     `RuntimeError` (from torch or peft) when the weights do not fit."""
-    from kronos_engine.finetune import ADAPTER_WEIGHTS, is_adapted, load_adapter
-
     if is_adapted(model):
         load_adapter(model, directory)
         return

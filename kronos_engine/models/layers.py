@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .kv_cache import KVCache
+from kronos_engine.models.kv_cache import KVCache
 
 
 class RMSNorm(nn.Module):

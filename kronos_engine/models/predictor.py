@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .io import PretrainedMixin
-from .kv_cache import KVCache
-from .layers import (
+from kronos_engine.models.io import PretrainedMixin
+from kronos_engine.models.kv_cache import KVCache
+from kronos_engine.models.layers import (
     MultiHeadAttentionWithRoPE,
     RMSNorm,
     TransformerBlock,

@@ -12,8 +12,8 @@ from typing import Any
 
 from torch import nn
 
-from .predictor import Kronos
-from .tokenizer import KronosTokenizer
+from kronos_engine.models.predictor import Kronos
+from kronos_engine.models.tokenizer import KronosTokenizer
 
 logger = logging.getLogger("kronos_engine")
 

@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .io import PretrainedMixin
-from .layers import (
+from kronos_engine.models.io import PretrainedMixin
+from kronos_engine.models.layers import (
     TransformerBlock,
     default_embed_std,
     init_weights,

@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from kronos_engine.errors import ResumeError
-from kronos_engine.run_dir import RunLayout, write_dir_atomically
+from kronos_engine.fsio import write_dir_atomically
+from kronos_engine.layout import RunLayout
 
 log = logging.getLogger("kronos_engine")
 

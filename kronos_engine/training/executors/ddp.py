@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import gc
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,11 +13,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from kronos_engine.executors.base import Executor
-
-
-def launched_by_torchrun() -> bool:
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
+from kronos_engine import distenv
+from kronos_engine.training.executors.base import Executor
 
 
 class DDPExecutor(Executor):
@@ -26,7 +22,7 @@ class DDPExecutor(Executor):
     until `close` destroys it (a group created by the caller is left to the caller)."""
 
     def __init__(self, device_type: str, precision: str = "fp32", timeout_s: float = 600) -> None:
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        local_rank = distenv.local_rank()
         if device_type == "cuda":
             device = torch.device("cuda", local_rank)
             torch.cuda.set_device(device)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from kronos_engine.executors.base import Executor
-from kronos_engine.executors.ddp import DDPExecutor, launched_by_torchrun
-from kronos_engine.executors.local import LocalExecutor
+from kronos_engine.distenv import launched_by_torchrun
+from kronos_engine.training.executors.base import Executor
+from kronos_engine.training.executors.ddp import DDPExecutor
+from kronos_engine.training.executors.local import LocalExecutor
 
 __all__ = [
     "Executor",
@@ -22,7 +23,7 @@ def resolve_device_type(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
-        from kronos_engine.config import ConfigError
+        from kronos_engine.errors import ConfigError
 
         raise ConfigError("device: 'cuda' was requested but no CUDA device is available")
     return device

@@ -12,7 +12,9 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 
-from kronos_engine.config.schema import ConfigError, TrainConfig, predictor_tokenizer
+from kronos_engine.config.schema import TrainConfig, predictor_tokenizer
+from kronos_engine.errors import ConfigError
+from kronos_engine.extras import LOGGER_PACKAGES, require
 
 
 def check(cfg: TrainConfig, *, tokenizer_from_earlier_stage: bool = False) -> None:
@@ -30,9 +32,8 @@ def check(cfg: TrainConfig, *, tokenizer_from_earlier_stage: bool = False) -> No
         from kronos_engine.data.sources_qlib import require_pyqlib
 
         require_pyqlib()
-    from kronos_engine import run_dir
-    from kronos_engine.extras import check_available
-    from kronos_engine.model_factory import check_pretrained_paths, check_tokenizer
+    from kronos_engine.run import outputs as run_dir
+    from kronos_engine.training.model_factory import check_pretrained_paths, check_tokenizer
 
     tokenizer = None
     if cfg.train_type == "predictor":
@@ -51,7 +52,8 @@ def check_plugins(cfg: TrainConfig) -> None:
     """`strategy` and `callbacks` name registered (or importable) classes of the right base;
     the strategy trains this `train_type`; callbacks can be created without arguments."""
     from kronos_engine.callback import TrainCallback
-    from kronos_engine.registry import CALLBACKS, STRATEGIES, RegistryError
+    from kronos_engine.errors import RegistryError
+    from kronos_engine.registry import CALLBACKS, STRATEGIES
     from kronos_engine.strategy import Strategy, check_strategy_train_type
 
     checks = [("callbacks", name, CALLBACKS, TrainCallback) for name in cfg.callbacks]
@@ -76,3 +78,11 @@ def check_plugins(cfg: TrainConfig) -> None:
                     f"callbacks: '{name}' cannot be created without arguments ({exc}); give it "
                     "defaults or pass an instance with TrainContextBuilder.with_callbacks"
                 ) from None
+
+
+def check_available(cfg: TrainConfig) -> None:
+    """Before any work: every optional package the config asks for is installed."""
+    if cfg.finetune_method == "lora":
+        require("peft", "finetune_method", "lora")
+    for name in cfg.loggers:
+        require(LOGGER_PACKAGES[name], "loggers", name)

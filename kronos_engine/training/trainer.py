@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
-from kronos_engine import run_dir
 from kronos_engine.context import StopReason, TrainContext
+from kronos_engine.run import outputs as run_dir
 from kronos_engine.strategy import StepOutput
 
 log = logging.getLogger("kronos_engine")

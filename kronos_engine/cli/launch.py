@@ -3,7 +3,7 @@
 The parent (after the config passed its checks) starts the workers through torch's own elastic
 launcher (`elastic_launch`, what `torchrun --standalone --nproc_per_node=N` runs: a c10d
 rendezvous on 127.0.0.1 with a free port). Each worker runs the normal entry
-(`python -m kronos_engine.launch train|pipeline ARGS`, i.e. `cli.main` / `cli.pipeline_main`)
+(`python -m kronos_engine.cli.worker train|pipeline ARGS`: `cli.train.main` / `cli.pipeline.main`)
 with the torchrun environment, so it is one DDP rank.
 
 Exit codes: the parent returns the workers' code (0; 1 for a failed run; 2 for a usage error;
@@ -21,9 +21,12 @@ import sys
 import uuid
 from collections.abc import Sequence
 
+from kronos_engine import distenv
+
 log = logging.getLogger("kronos_engine")
 
 FLAG = "--nprocs"
+WORKER = "kronos_engine.cli.worker"  # the module each worker runs (`python -m`)
 HELP = (
     "start N local processes (DDP, one per device) through torch's elastic launcher, as "
     "`torchrun --standalone --nproc_per_node=N` would; not a config key, and not valid under "
@@ -31,14 +34,10 @@ HELP = (
 )
 
 
-def under_torchrun() -> bool:
-    return "TORCHELASTIC_RUN_ID" in os.environ or "RANK" in os.environ
-
-
 def pop_nprocs(argv: Sequence[str]) -> tuple[int | None, list[str]]:
     """`--nprocs=N` / `--nprocs N` taken out of argv (the last one wins); None when absent.
     Raises `cli.UsageError` for a value that is not a positive integer."""
-    from kronos_engine.cli import UsageError
+    from kronos_engine.errors import UsageError
 
     rest: list[str] = []
     raw: str | None = None
@@ -66,7 +65,7 @@ def pop_nprocs(argv: Sequence[str]) -> tuple[int | None, list[str]]:
         nprocs = 0
     if nprocs < 1:
         raise UsageError(f"{FLAG}: expected a positive integer, got {raw!r}")
-    if under_torchrun():
+    if distenv.under_launcher():
         raise UsageError(
             f"{FLAG}: not under torchrun, which already started the processes "
             "(use torchrun's --nproc_per_node, or drop torchrun)"
@@ -95,7 +94,7 @@ def launch(command: str, argv: Sequence[str], nprocs: int) -> int:
     )
     log.info("starting %d processes (%s)", nprocs, command)
     try:
-        elastic_launch(config, sys.executable)("-m", __name__, command, *argv)
+        elastic_launch(config, sys.executable)("-m", WORKER, command, *argv)
     except ChildFailedError as exc:
         return failure_exit_code([(f.timestamp, f.exitcode) for f in exc.failures.values()])
     except SignalException as exc:  # the agent forwarded it to the workers and waited
@@ -117,14 +116,3 @@ def failure_exit_code(failures: list[tuple[int, int]]) -> int:
 def exit_code(code: int) -> int:
     """A worker's exit status as a shell reports it (killed by signal S: 128+S)."""
     return 128 - code if code < 0 else code
-
-
-def _worker(args: list[str]) -> int:
-    from kronos_engine.cli import main, pipeline_main
-
-    command, *argv = args
-    return {"train": main, "pipeline": pipeline_main}[command](argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(_worker(sys.argv[1:]))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from kronos_engine.executors.base import Executor
+from kronos_engine.training.executors.base import Executor
 
 
 class LocalExecutor(Executor):

@@ -12,8 +12,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from kronos_engine import run_dir
-from kronos_engine.config import ConfigError, TrainConfig, check
+from kronos_engine import distenv
+from kronos_engine.config import TrainConfig
+from kronos_engine.errors import ConfigError
+from kronos_engine.run import outputs as run_dir
+from kronos_engine.training.preflight import check
 
 log = logging.getLogger("kronos_engine")
 
@@ -69,11 +72,11 @@ def run_stages(stages: Mapping[str, TrainConfig], executor) -> list:
     """Run the stages in order on one executor (one process group), stopping after a preempted
     one. Returns the finished `TrainContext`s; the caller reports them and closes the
     executor."""
-    from kronos_engine.builder import TrainContextBuilder
+    from kronos_engine.training.builder import TrainContextBuilder
 
     finished = []
     for name, cfg in stages.items():
-        if run_dir.is_writer():
+        if distenv.is_writer():
             log.info("pipeline: %s stage", name)
         ctx = run_training(TrainContextBuilder(cfg, executor))
         ctx.executor.barrier()  # every rank done with this stage before the next/teardown
@@ -86,7 +89,7 @@ def run_stages(stages: Mapping[str, TrainConfig], executor) -> list:
 def run_training(builder):
     """Build (which checks) and fit one run of a `TrainContextBuilder`; returns the finished
     `TrainContext`. The caller closes `builder.executor` (set once made, also on a failure)."""
-    from kronos_engine.trainer import Trainer
+    from kronos_engine.training.trainer import Trainer
 
     cfg = builder.cfg
     ctx = builder.build()

@@ -15,25 +15,23 @@ and `cumulative_return.png`.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from kronos_engine.errors import BacktestError
+from kronos_engine.extras import optional_pyplot
+from kronos_engine.fsio import atomic_write_text
+
 log = logging.getLogger("kronos_engine")
 
 EQUAL_WEIGHT = "equal_weight"
-
-
-class BacktestError(ValueError):
-    """A bad argument or input of the backtest; one line, exit code 2."""
 
 
 def _import_qlib() -> Any:
@@ -198,24 +196,15 @@ def _risk(frame: pd.DataFrame) -> dict[str, float | None]:
 def write_outputs(output: Path, report: dict[str, Any], daily: pd.DataFrame, model: str) -> None:
     """report.json, report.csv and the cumulative-return plot; report.json is written last
     and by rename, so a reader never sees a half-written one."""
-    import os
-
     output.mkdir(parents=True, exist_ok=True)
     daily.to_csv(output / "report.csv", index_label="datetime")
     _plot(output / "cumulative_return.png", daily, model)
-    tmp = output / ".report.json.tmp"
-    tmp.write_text(json.dumps({"model": model, **report}, indent=1), encoding="utf-8")
-    os.replace(tmp, output / "report.json")
+    atomic_write_text(output / "report.json", json.dumps({"model": model, **report}, indent=1))
 
 
 def _plot(path: Path, daily: pd.DataFrame, model: str) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        log.warning("no plot: matplotlib is not installed (pip install -e '.[plot]')")
+    plt = optional_pyplot("plot")
+    if plt is None:
         return
     fig, ax = plt.subplots(figsize=(10, 4))
     ax.plot(daily.index, (daily["return"] - daily["cost"]).cumsum(), label=f"{model} (with cost)")
@@ -230,97 +219,4 @@ def _plot(path: Path, daily: pd.DataFrame, model: str) -> None:
     plt.close(fig)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="scripts/backtest.py",
-        description="Backtest the forecasts of scripts/evaluate.py with Qlib's top-k dropout.",
-    )
-    p.add_argument("--exp_dir", required=True, help="experiment dir evaluated by evaluate.py")
-    p.add_argument("--forecasts", help="forecasts file (default <exp_dir>/eval/forecasts.parquet)")
-    p.add_argument(
-        "--model", help="model in the forecasts to trade (default: the first non-baseline)"
-    )
-    p.add_argument("--provider", help="Qlib provider folder (default: the run's qlib data_path)")
-    p.add_argument("--region", help="Qlib region (default: the run's qlib_region, else cn)")
-    p.add_argument("--topk", type=int, default=50, help="instruments held")
-    p.add_argument("--n_drop", type=int, default=5, help="instruments replaced per day")
-    p.add_argument("--hold", type=int, default=1, help="minimum holding days (hold_thresh)")
-    p.add_argument("--open_cost", type=float, default=0.0005, help="buy cost rate")
-    p.add_argument("--close_cost", type=float, default=0.0015, help="sell cost rate")
-    p.add_argument("--min_cost", type=float, default=5.0, help="minimum cost per trade")
-    p.add_argument("--limit_threshold", type=float, help="daily price limit, e.g. 0.095 (CN)")
-    p.add_argument("--deal_price", choices=("close", "open"), default="close")
-    p.add_argument("--account", type=float, default=100_000_000, help="initial cash")
-    p.add_argument(
-        "--benchmark",
-        default=EQUAL_WEIGHT,
-        help=f"an instrument of the provider, or '{EQUAL_WEIGHT}' of the signal's instruments",
-    )
-    p.add_argument("--output", help="output folder (default <exp_dir>/backtest)")
-    return p
-
-
-def _run_config(exp_dir: Path) -> dict:
-    import yaml
-
-    from kronos_engine.run_dir import RunLayout, stage_run
-
-    for candidate in (stage_run(exp_dir, "predictor").config, RunLayout(exp_dir).config):
-        if candidate.is_file():
-            data = yaml.safe_load(candidate.read_text(encoding="utf-8"))
-            return data if isinstance(data, dict) else {}
-    return {}
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    from kronos_engine.cli import exit_code_for, setup_logging
-
-    setup_logging()
-    try:
-        args = build_parser().parse_args(argv)
-        for flag in ("topk", "n_drop", "hold"):
-            if getattr(args, flag) < (0 if flag == "n_drop" else 1):
-                raise BacktestError(f"--{flag}: must be positive, got {getattr(args, flag)}")
-        if args.n_drop > args.topk:
-            raise BacktestError(f"--n_drop: {args.n_drop} exceeds --topk {args.topk}")
-        exp_dir = Path(args.exp_dir)
-        config = _run_config(exp_dir)
-        provider = args.provider
-        if provider is None and config.get("data_source") == "qlib":
-            provider = config.get("data_path")
-        if provider is None:
-            raise BacktestError(
-                "--provider: required (the run did not read a Qlib provider); write one from "
-                "your CSVs with kronos_engine.data.write_qlib_provider"
-            )
-        region = args.region or config.get("qlib_region", "cn")
-        forecasts = (
-            Path(args.forecasts) if args.forecasts else exp_dir / "eval" / "forecasts.parquet"
-        )
-        signal, model = load_signal(forecasts, args.model)
-        report, daily = run_backtest(
-            signal,
-            Path(provider),
-            region,
-            args.topk,
-            args.n_drop,
-            args.hold,
-            args.benchmark,
-            args.open_cost,
-            args.close_cost,
-            args.min_cost,
-            args.limit_threshold,
-            args.deal_price,
-            args.account,
-        )
-        output = Path(args.output) if args.output else exp_dir / "backtest"
-        write_outputs(output, report, daily, model)
-        shown = {k: report[k] for k in ("information_ratio", "max_drawdown", "turnover")}
-        annual = report["excess_return_with_cost"].get("annualized_return")
-        print(f"{model}: excess annualized return with cost {annual}, {shown} -> {output}")
-        return 0
-    except (SystemExit, KeyboardInterrupt, Exception) as exc:
-        return exit_code_for(exc)
-
-
-__all__ = ["BacktestError", "load_signal", "main", "run_backtest", "write_outputs"]
+__all__ = ["BacktestError", "EQUAL_WEIGHT", "load_signal", "run_backtest", "write_outputs"]

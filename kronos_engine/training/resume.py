@@ -20,13 +20,14 @@ from typing import TYPE_CHECKING
 import torch
 import yaml
 
-from kronos_engine import checkpoint_store
-from kronos_engine.checkpoint_store import FORMAT_VERSION, TRAINER_STATE, write_json
+from kronos_engine.config.loading import write_config
 from kronos_engine.errors import ResumeError
-from kronos_engine.finetune import ADAPTER_WEIGHTS, is_adapted
+from kronos_engine.layout import RunLayout
+from kronos_engine.models.adapters import ADAPTER_WEIGHTS, is_adapted
 from kronos_engine.models.io import WEIGHTS_NAME, load_model_weights, save_resumable_model
 from kronos_engine.rng import capture_rng_state, restore_rng_state
-from kronos_engine.run_dir import RunLayout, write_config
+from kronos_engine.run import checkpoints as checkpoint_store
+from kronos_engine.run.checkpoints import FORMAT_VERSION, TRAINER_STATE, write_json
 
 if TYPE_CHECKING:
     from kronos_engine.context import TrainContext

@@ -13,20 +13,23 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from kronos_engine import run_dir
 from kronos_engine.callback import CallbackList, TrainCallback
-from kronos_engine.checkpoint_store import find_resume_checkpoint
-from kronos_engine.config import TrainConfig, check
+from kronos_engine.config import TrainConfig
+from kronos_engine.config.loading import write_config
 from kronos_engine.context import TrainContext
-from kronos_engine.executors import Executor, make_executor
-from kronos_engine.finetune import apply_finetune_method
-from kronos_engine.optim import build_optimizer, build_scheduler
+from kronos_engine.layout import RunLayout
 from kronos_engine.registry import CALLBACKS, STRATEGIES
-from kronos_engine.resume import load_checkpoint
 from kronos_engine.rng import seed_everything
-from kronos_engine.run_dir import RunLayout, clear_previous_run, write_config
+from kronos_engine.run import outputs as run_dir
+from kronos_engine.run.checkpoints import find_resume_checkpoint
+from kronos_engine.run.outputs import clear_previous_run
 from kronos_engine.strategy import Strategy, check_strategy_train_type
-from kronos_engine.trainer import EpochPlan
+from kronos_engine.training.executors import Executor, make_executor
+from kronos_engine.training.finetune import apply_finetune_method
+from kronos_engine.training.optim import build_optimizer, build_scheduler
+from kronos_engine.training.preflight import check
+from kronos_engine.training.resume import load_checkpoint
+from kronos_engine.training.trainer import EpochPlan
 
 log = logging.getLogger("kronos_engine")
 
@@ -184,7 +187,8 @@ class TrainContextBuilder:
         return splits
 
     def _make_loaders(self, splits, executor: Executor):
-        from kronos_engine.data import DataError, WindowSampler
+        from kronos_engine.data import WindowSampler
+        from kronos_engine.errors import DataError
 
         cfg = self.cfg
         rank, world = executor.rank, executor.world_size

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from torch import nn
 
-from kronos_engine.config import ConfigError, TrainConfig
+from kronos_engine.config import TrainConfig
+from kronos_engine.errors import ConfigError
 
 
 def build_tokenizer_model(cfg: TrainConfig) -> nn.Module:
@@ -154,7 +155,8 @@ def check_pretrained_paths(cfg: TrainConfig, tokenizer: str | None = None) -> No
 def _fetch_now(key: str, repo_id: str) -> None:
     """Download (or find in the Hub cache) a `pretrained_*` Hub id; offline or unknown ids fail
     here in one line naming the key. `from_pretrained` later reads the same cached copy."""
-    from kronos_engine.models.io import CheckpointError, resolve_checkpoint_dir
+    from kronos_engine.errors import CheckpointError
+    from kronos_engine.models.io import resolve_checkpoint_dir
 
     try:
         resolve_checkpoint_dir(repo_id, None)

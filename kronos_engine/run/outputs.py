@@ -1,20 +1,5 @@
-"""The run folder: its layout (`RunLayout`, the one place that names its files), its atomic
-writes, which run may write into an output dir, and the lock that makes that exclusive.
-
-Layout of `<output_dir>/` (`RunLayout(output_dir)`):
-  config.yaml        `.config`            the resolved run config (written atomically)
-  checkpoints/       `.checkpoints`       resumable `step_<N>/` folders (see `checkpoint_store`)
-  best/              `.best`              the best validated model, public layout
-  metrics.jsonl      `.metrics`           one record per line
-  summary.json       `.summary`           how the run ended
-  frozen_tokenizer/  `.frozen_tokenizer`  predictor runs: the tokenizer they read
-  .lock              `.lock`              held while the run runs
-An experiment dir holds one run per stage: `stage_run(exp_dir, "tokenizer").best` is the
-experiment's tokenizer (`experiment_tokenizer(exp_dir)`).
-
-Atomic writes: `atomic_write`/`atomic_write_text` put a file in place by tmp + fsync + rename
-(a reader sees the old file or the new one, never a torn one); `write_dir_atomically` does the
-same for a folder (`best/`, `checkpoints/step_<N>/`), with `writing` + `replace_dir` as its parts.
+"""Which run may write into an output dir, and the lock that makes that exclusive (the names of
+a run folder's files are in `kronos_engine.layout`, its atomic writes in `kronos_engine.fsio`).
 
 * A fresh run never writes into a folder that already holds a run (`--resume` it, or
   `--overwrite=true`).
@@ -34,7 +19,6 @@ Only the process that writes (rank 0 under torchrun) takes the lock.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import datetime as _dt
 import errno
 import fcntl
@@ -43,78 +27,12 @@ import os
 import shutil
 import socket
 import sys
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
 
-from kronos_engine.config import ConfigError, TrainConfig
-from kronos_engine.errors import CheckpointWriteError
-
-BEST_DIR = "best"
-CHECKPOINTS_DIR = "checkpoints"
-METRICS_FILE = "metrics.jsonl"
-SUMMARY_FILE = "summary.json"
-CONFIG_FILE = "config.yaml"
-FROZEN_TOKENIZER_DIR = "frozen_tokenizer"
-LOCK_NAME = ".lock"
-
-
-@dataclass(frozen=True)
-class RunLayout:
-    """Where each file of the run in `root` lives. Every module asks this for a run's paths."""
-
-    root: Path
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "root", Path(self.root))
-
-    @property
-    def best(self) -> Path:
-        return self.root / BEST_DIR
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.root / CHECKPOINTS_DIR
-
-    @property
-    def metrics(self) -> Path:
-        return self.root / METRICS_FILE
-
-    @property
-    def summary(self) -> Path:
-        return self.root / SUMMARY_FILE
-
-    @property
-    def config(self) -> Path:
-        return self.root / CONFIG_FILE
-
-    @property
-    def frozen_tokenizer(self) -> Path:
-        return self.root / FROZEN_TOKENIZER_DIR
-
-    @property
-    def lock(self) -> Path:
-        return self.root / LOCK_NAME
-
-    @property
-    def outputs(self) -> tuple[Path, ...]:
-        """What a run writes besides its config: a folder holding any of these holds a run."""
-        return (self.checkpoints, self.best, self.metrics, self.summary, self.frozen_tokenizer)
-
-
-def stage_run(exp_dir: str | os.PathLike[str], train_type: str) -> RunLayout:
-    """The run of one stage (`tokenizer`, `predictor`) of an experiment dir."""
-    return RunLayout(Path(exp_dir) / train_type)
-
-
-def experiment_tokenizer(exp_dir: str | os.PathLike[str]) -> Path:
-    """The experiment's fine-tuned tokenizer: `<exp_dir>/tokenizer/best`."""
-    return stage_run(exp_dir, "tokenizer").best
-
-
-class RunLockedError(ConfigError):
-    """Another live process holds the output dir."""
+from kronos_engine.config import TrainConfig
+from kronos_engine.distenv import is_writer
+from kronos_engine.errors import ConfigError, RunLockedError
+from kronos_engine.layout import CHECKPOINTS_DIR, RunLayout
 
 
 def previous_run_outputs(output_dir: Path) -> list[str]:
@@ -129,109 +47,6 @@ def clear_previous_run(output_dir: Path) -> None:
             shutil.rmtree(path)
         elif path.exists():
             path.unlink()
-
-
-# ---------------------------------------------------------------------------- atomic writes
-
-
-def fsync_dir(directory: Path) -> None:
-    """Make renames inside `directory` durable (best effort: not every filesystem allows it)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def tmp_file_for(path: Path) -> Path:
-    """The temporary name `atomic_write` writes `path` under: `.<name>.tmp` beside it."""
-    return path.with_name(f".{path.name}.tmp")
-
-
-def atomic_write(path: Path, write: Callable[[IO[str]], Any]) -> None:
-    """Replace the text file `path` with what `write(fh)` writes, atomically: into a temporary
-    file, fsync, rename. A failing write leaves the old file intact and no temporary file."""
-    path = Path(path)
-    tmp = tmp_file_for(path)
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    fsync_dir(path.parent)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda fh: fh.write(text))
-
-
-def write_config(path: Path, cfg: TrainConfig) -> None:
-    """`config.yaml`: the resolved config, written atomically (a run's or a checkpoint's)."""
-    import yaml
-
-    atomic_write(path, lambda fh: yaml.safe_dump(cfg.to_dict(), fh, sort_keys=False))
-
-
-try:  # safetensors reports I/O errors (ENOSPC, EFBIG) as its own type, not OSError
-    from safetensors import SafetensorError as _SafetensorError
-except ImportError:  # pragma: no cover - older safetensors
-    _SafetensorError = RuntimeError
-
-_WRITE_ERRORS = (OSError, RuntimeError, _SafetensorError)  # torch.save raises RuntimeError
-
-
-@contextlib.contextmanager
-def writing(target: Path, tmp: Path) -> Iterator[None]:
-    """Turn a failed write into `tmp` into a `CheckpointWriteError` naming `target`, and remove
-    the partial `tmp` (giving its space back). `target` itself is only ever replaced by an
-    atomic rename after this block."""
-    try:
-        yield
-    except _WRITE_ERRORS as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        reason = " ".join(str(exc).split()) or type(exc).__name__
-        raise CheckpointWriteError(
-            f"{target}: not written, earlier checkpoints are untouched "
-            f"({type(exc).__name__}: {reason})"
-        ) from exc
-
-
-def replace_dir(tmp: Path, final: Path, old: Path) -> None:
-    """Put the finished folder `tmp` at `final` by renames only; an existing `final` (a re-save)
-    is first moved aside to `old`, so a reader never sees a partly written `final`."""
-    if final.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
-
-
-def write_dir_atomically(final: Path, fill: Callable[[Path], Any]) -> Path:
-    """Create the folder `final` (or replace it) with what `fill(tmp)` writes into an empty
-    `.tmp_<name>` beside it, by renames only (the old one waits in `.old_<name>`). A failing
-    `fill` raises `CheckpointWriteError` and leaves `final` as it was and no temporary folder."""
-    final = Path(final)
-    tmp = final.with_name(f".tmp_{final.name}")
-    with writing(final, tmp):
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-        fill(tmp)
-    replace_dir(tmp, final, final.with_name(f".old_{final.name}"))
-    fsync_dir(final.parent)
-    return final
 
 
 def resumed_run_dir(resume: str | os.PathLike[str]) -> Path | None:
@@ -381,11 +196,6 @@ def release(output_dir: str | os.PathLike[str]) -> None:
 def release_all() -> None:
     for key in list(_HELD):
         release(key)
-
-
-def is_writer() -> bool:
-    """Rank 0 (or no torchrun): the process that writes the run's files."""
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 def holds(output_dir: str | os.PathLike[str]) -> bool:

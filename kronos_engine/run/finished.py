@@ -8,9 +8,8 @@ from pathlib import Path
 
 import yaml
 
-from kronos_engine.run_dir import FROZEN_TOKENIZER_DIR, RunLayout, stage_run
-
-from .errors import ForecastError
+from kronos_engine.errors import ForecastError
+from kronos_engine.layout import FROZEN_TOKENIZER_DIR, RunLayout, stage_run
 
 log = logging.getLogger("kronos_engine")
 

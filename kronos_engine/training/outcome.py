@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import signal
 
-from kronos_engine.run_dir import RunLayout
+from kronos_engine.layout import RunLayout
 
 
 def stop_exit_code(ctx) -> int:

@@ -16,15 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kronos_engine.forecasting.cli import add_sampling_arguments
+from kronos_engine.cli.predict import add_sampling_arguments
+from kronos_engine.errors import EvaluationError
 
 log = logging.getLogger("kronos_engine")
 
 SPLITS = ("test", "val")
-
-
-class EvaluationError(ValueError):
-    """A bad argument or input of the evaluation; one line, exit code 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,7 +73,7 @@ class Plan:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from kronos_engine.cli import exit_code_for, setup_logging
+    from kronos_engine.cli.shell import exit_code_for, setup_logging
 
     setup_logging()
     try:
@@ -88,8 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
-    from .report import write_evaluation
-    from .rolling import plan_origins, subset_by_date
+    from kronos_engine.evaluation.report import write_evaluation
+    from kronos_engine.evaluation.rolling import plan_origins, subset_by_date
 
     plan = resolve(args)
     origins = plan_origins(plan.store, plan.opts.lookback, plan.opts.pred_len, args.stride)
@@ -111,7 +108,7 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
         plots=not args.no_plots,
         progress=not args.no_progress,
     )
-    from .report import markdown_table
+    from kronos_engine.evaluation.report import markdown_table
 
     print(markdown_table(overall))
     print(f"evaluated {len(origins)} origins x {len(plan.forecasters)} models -> {plan.output}")
@@ -126,10 +123,9 @@ def _check_positive(value: Any, flag: str) -> int:
 
 def resolve(args: argparse.Namespace) -> Plan:
     """Arguments + the run's config -> data store, forecasters, options, output folder."""
+    from kronos_engine.evaluation.baselines import BASELINES
+    from kronos_engine.evaluation.rolling import ForecastOptions
     from kronos_engine.forecasting import KronosPredictor, find_predictor_run
-
-    from .baselines import BASELINES
-    from .rolling import ForecastOptions
 
     run_info = find_predictor_run(args.exp_dir)
     config = dict(run_info.config)
@@ -204,7 +200,7 @@ def _compare_model(path: Path, run_info: Any, kwargs: dict) -> Any:
     """A run or experiment dir brings its own tokenizer; a bare predictor folder is read with
     the evaluated run's tokenizer (the one it must share token bits with)."""
     from kronos_engine.forecasting import KronosPredictor
-    from kronos_engine.run_dir import RunLayout, stage_run
+    from kronos_engine.layout import RunLayout, stage_run
 
     if RunLayout(path).best.is_dir() or stage_run(path, "predictor").best.is_dir():
         return KronosPredictor.from_run(path, **kwargs)

@@ -5,11 +5,7 @@ from __future__ import annotations
 import torch
 
 from kronos_engine.context import TrainContext
-from kronos_engine.errors import TrainingError
-
-
-class EmptyValidationError(TrainingError):
-    """No validation sample on any rank: a metric of 0.0 would be meaningless."""
+from kronos_engine.errors import EmptyValidationError
 
 
 @torch.no_grad()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,10 +19,12 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .errors import ForecastError
-from .predictor import COLUMNS, KronosPredictor
-from .runs import find_predictor_run
-from .timestamps import infer_future_stamps
+from kronos_engine.errors import ForecastError, PlotError
+from kronos_engine.extras import import_pyplot
+from kronos_engine.forecasting.predictor import COLUMNS, KronosPredictor
+from kronos_engine.forecasting.timestamps import infer_future_stamps
+from kronos_engine.fsio import atomic_save
+from kronos_engine.run.finished import find_predictor_run
 
 log = logging.getLogger("kronos_engine")
 
@@ -94,7 +95,7 @@ class Job:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from kronos_engine.cli import exit_code_for, setup_logging
+    from kronos_engine.cli.shell import exit_code_for, setup_logging
 
     setup_logging()
     try:
@@ -105,10 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     if args.plot is not None:
-        from kronos_engine.plotting import PlotError, _import_pyplot
-
         try:
-            _import_pyplot()  # before any work: a missing matplotlib is one line, not a late failure
+            import_pyplot()  # before any work: a missing matplotlib is one line, not a late failure
         except PlotError as exc:
             raise ForecastError(f"--plot: {exc}") from None
     quantiles = _parse_quantiles(args.quantiles)
@@ -206,7 +205,8 @@ def collect_histories(job: Job, as_of: str | None) -> tuple[list[History], list[
 
 def _clean_frames(data: dict) -> Iterator[tuple[str, pd.DataFrame]]:
     from kronos_engine.config import TrainConfig
-    from kronos_engine.data import DataError, iter_clean_frames
+    from kronos_engine.data import iter_clean_frames
+    from kronos_engine.errors import DataError
 
     cfg = TrainConfig.from_dict(data, source="predict data settings")
     try:
@@ -257,15 +257,10 @@ def forecast_all(
 def write_table(table: pd.DataFrame, output: Path) -> None:
     """Write next to the target, then rename: a failure never leaves a half-written file."""
     output.parent.mkdir(parents=True, exist_ok=True)
-    staging = output.with_name(f".{output.name}.tmp")
-    try:
-        if output.suffix.lower() == ".parquet":
-            table.to_parquet(staging, index=False)
-        else:
-            table.to_csv(staging, index=False)
-        os.replace(staging, output)
-    finally:
-        staging.unlink(missing_ok=True)
+    if output.suffix.lower() == ".parquet":
+        atomic_save(output, lambda tmp: table.to_parquet(tmp, index=False))
+    else:
+        atomic_save(output, lambda tmp: table.to_csv(tmp, index=False))
 
 
 def write_plots(

@@ -1,0 +1,70 @@
+"""`scripts/train.py`: argv -> one validated `TrainConfig` -> `TrainContextBuilder` + `Trainer`.
+
+Flags are generated from the `TrainConfig` fields (`cli.flags`); precedence (flags > `--config`
+YAML > defaults) lives in `kronos_engine.config`, every check in `training.preflight`. Every
+mistake a user can make before training starts (unknown key, wrong type, impossible combination,
+missing file, unknown callback) ends the process with exactly one line `error: <message>` on
+stderr and exit code 2 (`cli.shell`), so a typo never costs a data build or a traceback to read.
+Library users drive the same builder and trainer: there is one training loop and one set of
+checks.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from kronos_engine.cli.flags import build_parser, merged_flag_values, parse
+from kronos_engine.cli.launch import launch, pop_nprocs
+from kronos_engine.cli.shell import (
+    close_executor,
+    exit_code_for,
+    release_output_dirs,
+    setup_logging,
+)
+from kronos_engine.config import TrainConfig
+from kronos_engine.errors import ConfigError
+from kronos_engine.training.builder import TrainContextBuilder
+from kronos_engine.training.outcome import describe_results, stop_exit_code
+from kronos_engine.training.pipeline import run_training
+from kronos_engine.training.preflight import check
+
+
+def load_config(argv: Sequence[str] | None = None) -> TrainConfig:
+    """The validated config of a `scripts/train.py` command line (raises, never exits); the
+    file and registry checks run in `TrainContextBuilder.build` (`kronos_engine.config.check`)."""
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse(build_parser(), argv)
+    values = merged_flag_values(args)
+    if "train_type" not in values:
+        raise ConfigError(
+            "train_type: required; pass --train_type=tokenizer or --train_type=predictor "
+            "(or set train_type in the --config file)"
+        )
+    return TrainConfig.from_dict(values)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`scripts/train.py`: parse, check, train, report. Returns the process exit code."""
+    setup_logging()
+    builder = None
+    try:
+        nprocs, argv = pop_nprocs(sys.argv[1:] if argv is None else argv)
+        cfg = load_config(argv)
+        if nprocs is not None and nprocs > 1:
+            check(cfg)  # a config error is one line here, before any process starts
+            return launch("train", argv, nprocs)
+        builder = TrainContextBuilder(cfg)  # its executor owns the process group (if any)
+        ctx = run_training(builder)  # checks (config.check) and holds the output dir first
+        ctx.executor.barrier()  # every rank done with its collectives before teardown
+        if ctx.is_main:
+            print(describe_results(ctx), flush=True)
+        code = stop_exit_code(ctx)
+        del ctx  # the DDP model's reducer holds the process group: free it first
+        builder.executor.close(graceful=True)
+        return code
+    except (SystemExit, KeyboardInterrupt, Exception) as exc:
+        return exit_code_for(exc)
+    finally:
+        release_output_dirs()
+        close_executor(builder and builder.executor)

@@ -1,0 +1,19 @@
+"""What each `--nprocs` worker runs: `python -m kronos_engine.cli.worker train|pipeline ARGS`,
+the normal entry of that command under the torchrun environment the elastic agent set."""
+
+from __future__ import annotations
+
+import sys
+
+from kronos_engine.cli import pipeline, train
+
+COMMANDS = {"train": train.main, "pipeline": pipeline.pipeline_main}
+
+
+def run(args: list[str]) -> int:
+    command, *argv = args
+    return COMMANDS[command](argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(run(sys.argv[1:]))
