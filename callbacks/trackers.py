@@ -11,13 +11,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from kronos_engine.callbacks.metrics_jsonl import train_record, val_record
-
-from kronos_engine.callback import TrainCallback
 from kronos_engine.context import TrainContext
 from kronos_engine.extras import LOGGER_PACKAGES, require
 from kronos_engine.layout import RunLayout
 from kronos_engine.registry import CALLBACKS
+from kronos_engine.training.records import MetricsFeed
 
 log = logging.getLogger("kronos_engine")
 
@@ -47,15 +45,14 @@ def metrics_of(record: dict[str, Any]) -> dict[str, float]:
     }
 
 
-class Tracker(TrainCallback):
-    """Shared hooks; a tool implements `start`, `log`, `upload_best` and `finish`."""
-
-    role = "logging"
+class Tracker(MetricsFeed):
+    """A sink of the metrics records (`MetricsFeed` builds them); a tool implements `start`,
+    `log_dict`, `upload_best` and `finish`."""
 
     name = "tracker"
 
     def __init__(self, log_interval: int = 10) -> None:
-        self.log_interval = log_interval
+        super().__init__(log_interval)
         self.run_id: str | None = None  # restored from the checkpoint on resume
         self.active = False
 
@@ -64,7 +61,7 @@ class Tracker(TrainCallback):
         """Open the tracked run (a new one, or `self.run_id` when resumed); return its id."""
         raise NotImplementedError
 
-    def log(self, metrics: dict[str, float], step: int) -> None:
+    def log_dict(self, metrics: dict[str, float], step: int) -> None:
         raise NotImplementedError
 
     def upload_best(self, best: Path) -> None:
@@ -84,30 +81,22 @@ class Tracker(TrainCallback):
         self.active = True
         log.info("%s: %s run %s", self.name, "continuing" if resumed else "started", self.run_id)
 
-    def on_step_end(self, ctx: TrainContext) -> None:
-        record = train_record(ctx, self.log_interval) if self.active else None
-        if record is not None:
-            self.log(metrics_of(record), ctx.global_step)
-
-    def on_validation_end(self, ctx: TrainContext) -> None:
-        if self.active:
-            self.log(metrics_of(val_record(ctx)), ctx.global_step)
-
     def on_train_end(self, ctx: TrainContext) -> None:
-        if not self.active:
-            return
-        best = RunLayout(ctx.output_dir).best
-        if best.is_dir():
-            self.upload_best(best)
-        self._finish("stopped" if ctx.preempted else "completed")
-
-    def on_error(self, ctx: TrainContext, error: BaseException) -> None:
         if self.active:
-            self._finish("failed")
+            best = RunLayout(ctx.output_dir).best
+            if best.is_dir():
+                self.upload_best(best)
+        super().on_train_end(ctx)  # close(status)
 
-    def _finish(self, status: str) -> None:
-        self.active = False
-        self.finish(status)
+    # ---- the sink ----
+    def log(self, record: dict[str, Any]) -> None:
+        if self.active:
+            self.log_dict(metrics_of(record), record["step"])
+
+    def close(self, status: str) -> None:
+        if self.active:
+            self.active = False
+            self.finish(status)
 
     def state_dict(self) -> dict[str, Any]:
         return {"run_id": self.run_id} if self.run_id else {}
@@ -140,7 +129,7 @@ class TensorBoardTracker(Tracker):
                 self.writer.file_writer.add_summary(summary)
         return run_id
 
-    def log(self, metrics: dict[str, float], step: int) -> None:
+    def log_dict(self, metrics: dict[str, float], step: int) -> None:
         for key, value in metrics.items():
             self.writer.add_scalar(key, value, step)
         self.writer.flush()
@@ -182,7 +171,7 @@ class MLflowTracker(Tracker):
         self.client.log_batch(run.info.run_id, params=params)
         return run.info.run_id
 
-    def log(self, metrics: dict[str, float], step: int) -> None:
+    def log_dict(self, metrics: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
@@ -220,7 +209,7 @@ class WandbTracker(Tracker):
         )
         return run_id
 
-    def log(self, metrics: dict[str, float], step: int) -> None:
+    def log_dict(self, metrics: dict[str, float], step: int) -> None:
         self.run.log(metrics, step=step)
 
     def upload_best(self, best: Path) -> None:
@@ -280,7 +269,7 @@ class CometTracker(Tracker):
         self.experiment.log_parameters(flat_config(ctx))
         return key
 
-    def log(self, metrics: dict[str, float], step: int) -> None:
+    def log_dict(self, metrics: dict[str, float], step: int) -> None:
         self.experiment.log_metrics(metrics, step=step)
 
     def upload_best(self, best: Path) -> None:

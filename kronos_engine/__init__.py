@@ -26,8 +26,18 @@ _EXPORTS = {
 }
 
 __all__ = [
-    "CALLBACKS", "STRATEGIES", "ConfigError", "KronosPredictor", "StepOutput", "Strategy",
-    "TrainCallback", "TrainConfig", "TrainContext", "TrainContextBuilder", "Trainer", "ValOutput",
+    "CALLBACKS",
+    "STRATEGIES",
+    "ConfigError",
+    "KronosPredictor",
+    "StepOutput",
+    "Strategy",
+    "TrainCallback",
+    "TrainConfig",
+    "TrainContext",
+    "TrainContextBuilder",
+    "Trainer",
+    "ValOutput",
 ]  # fmt: skip  (the keys of _EXPORTS; tests/test_layers.py keeps them equal)
 
 

@@ -6,14 +6,7 @@ The checks that look at files, packages and plug-ins (`check`, the one gate befo
 live in the training layer: `kronos_engine.training.preflight`.
 """
 
-from kronos_engine.config.loading import (
-    config_keys,
-    load_config,
-    merged_values,
-    read_yaml_config,
-    write_config,
-)
-from kronos_engine.config.schema import (
+from kronos_engine.config.choices import (
     BAD_DATA_POLICIES,
     BEST_MODES,
     CHOICES,
@@ -31,6 +24,15 @@ from kronos_engine.config.schema import (
     SCHEDULERS,
     TOKENIZER_PRESETS,
     TRAIN_TYPES,
+)
+from kronos_engine.config.loading import (
+    config_keys,
+    load_config,
+    merged_values,
+    read_yaml_config,
+    write_config,
+)
+from kronos_engine.config.schema import (
     TrainConfig,
     coerce,
     field_type,

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kronos_engine.data.cleaning import RowLocator, parse_numbers, parse_timestamps
+from kronos_engine.data.parsing import RowLocator, parse_numbers, parse_timestamps
 from kronos_engine.data.schema import FEATURES, ROW, TIMESTAMP, canonical_columns, parse_freq
 from kronos_engine.errors import DataError
 

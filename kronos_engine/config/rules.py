@@ -1,0 +1,164 @@
+"""The value rules of `TrainConfig` that need no file: ranges, allowed values and combinations of
+keys. `TrainConfig.validate` runs them; each failure is one `ConfigError` naming the key."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import TYPE_CHECKING
+
+from kronos_engine.config.choices import (
+    CHOICES,
+    FINETUNE_METHODS,
+    FORECAST_VAL_METRICS,
+    LOGGERS,
+    PREDICTOR_PRESETS,
+    TOKENIZER_PRESETS,
+)
+from kronos_engine.errors import ConfigError
+
+if TYPE_CHECKING:
+    from kronos_engine.config.schema import TrainConfig
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Check value ranges and combinations that do not need any file."""
+    check_numbers(cfg)
+    for key, allowed in CHOICES.items():
+        value = getattr(cfg, key)
+        if value not in allowed:
+            raise ConfigError(f"{key}: '{value}' is not allowed; choose one of {list(allowed)}")
+    presets = TOKENIZER_PRESETS if cfg.train_type == "tokenizer" else PREDICTOR_PRESETS
+    if cfg.model_preset not in presets:
+        raise ConfigError(
+            f"model_preset: '{cfg.model_preset}' is not a {cfg.train_type} preset; "
+            f"choose one of {list(presets)}"
+        )
+    positive = ["lookback_window", "predict_window", "batch_size", "grad_accum_steps"]
+    positive += ["epochs", "log_interval", "keep_last", "demo_symbols", "demo_length"]
+    for key in positive:
+        if getattr(cfg, key) < 1:
+            raise ConfigError(f"{key}: must be >= 1, got {getattr(cfg, key)}")
+    for key in ["max_steps", "val_interval", "ckpt_interval", "train_samples_per_epoch"]:
+        value = getattr(cfg, key)
+        if value is not None and value < 1:
+            raise ConfigError(f"{key}: must be >= 1 or null, got {value}")
+    if cfg.dropout is not None and not 0.0 <= cfg.dropout < 1.0:
+        raise ConfigError(f"dropout: must lie in [0, 1) or be null, got {cfg.dropout}")
+    for key in ["val_samples", "early_stopping_patience", "forecast_val_origins"]:
+        value = getattr(cfg, key)
+        if value is not None and value < 1:
+            raise ConfigError(f"{key}: must be >= 1 or null, got {value}")
+    if cfg.forecast_val_sample_count < 1:
+        raise ConfigError(
+            f"forecast_val_sample_count: must be >= 1, got {cfg.forecast_val_sample_count}"
+        )
+    if cfg.forecast_val_origins is not None and cfg.train_type != "predictor":
+        raise ConfigError(
+            "forecast_val_origins: forecasts need a predictor; set it only with "
+            "train_type predictor"
+        )
+    forecast_names = {f"val_{name}" for name in FORECAST_VAL_METRICS}
+    if cfg.best_metric in forecast_names and cfg.forecast_val_origins is None:
+        raise ConfigError(
+            f"best_metric: '{cfg.best_metric}' is a forecast metric; set "
+            "forecast_val_origins (e.g. 256) to compute it at each validation"
+        )
+    if cfg.best_mode == "max" and cfg.best_metric is None:
+        raise ConfigError(
+            "best_mode: 'max' needs best_metric (the default metric is a loss, lower is "
+            "better); set best_metric, e.g. val_rank_ic"
+        )
+    if cfg.div_factor <= 0:
+        raise ConfigError(f"div_factor: must be > 0, got {cfg.div_factor}")
+    if cfg.weight_decay < 0:
+        raise ConfigError(f"weight_decay: must be >= 0, got {cfg.weight_decay}")
+    if cfg.max_grad_norm is not None and not cfg.max_grad_norm > 0:
+        raise ConfigError(
+            f"max_grad_norm: must be > 0 (use .inf to only measure the norm) or null for "
+            f"the default, got {cfg.max_grad_norm}"
+        )
+    if cfg.num_workers < 0:
+        raise ConfigError(f"num_workers: must be >= 0, got {cfg.num_workers}")
+    if cfg.clip <= 0:
+        raise ConfigError(f"clip: must be > 0, got {cfg.clip}")
+    if cfg.lr is not None and cfg.lr <= 0:
+        raise ConfigError(f"lr: must be > 0, got {cfg.lr}")
+    if not (0.0 <= cfg.adam_beta1 < 1.0 and 0.0 <= cfg.adam_beta2 < 1.0):
+        raise ConfigError("adam_beta1/adam_beta2: must lie in [0, 1)")
+    if not 0.0 < cfg.warmup_ratio < 1.0:
+        raise ConfigError(f"warmup_ratio: must lie in (0, 1), got {cfg.warmup_ratio}")
+    if len(cfg.split_ratios) != 3 or any(r < 0 for r in cfg.split_ratios):
+        raise ConfigError("split_ratios: must be three non-negative numbers [train, val, test]")
+    if abs(sum(cfg.split_ratios) - 1.0) > 1e-6:
+        raise ConfigError(f"split_ratios: must sum to 1, got {cfg.split_ratios}")
+    for key in ["train_time_range", "val_time_range", "test_time_range"]:
+        value = getattr(cfg, key)
+        if value is not None and len(value) != 2:
+            raise ConfigError(f"{key}: must be [start, end], got {value}")
+    if cfg.data_source == "demo" and cfg.data_path:
+        raise ConfigError(
+            f"data_path: '{cfg.data_path}' is set but data_source is 'demo' (the built-in "
+            f"synthetic data); add --data_source=csv (or qlib) to train on it"
+        )
+    if cfg.data_source != "demo" and not cfg.data_path:
+        raise ConfigError(f"data_path: required when data_source is '{cfg.data_source}'")
+    if cfg.lookback_window + cfg.predict_window > cfg.max_context:
+        raise ConfigError(
+            f"lookback_window: lookback_window + predict_window = "
+            f"{cfg.lookback_window + cfg.predict_window} exceeds max_context "
+            f"{cfg.max_context}; lower the windows or raise max_context"
+        )
+    validate_toolbox(cfg)
+
+
+def validate_toolbox(cfg: TrainConfig) -> None:
+    """Ranges of the fine-tuning toolbox keys (label smoothing, schedules, LoRA, EMA, ...)."""
+    if not 0.0 <= cfg.label_smoothing < 1.0:
+        raise ConfigError(f"label_smoothing: must lie in [0, 1), got {cfg.label_smoothing}")
+    if cfg.sgdr_cycle_steps is not None and cfg.sgdr_cycle_steps < 1:
+        raise ConfigError(f"sgdr_cycle_steps: must be >= 1 or null, got {cfg.sgdr_cycle_steps}")
+    if cfg.sgdr_cycle_mult < 1:
+        raise ConfigError(f"sgdr_cycle_mult: must be >= 1, got {cfg.sgdr_cycle_mult}")
+    if cfg.finetune_method not in FINETUNE_METHODS:
+        raise ConfigError(
+            f"finetune_method: '{cfg.finetune_method}' is not allowed; "
+            f"choose one of {list(FINETUNE_METHODS)}"
+        )
+    if cfg.lora_r < 1 or cfg.lora_alpha <= 0:
+        raise ConfigError(
+            f"lora_r, lora_alpha: must be >= 1 and > 0, got {cfg.lora_r}, {cfg.lora_alpha}"
+        )
+    if not 0.0 <= cfg.lora_dropout < 1.0:
+        raise ConfigError(f"lora_dropout: must lie in [0, 1), got {cfg.lora_dropout}")
+    if not 0.0 < cfg.ema_decay < 1.0:
+        raise ConfigError(f"ema_decay: must lie in (0, 1), got {cfg.ema_decay}")
+    for name in cfg.loggers:
+        if name not in LOGGERS:
+            raise ConfigError(f"loggers: '{name}' is not allowed; choose from {list(LOGGERS)}")
+    if cfg.tracking_mode not in ("online", "offline"):
+        raise ConfigError(
+            f"tracking_mode: '{cfg.tracking_mode}' is not allowed; choose one of "
+            "['online', 'offline']"
+        )
+    if not 0.0 <= cfg.wsd_decay_ratio <= 1.0:
+        raise ConfigError(f"wsd_decay_ratio: must lie in [0, 1], got {cfg.wsd_decay_ratio}")
+
+
+def check_numbers(cfg: TrainConfig) -> None:
+    """NaN/inf and integers beyond 64 bits fail here, naming the key, rather than as a
+    traceback or a NaN loss later. Only `max_grad_norm` may be infinite (measure only)."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        items = value if isinstance(value, list) else [value]
+        for item in items:
+            if isinstance(item, bool) or not isinstance(item, (int, float)):
+                continue
+            if isinstance(item, float) and math.isnan(item):
+                raise ConfigError(f"{f.name}: must be a number, got nan")
+            if isinstance(item, float) and math.isinf(item) and f.name != "max_grad_norm":
+                raise ConfigError(f"{f.name}: must be finite, got {item}")
+            if isinstance(item, int) and not -(2**63) <= item < 2**63:
+                raise ConfigError(f"{f.name}: {item} does not fit in 64 bits")
+    if not 0 <= cfg.seed < 2**63:
+        raise ConfigError(f"seed: must lie in [0, 2**63 - 1], got {cfg.seed}")
