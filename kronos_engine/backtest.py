@@ -261,15 +261,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run_config(exp_dir: Path) -> dict:
-    import yaml
+    """The evaluated run's config.yaml (its predictor stage's, else its own), read by the one
+    reader of a finished run."""
+    from kronos_engine.forecasting.runs import find_run_config
 
-    from kronos_engine.run_dir import RunLayout, stage_run
-
-    for candidate in (stage_run(exp_dir, "predictor").config, RunLayout(exp_dir).config):
-        if candidate.is_file():
-            data = yaml.safe_load(candidate.read_text(encoding="utf-8"))
-            return data if isinstance(data, dict) else {}
-    return {}
+    return find_run_config(exp_dir, "predictor")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
