@@ -4,7 +4,7 @@
         [--topk 50 --n_drop 5 --hold 1] [--benchmark SH000300] [--output outputs/demo/backtest]
 
 Writes <output>/report.json, report.csv and cumulative_return.png. All logic lives in
-`kronos_engine.backtest`; see `--help`.
+`kronos_engine.cli.backtest` (the trading: `kronos_engine.evaluation.backtest`); see `--help`.
 """
 
 from kronos_engine.cli.backtest import main

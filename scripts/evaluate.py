@@ -4,7 +4,7 @@
         [--compare pretrained=models/Kronos-small] [--sample_count 20] [--output eval/]
 
 Writes <exp_dir>/eval/ (metrics.json, metrics_by_symbol.csv, forecasts.parquet, report.md,
-plots). All logic lives in `kronos_engine.evaluation.cli`; see `--help`.
+plots). All logic lives in `kronos_engine.cli.evaluate`; see `--help`.
 """
 
 from kronos_engine.cli.evaluate import main

@@ -11,6 +11,7 @@ from pathlib import Path
 from kronos_engine.cli.shell import exit_code_for, setup_logging
 from kronos_engine.errors import BacktestError
 from kronos_engine.evaluation.backtest import EQUAL_WEIGHT, load_signal, run_backtest, write_outputs
+from kronos_engine.run.finished import find_run_config
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,15 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run_config(exp_dir: Path) -> dict:
-    import yaml
-
-    from kronos_engine.layout import RunLayout, stage_run
-
-    for candidate in (stage_run(exp_dir, "predictor").config, RunLayout(exp_dir).config):
-        if candidate.is_file():
-            data = yaml.safe_load(candidate.read_text(encoding="utf-8"))
-            return data if isinstance(data, dict) else {}
-    return {}
+    """The evaluated run's config.yaml (its predictor stage's, else its own), read by the one
+    reader of a finished run."""
+    return find_run_config(exp_dir, "predictor")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from kronos_engine.cli.predict import add_sampling_arguments
+from kronos_engine.data.spec import DataSpec
 from kronos_engine.errors import EvaluationError
 
 log = logging.getLogger("kronos_engine")
@@ -128,15 +129,14 @@ def resolve(args: argparse.Namespace) -> Plan:
     from kronos_engine.forecasting import KronosPredictor, find_predictor_run
 
     run_info = find_predictor_run(args.exp_dir)
-    config = dict(run_info.config)
     lookback = _check_positive(
-        args.lookback if args.lookback is not None else config.get("lookback_window"),
+        args.lookback if args.lookback is not None else run_info.lookback_window,
         "--lookback",
     )
     if lookback < 2:
         raise EvaluationError("--lookback: must be >= 2 (MASE needs one step change)")
     pred_len = _check_positive(
-        args.pred_len if args.pred_len is not None else config.get("predict_window"),
+        args.pred_len if args.pred_len is not None else run_info.predict_window,
         "--pred_len",
     )
     for flag in ("stride", "sample_count", "batch_size"):
@@ -161,7 +161,7 @@ def resolve(args: argparse.Namespace) -> Plan:
     for name in ["naive", *baselines]:
         if name not in forecasters:
             forecasters[name] = BASELINES[name]()
-    store = load_split(config, args.split, lookback, pred_len)
+    store = load_split(DataSpec.from_mapping(run_info.config), args.split, lookback, pred_len)
     opts = ForecastOptions(
         pred_len=pred_len,
         lookback=lookback,
@@ -214,16 +214,14 @@ def _compare_model(path: Path, run_info: Any, kwargs: dict) -> Any:
     )
 
 
-def load_split(config: dict, split: str, lookback: int, pred_len: int) -> Any:
-    """The split's store (its rows plus `lookback` rows before), read as the run read it."""
-    from kronos_engine.config import TrainConfig
-    from kronos_engine.data import build_datasets
+def load_split(data: Any, split: str, lookback: int, pred_len: int) -> Any:
+    """The split's store (its rows plus `lookback` rows before), read as the run read it:
+    `data` is the run's `DataSpec` (or its config mapping), cut into `lookback` + `pred_len`
+    windows."""
+    from kronos_engine.data import as_data_spec, build_datasets
 
-    values = {k: v for k, v in config.items() if k not in ("resume", "overwrite")}
-    values.update(lookback_window=lookback, predict_window=pred_len, train_type="predictor")
-    values["max_context"] = max(int(values.get("max_context", 512)), lookback + pred_len)
-    cfg = TrainConfig.from_dict(values, source="run config")
-    splits = build_datasets(cfg)
+    spec = as_data_spec(data).replace(lookback_window=lookback, predict_window=pred_len)
+    splits = build_datasets(spec)
     dataset = splits.test if split == "test" else splits.val
     if dataset is None:
         raise EvaluationError(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
+from kronos_engine.data.spec import DataSpec
 from kronos_engine.errors import ForecastError, PlotError
 from kronos_engine.extras import import_pyplot
 from kronos_engine.forecasting.predictor import COLUMNS, KronosPredictor
@@ -32,14 +33,9 @@ FLAG_DATA_KEYS = ("data_source", "data_path", "instruments", "freq", "bad_data")
 
 
 def run_data_keys() -> list[str]:
-    """The run-config keys that decide which bars training read (the data group + seed,
-    which generates the demo data)."""
-    import dataclasses
-
-    from kronos_engine.config import TrainConfig
-
-    fields = dataclasses.fields(TrainConfig)
-    return [f.name for f in fields if f.metadata.get("group") == "data"] + ["seed"]
+    """The run-config keys that decide which bars training read (`DataSpec`'s keys: the data
+    build's keys, with `seed`, which generates the demo data)."""
+    return list(DataSpec.keys())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,7 +84,7 @@ class Job:
     """What to forecast: the model, data settings and forecast options, resolved."""
 
     predictor: KronosPredictor
-    data: dict
+    data: DataSpec
     lookback: int
     pred_len: int
     output: Path
@@ -143,6 +139,18 @@ def resolve_job(args: argparse.Namespace) -> Job:
         config, default_out = {}, Path("forecast.csv")
     else:
         raise ForecastError("--exp_dir, or both --tokenizer and --predictor, are required")
+    data = data_spec(config, args)
+    lookback = _positive(args.lookback, config.get("lookback_window"), "--lookback")
+    pred_len = _positive(args.pred_len, config.get("predict_window"), "--pred_len")
+    output = Path(args.output) if args.output else default_out
+    if output.suffix.lower() not in (".csv", ".parquet"):
+        raise ForecastError(f"--output: '{output}' must end in .csv or .parquet")
+    return Job(predictor, data, lookback, pred_len, output)
+
+
+def data_spec(config: Mapping[str, Any], args: argparse.Namespace) -> DataSpec:
+    """The run's data settings (`config`: its config.yaml, `{}` without a run) with the data
+    flags over them: `--data_path` alone reads every symbol of that CSV/Parquet data."""
     data = {k: config[k] for k in run_data_keys() if k in config}
     if args.data_path:
         data.update(data_path=args.data_path, data_source=args.data_source or "csv")
@@ -150,12 +158,7 @@ def resolve_job(args: argparse.Namespace) -> Job:
     for key in FLAG_DATA_KEYS:
         if getattr(args, key, None) is not None:
             data[key] = getattr(args, key)
-    lookback = _positive(args.lookback, config.get("lookback_window"), "--lookback")
-    pred_len = _positive(args.pred_len, config.get("predict_window"), "--pred_len")
-    output = Path(args.output) if args.output else default_out
-    if output.suffix.lower() not in (".csv", ".parquet"):
-        raise ForecastError(f"--output: '{output}' must end in .csv or .parquet")
-    return Job(predictor, data, lookback, pred_len, output)
+    return DataSpec.from_mapping(data)
 
 
 def _positive(value: int | None, default: object, flag: str) -> int:
@@ -203,14 +206,19 @@ def collect_histories(job: Job, as_of: str | None) -> tuple[list[History], list[
     return histories, skipped
 
 
-def _clean_frames(data: dict) -> Iterator[tuple[str, pd.DataFrame]]:
-    from kronos_engine.config import TrainConfig
+def _clean_frames(data: DataSpec) -> Iterator[tuple[str, pd.DataFrame]]:
     from kronos_engine.data import iter_clean_frames
     from kronos_engine.errors import DataError
 
-    cfg = TrainConfig.from_dict(data, source="predict data settings")
+    if data.data_source == "demo" and data.data_path:  # the training config's wording
+        raise ForecastError(
+            f"data_path: '{data.data_path}' is set but data_source is 'demo' (the built-in "
+            f"synthetic data); add --data_source=csv (or qlib) to train on it"
+        )
+    if data.data_source != "demo" and not data.data_path:
+        raise ForecastError(f"data_path: required when data_source is '{data.data_source}'")
     try:
-        yield from iter_clean_frames(cfg)
+        yield from iter_clean_frames(data)
     except DataError as exc:
         raise ForecastError(str(exc)) from None
 

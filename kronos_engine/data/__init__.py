@@ -1,7 +1,8 @@
 """K-line data pipeline: sources (demo, CSV/Parquet, Qlib) -> clean frames -> leak-free windows.
 
-The engine codes against the names exported here; see ``build.py`` for the entry point and
-``cleaning.py`` / ``splits.py`` for the repair policies and the split/overlap rules.
+The engine codes against the names exported here; see ``spec.py`` for ``DataSpec`` (the keys a
+build reads), ``build.py`` for the entry point and ``cleaning.py`` / ``splits.py`` for the
+repair policies and the split/overlap rules.
 """
 
 from kronos_engine.data.build import (
@@ -15,6 +16,7 @@ from kronos_engine.data.demo import generate_demo_frames
 from kronos_engine.data.qlib_writer import write_qlib_provider
 from kronos_engine.data.sampler import WindowSampler
 from kronos_engine.data.schema import FEATURES, TIME_FEATURES, parse_freq
+from kronos_engine.data.spec import DataSpec, as_data_spec
 from kronos_engine.data.windows import KlineWindowDataset, WindowStore, collate_windows
 from kronos_engine.errors import DataError
 
@@ -22,11 +24,13 @@ __all__ = [
     "FEATURES",
     "TIME_FEATURES",
     "DataError",
+    "DataSpec",
     "DataSplits",
     "KlineWindowDataset",
     "LoadReport",
     "WindowSampler",
     "WindowStore",
+    "as_data_spec",
     "build_datasets",
     "collate_windows",
     "generate_demo_frames",

@@ -1,4 +1,8 @@
-"""From a ``TrainConfig`` to train/val/test window datasets (the engine's one entry point)."""
+"""From a ``DataSpec`` to train/val/test window datasets (the engine's one entry point).
+
+Every entry point also takes a training config (or a mapping of config keys): it is read as
+the ``DataSpec`` of the same keys (``as_data_spec``).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from kronos_engine.config import TrainConfig
 from kronos_engine.data import cache as cache_mod
 from kronos_engine.data.cleaning import REPAIR_KINDS, clean_frame
 from kronos_engine.data.demo import generate_demo_frames
@@ -19,6 +22,7 @@ from kronos_engine.data.sampler import WindowSampler
 from kronos_engine.data.schema import FEATURES, TIMESTAMP, canonical_columns, parse_freq
 from kronos_engine.data.sources_csv import iter_table_frames
 from kronos_engine.data.sources_qlib import iter_qlib_frames
+from kronos_engine.data.spec import DataSpec, as_data_spec
 from kronos_engine.data.splits import SplitPlan, make_plan, segments_for
 from kronos_engine.data.timeutil import NS_PER_SECOND, time_bounds
 from kronos_engine.data.windows import KlineWindowDataset, WindowStore
@@ -49,7 +53,7 @@ class LoadReport:
         }
 
 
-def _raw_frames(cfg: TrainConfig, bounds) -> Iterator[tuple[str, pd.DataFrame, str, bool]]:
+def _raw_frames(cfg: DataSpec, bounds) -> Iterator[tuple[str, pd.DataFrame, str, bool]]:
     """``(symbol, raw frame, origin, rows_are_file_rows)`` from the configured source."""
     if cfg.data_source == "demo":
         frames = generate_demo_frames(cfg.demo_symbols, cfg.demo_length, cfg.freq, cfg.seed)
@@ -74,9 +78,10 @@ def _raw_frames(cfg: TrainConfig, bounds) -> Iterator[tuple[str, pd.DataFrame, s
 
 
 def iter_clean_frames(
-    cfg: TrainConfig, report: LoadReport | None = None
+    cfg: DataSpec | Any, report: LoadReport | None = None
 ) -> Iterator[tuple[str, pd.DataFrame]]:
     """Clean canonical frames one symbol at a time (bounded memory for big universes)."""
+    cfg = as_data_spec(cfg)
     report = report if report is not None else LoadReport()
     if cfg.bad_data not in ("error", "repair"):
         raise DataError(
@@ -114,7 +119,7 @@ def iter_clean_frames(
         yield symbol, frame
 
 
-def load_frames(cfg: TrainConfig, report: LoadReport | None = None) -> dict[str, pd.DataFrame]:
+def load_frames(cfg: DataSpec | Any, report: LoadReport | None = None) -> dict[str, pd.DataFrame]:
     """All symbols as clean frames (``timestamps`` + six float64 features), sorted by symbol."""
     frames = dict(iter_clean_frames(cfg, report))
     return {symbol: frames[symbol] for symbol in sorted(frames)}
@@ -129,23 +134,25 @@ class DataSplits:
     test: KlineWindowDataset | None
     summary: dict[str, Any]
 
-    def train_sampler(self, cfg: TrainConfig, rank: int = 0, world_size: int = 1) -> WindowSampler:
-        """The configured training sampler (``sampling``, ``train_samples_per_epoch``, ``seed``)."""
+    def train_sampler(self, cfg: Any, rank: int = 0, world_size: int = 1) -> WindowSampler:
+        """The configured training sampler (``cfg``'s ``sampling``, ``train_samples_per_epoch``
+        and ``seed``: training keys, not data keys)."""
         return WindowSampler(
             self.train, cfg.sampling, cfg.train_samples_per_epoch, cfg.seed, rank, world_size
         )
 
     def eval_sampler(
-        self, cfg: TrainConfig, split: str = "val", rank: int = 0, world_size: int = 1
+        self, cfg: Any, split: str = "val", rank: int = 0, world_size: int = 1
     ) -> WindowSampler:
-        """A fixed sequential sampler over ``split`` (``val_samples`` evenly spaced, or all)."""
+        """A fixed sequential sampler over ``split`` (``cfg.val_samples`` evenly spaced, or
+        all)."""
         dataset = self.val if split == "val" else self.test
         if dataset is None:
             raise DataError(f"eval_sampler: split '{split}' does not exist in this run")
         return WindowSampler(dataset, "sequential", cfg.val_samples, cfg.seed, rank, world_size)
 
 
-def _zero_window_hint(name: str, cfg: TrainConfig, plan: SplitPlan) -> str:
+def _zero_window_hint(name: str, cfg: DataSpec, plan: SplitPlan) -> str:
     need = cfg.predict_window + 1 if name != "train" else cfg.window_len
     if plan.mode == "time_ranges":
         where = f"{name}_time_range {plan.ranges[name]}"
@@ -173,8 +180,9 @@ def _split_ranges(store: WindowStore, lookback: int) -> dict[str, str | None]:
     return {"first_target": str(first), "last_target": str(last)}
 
 
-def build_stores(cfg: TrainConfig) -> tuple[dict[str, WindowStore], dict[str, Any]]:
+def build_stores(cfg: DataSpec | Any) -> tuple[dict[str, WindowStore], dict[str, Any]]:
     """Load, clean and cut every symbol into per-split stores; build the summary."""
+    cfg = as_data_spec(cfg)
     plan = make_plan(
         cfg.train_time_range, cfg.val_time_range, cfg.test_time_range, cfg.split_ratios
     )
@@ -246,8 +254,9 @@ def build_stores(cfg: TrainConfig) -> tuple[dict[str, WindowStore], dict[str, An
     return stores, summary
 
 
-def build_datasets(cfg: TrainConfig) -> DataSplits:
+def build_datasets(cfg: DataSpec | Any) -> DataSplits:
     """Datasets for ``cfg``'s data keys, reusing ``cfg.cache_dir`` when nothing changed."""
+    cfg = as_data_spec(cfg)
     stores = summary = None
     cache_state = "disabled"
     if cfg.cache_dir:

@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from kronos_engine.config import TrainConfig
 from kronos_engine.data.demo import DEMO_VERSION
 from kronos_engine.data.schema import FEATURES, TIME_FEATURES, parse_freq
 from kronos_engine.data.sources_csv import list_table_files
+from kronos_engine.data.spec import DataSpec, as_data_spec
 from kronos_engine.data.windows import WindowStore
 
 log = logging.getLogger("kronos_engine.data")
@@ -31,8 +31,9 @@ CACHE_FORMAT = 1
 _CHUNK = 1 << 22
 
 
-def identity_of(cfg: TrainConfig) -> dict[str, Any]:
+def identity_of(cfg: DataSpec | Any) -> dict[str, Any]:
     """Every config key that changes the stored arrays (``clip`` does not: it is applied on read)."""
+    cfg = as_data_spec(cfg)
     ident: dict[str, Any] = {
         "format": CACHE_FORMAT,
         "data_source": cfg.data_source,
@@ -72,7 +73,7 @@ def _hash_file(path: Path, into: Any) -> None:
             into.update(chunk)
 
 
-def _qlib_inputs(cfg: TrainConfig) -> list[Path]:
+def _qlib_inputs(cfg: DataSpec) -> list[Path]:
     root = Path(cfg.data_path or "").expanduser().resolve()
     freq = parse_freq(cfg.freq).name
     files = [root / "calendars" / f"{freq}.txt"]
@@ -92,8 +93,9 @@ def _qlib_inputs(cfg: TrainConfig) -> list[Path]:
     return [f for f in files if f.is_file()]
 
 
-def fingerprint_inputs(cfg: TrainConfig) -> str:
+def fingerprint_inputs(cfg: DataSpec | Any) -> str:
     """A content hash of the inputs the build would read."""
+    cfg = as_data_spec(cfg)
     if cfg.data_source == "demo":
         return _digest({"demo": identity_of(cfg)})
     root = Path(cfg.data_path or "").expanduser()

@@ -1,6 +1,6 @@
 """The checkpoint store: the on-disk format of resumable checkpoints, with no training state.
 
-Layout of `<output_dir>/checkpoints/step_<N>/` (what goes into the files: `kronos_engine.resume`):
+Layout of `<output_dir>/checkpoints/step_<N>/` (what goes into the files: `kronos_engine.training.resume`):
   config.json + model.safetensors  the model in the public layout (loadable by the public code);
                                    with LoRA instead adapter_config.json + adapter_model.safetensors
   optimizer.pt                     optimizer state, read back with `torch.load(weights_only=True)`

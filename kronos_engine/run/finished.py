@@ -1,51 +1,35 @@
-"""Find what a predictor run produced: its best model, the tokenizer it read, its config."""
+"""Read a finished run: its `config.yaml` as recorded, its best model, the tokenizer it read.
+
+The one reader of a run's `config.yaml` for the commands that use a finished run (predict,
+evaluate, backtest). The file is read as a plain mapping, never rebuilt into a training
+config: a forecast needs only the run's data settings, windows, `clip` and tokenizer, and a
+run's recorded config need not pass today's training checks (a key a later version dropped,
+a `max_context` the forecast does not use) to be read.
+"""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import yaml
 
+from kronos_engine.config.schema import TrainConfig, coerce, predictor_tokenizer
 from kronos_engine.errors import ForecastError
 from kronos_engine.layout import FROZEN_TOKENIZER_DIR, RunLayout, stage_run
 
 log = logging.getLogger("kronos_engine")
 
-
-@dataclass(frozen=True)
-class PredictorRun:
-    """The folders and settings a forecast from a predictor run needs."""
-
-    run_dir: Path
-    predictor_dir: Path
-    tokenizer_dir: Path
-    config: dict
-
-    @property
-    def clip(self) -> float:
-        return float(self.config.get("clip", 5.0))
+# Where a run written without `exp_dir` looked for `<exp_dir>/tokenizer/best`: the default.
+DEFAULT_EXP_DIR: str = TrainConfig.exp_dir
 
 
-def find_predictor_run(path: str | Path) -> PredictorRun:
-    """`path` is an experiment dir (with `predictor/`) or a predictor run dir (with `best/`)."""
-    path = Path(path)
-    stage = stage_run(path, "predictor")
-    run = stage.root if stage.best.is_dir() else path
-    best = RunLayout(run).best
-    if not best.is_dir():
-        raise ForecastError(
-            f"{path}: no trained predictor here (expected {stage.best} or "
-            f"{best}); train one with scripts/train.py --train_type=predictor"
-        )
-    config = _read_run_config(run)
-    if config.get("train_type", "predictor") != "predictor":
-        raise ForecastError(f"{run}: is a {config['train_type']} run, not a predictor run")
-    return PredictorRun(run, best, _tokenizer_dir(run, config), config)
-
-
-def _read_run_config(run: Path) -> dict:
+def read_run_config(run: str | Path) -> dict[str, Any]:
+    """`<run>/config.yaml` as a plain mapping of its keys; `{}` when the run has none. An
+    unreadable file, or one that is not a mapping, is a `ForecastError` naming it."""
     file = RunLayout(run).config
     if not file.is_file():
         return {}
@@ -60,19 +44,71 @@ def _read_run_config(run: Path) -> dict:
     return data
 
 
+def find_run_config(path: str | Path, train_type: str = "predictor") -> dict[str, Any]:
+    """The config of `<path>/<train_type>` (`path` an experiment dir) when it has one, else of
+    `path` itself (a run dir); `{}` when neither has one."""
+    stage = stage_run(path, train_type)
+    return read_run_config(stage.root if stage.config.is_file() else path)
+
+
+@dataclass(frozen=True)
+class PredictorRun:
+    """A finished predictor run: its folders and the settings a forecast from it needs."""
+
+    run_dir: Path
+    predictor_dir: Path
+    tokenizer_dir: Path
+    config: dict  # the run's config.yaml as recorded ({} when it has none)
+
+    @property
+    def clip(self) -> float:
+        return float(self.config.get("clip", 5.0))
+
+    @property
+    def lookback_window(self) -> Any:
+        """The run's `lookback_window` as recorded (`None` when absent; callers check it)."""
+        return self.config.get("lookback_window")
+
+    @property
+    def predict_window(self) -> Any:
+        """The run's `predict_window` as recorded (`None` when absent; callers check it)."""
+        return self.config.get("predict_window")
+
+
+def find_predictor_run(path: str | Path) -> PredictorRun:
+    """`path` is an experiment dir (with `predictor/`) or a predictor run dir (with `best/`)."""
+    path = Path(path)
+    stage = stage_run(path, "predictor")
+    run = stage.root if stage.best.is_dir() else path
+    best = RunLayout(run).best
+    if not best.is_dir():
+        raise ForecastError(
+            f"{path}: no trained predictor here (expected {stage.best} or "
+            f"{best}); train one with scripts/train.py --train_type=predictor"
+        )
+    config = read_run_config(run)
+    if config.get("train_type", "predictor") != "predictor":
+        raise ForecastError(f"{run}: is a {config['train_type']} run, not a predictor run")
+    return PredictorRun(run, best, _tokenizer_dir(run, config), config)
+
+
 def _tokenizer_dir(run: Path, config: dict) -> Path:
     """The run's own copy of its tokenizer; runs from before it was kept fall back to the
-    config's tokenizer rule (which may have changed on disk since)."""
+    recorded `tokenizer_path` by the training config's tokenizer rule (which may have changed
+    on disk since)."""
     frozen = RunLayout(run).frozen_tokenizer
     if frozen.is_dir():
         return frozen
-    from kronos_engine.config import TrainConfig
 
     try:
-        resolved = TrainConfig.from_dict(config, source=str(RunLayout(run).config))
+        keys = {
+            key: coerce(key, config.get(key), str | None)
+            for key in ("tokenizer_path", "pretrained_tokenizer")
+        }
+        keys["exp_dir"] = coerce("exp_dir", config.get("exp_dir", DEFAULT_EXP_DIR), str)
     except ValueError as exc:
         raise ForecastError(f"{run}: cannot tell which tokenizer it used ({exc})") from None
-    path = Path(resolved.resolved_tokenizer_path)
+    path = Path(predictor_tokenizer(SimpleNamespace(**keys)))
     log.warning(
         "%s has no %s/ (trained before runs kept their tokenizer); using %s",
         run, FROZEN_TOKENIZER_DIR, path,

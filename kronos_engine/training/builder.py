@@ -175,15 +175,16 @@ class TrainContextBuilder:
         return cls(self.cfg)
 
     def _load_data(self, executor: Executor):
-        from kronos_engine.data import build_datasets
+        from kronos_engine.data import DataSpec, build_datasets
 
+        spec = DataSpec.from_mapping(self.cfg.to_dict())
         # Rank 0 builds (and caches) first so that ranks never write the cache concurrently.
         if executor.is_main:
-            splits = build_datasets(self.cfg)
+            splits = build_datasets(spec)
             executor.barrier()
         else:
             executor.barrier()
-            splits = build_datasets(self.cfg)
+            splits = build_datasets(spec)
         return splits
 
     def _make_loaders(self, splits, executor: Executor):

@@ -62,9 +62,9 @@ def check_stages(stages: Mapping[str, TrainConfig], hold: bool = True) -> None:
 
 def prepare_data(cfg: TrainConfig) -> None:
     """Build (or verify) the cached splits once so both stages only read them."""
-    from kronos_engine.data import build_datasets
+    from kronos_engine.data import DataSpec, build_datasets
 
-    splits = build_datasets(cfg)
+    splits = build_datasets(DataSpec.from_mapping(cfg.to_dict()))
     log.info("data prepared in %s (%s)", cfg.cache_dir, splits.summary.get("cache"))
 
 

@@ -1,6 +1,6 @@
 """The resume policy: what of a training context goes into a checkpoint, and how a context is
 restored from one. The files' format (folder, manifest, discovery, pruning) is
-`kronos_engine.checkpoint_store`; the model files are `kronos_engine.models.io`'s.
+`kronos_engine.run.checkpoints`; the model files are `kronos_engine.models.io`'s.
 
 `save_checkpoint(ctx, root, keep_last)` writes the model (LoRA: the adapter alone), the
 optimizer, the scheduler, counters, callback states, every rank's RNG and the config.
