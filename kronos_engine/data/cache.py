@@ -25,6 +25,7 @@ from kronos_engine.data.schema import FEATURES, TIME_FEATURES, parse_freq
 from kronos_engine.data.sources_csv import list_table_files
 from kronos_engine.data.spec import DataSpec, as_data_spec
 from kronos_engine.data.windows import WindowStore
+from kronos_engine.fsio import replace_dir
 
 log = logging.getLogger("kronos_engine.data")
 CACHE_FORMAT = 1
@@ -164,7 +165,8 @@ def save_entry(
     stores: dict[str, WindowStore],
     summary: dict[str, Any],
 ) -> Path:
-    """Write an entry atomically (temp folder, then rename) and return its folder."""
+    """Write an entry atomically (a temp folder per process, then `fsio.replace_dir`) and return
+    its folder."""
     folder = entry_dir(cache_dir, identity)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = folder.parent / f".tmp-{folder.name}-{os.getpid()}"
@@ -196,9 +198,5 @@ def save_entry(
         "summary": summary,
     }
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
-    old = folder.parent / f".old-{folder.name}-{os.getpid()}"
-    if folder.exists():
-        os.replace(folder, old)
-    os.replace(tmp, folder)
-    shutil.rmtree(old, ignore_errors=True)
+    replace_dir(tmp, folder, folder.parent / f".old-{folder.name}-{os.getpid()}")
     return folder

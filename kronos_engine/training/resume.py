@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-import yaml
 
 from kronos_engine.config.loading import write_config
 from kronos_engine.errors import ResumeError
@@ -28,6 +27,7 @@ from kronos_engine.models.io import WEIGHTS_NAME, load_model_weights, save_resum
 from kronos_engine.rng import capture_rng_state, restore_rng_state
 from kronos_engine.run import checkpoints as checkpoint_store
 from kronos_engine.run.checkpoints import FORMAT_VERSION, TRAINER_STATE, write_json
+from kronos_engine.run.finished import read_run_config
 
 if TYPE_CHECKING:
     from kronos_engine.context import TrainContext
@@ -162,10 +162,7 @@ def _restore_optimizer_and_schedule(ctx: TrainContext, opt_state: dict, director
 
 
 def _warn_on_schedule_change(ctx: TrainContext, directory: Path) -> None:
-    config_file = RunLayout(directory).config
-    if not config_file.exists():
-        return
-    saved = yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
+    saved = read_run_config(directory)  # {} for a checkpoint written without one
     changed = [k for k in SCHEDULE_KEYS if k in saved and saved[k] != getattr(ctx.cfg, k)]
     if changed and ctx.is_main:
         log.warning(
