@@ -14,9 +14,10 @@ import pandas as pd
 
 from .errors import DataError
 
-FEATURES: tuple[str, ...] = ("open", "high", "low", "close", "volume", "amount")
-PRICE_FEATURES: tuple[str, ...] = ("open", "high", "low", "close")
-TIME_FEATURES: tuple[str, ...] = ("minute", "hour", "weekday", "day", "month")
+# The feature column lists are defined in features.py (what a model sees); sources, cleaning
+# and the cache still import them from here, next to the canonical frame's other names.
+from .features import FEATURES, PRICE_FEATURES, TIME_FEATURES  # noqa: F401
+
 TIMESTAMP = "timestamps"
 ROW = "_row"  # 1-based data row in the source file, kept only for error messages
 
