@@ -3,15 +3,18 @@
 
 from .errors import ForecastError
 from .generation import auto_regressive_inference, generate
-from .predictor import KronosPredictor, quantile_column
+from .options import SamplingOptions
+from .predictor import Forecast, KronosPredictor, quantile_column
 from .runs import PredictorRun, find_predictor_run
 from .sampling import filter_logits, sample_from_logits
 from .timestamps import infer_future_stamps
 
 __all__ = [
+    "Forecast",
     "ForecastError",
     "KronosPredictor",
     "PredictorRun",
+    "SamplingOptions",
     "auto_regressive_inference",
     "filter_logits",
     "find_predictor_run",
