@@ -21,6 +21,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .errors import ForecastError
+from .options import SamplingOptions
 from .predictor import COLUMNS, KronosPredictor
 from .runs import find_predictor_run
 from .timestamps import infer_future_stamps
@@ -80,6 +81,14 @@ def add_sampling_arguments(group: Any, *, batch_size: int, batch_help: str) -> N
     group.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     group.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                        help="bf16: the predictor under bf16 autocast")  # fmt: skip
+
+
+def sampling_options(args: argparse.Namespace) -> SamplingOptions:
+    """The sampling flags of `add_sampling_arguments` as one value."""
+    return SamplingOptions(
+        T=args.T, top_k=args.top_k, top_p=args.top_p, sample_count=args.sample_count,
+        seed=args.seed,
+    )  # fmt: skip
 
 
 @dataclass
@@ -230,21 +239,17 @@ def forecast_all(
 ) -> pd.DataFrame:
     """Forecast in batches of `--batch_size` symbols; one long table."""
     parts, size = [], max(1, args.batch_size)
+    options = sampling_options(args)
     with tqdm(total=len(histories), desc="symbols", unit="symbol") as bar:
         for start in range(0, len(histories), size):
             chunk = histories[start : start + size]
-            frames = job.predictor.predict_batch(
+            frames, _ = job.predictor.forecast_frames(
                 [h.frame[COLUMNS] for h in chunk],
                 [h.frame["timestamps"] for h in chunk],
                 [h.future for h in chunk],
                 job.pred_len,
-                T=args.T,
-                top_k=args.top_k,
-                top_p=args.top_p,
-                sample_count=args.sample_count,
-                verbose=False,
+                options.with_seed(options.seed + start),
                 quantiles=quantiles,
-                seed=args.seed + start,
             )
             for history, frame in zip(chunk, frames):
                 frame = frame.reset_index(names="timestamp")
