@@ -75,7 +75,7 @@ class ForecastValidation(TrainCallback):
             run_rolling,
             subset_by_date,
         )
-        from kronos_engine.forecasting import KronosPredictor
+        from kronos_engine.forecasting import KronosPredictor, SamplingOptions
 
         cfg = ctx.cfg
         store = ctx.val_loader.dataset.store
@@ -95,8 +95,7 @@ class ForecastValidation(TrainCallback):
         opts = ForecastOptions(
             pred_len=cfg.predict_window,
             lookback=cfg.lookback_window,
-            sample_count=self.sample_count,
-            seed=cfg.seed,
+            sampling=SamplingOptions(sample_count=self.sample_count, seed=cfg.seed),
             batch_size=self.batch_size,
         )
         devices = [ctx.executor.device] if ctx.executor.device.type == "cuda" else []

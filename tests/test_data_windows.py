@@ -17,7 +17,7 @@ from kronos_engine.data import (
     collate_windows,
     generate_demo_frames,
 )
-from kronos_engine.data.timeutil import time_features
+from kronos_engine.data.features import time_features
 
 L, P = 12, 3
 T = L + P + 1

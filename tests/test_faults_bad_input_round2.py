@@ -416,7 +416,7 @@ def test_instruments_from_yaml_select_the_symbol(tmp_path):
 
 def test_prices_of_normal_scale_keep_the_public_normalisation(tmp_path):
     """Class 8: the scale check never fires on normal data (public epsilon kept)."""
-    from kronos_engine.data.windows import NORM_EPS
+    from kronos_engine.data.features import NORM_EPS
 
     assert NORM_EPS == 1e-5
     frame = _frame(200)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kronos_engine.cli.predict import add_sampling_arguments
+from kronos_engine.cli.predict import add_sampling_arguments, sampling_options
 from kronos_engine.data.spec import DataSpec
 from kronos_engine.errors import EvaluationError
 
@@ -162,16 +162,8 @@ def resolve(args: argparse.Namespace) -> Plan:
         if name not in forecasters:
             forecasters[name] = BASELINES[name]()
     store = load_split(DataSpec.from_mapping(run_info.config), args.split, lookback, pred_len)
-    opts = ForecastOptions(
-        pred_len=pred_len,
-        lookback=lookback,
-        sample_count=args.sample_count,
-        T=args.T,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        seed=args.seed,
-        batch_size=args.batch_size,
-    )
+    sampling = sampling_options(args)
+    opts = ForecastOptions(pred_len, lookback, sampling, args.batch_size)
     output = Path(args.output) if args.output else Path(args.exp_dir) / "eval"
     info = {
         "run": str(run_info.run_dir),
@@ -179,8 +171,9 @@ def resolve(args: argparse.Namespace) -> Plan:
         "lookback": lookback,
         "pred_len": pred_len,
         "stride": args.stride,
-        "sample_count": args.sample_count,
-        "sampling": f"T={args.T}, top_k={args.top_k}, top_p={args.top_p}, seed={args.seed}",
+        "sample_count": sampling.sample_count,
+        "sampling": f"T={sampling.T}, top_k={sampling.top_k}, top_p={sampling.top_p}, "
+        f"seed={sampling.seed}",
         "symbols": len(store.symbols),
     }
     return Plan(store, forecasters, opts, output, info)

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from kronos_engine.data.spec import DataSpec
 from kronos_engine.errors import ForecastError, PlotError
 from kronos_engine.extras import import_pyplot
+from kronos_engine.forecasting.options import SamplingOptions
 from kronos_engine.forecasting.predictor import COLUMNS, KronosPredictor
 from kronos_engine.forecasting.timestamps import infer_future_stamps
 from kronos_engine.fsio import atomic_save
@@ -77,6 +78,14 @@ def add_sampling_arguments(group: Any, *, batch_size: int, batch_help: str) -> N
     group.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     group.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                        help="bf16: the predictor under bf16 autocast")  # fmt: skip
+
+
+def sampling_options(args: argparse.Namespace) -> SamplingOptions:
+    """The sampling flags of `add_sampling_arguments` as one value."""
+    return SamplingOptions(
+        T=args.T, top_k=args.top_k, top_p=args.top_p, sample_count=args.sample_count,
+        seed=args.seed,
+    )  # fmt: skip
 
 
 @dataclass
@@ -238,21 +247,17 @@ def forecast_all(
 ) -> pd.DataFrame:
     """Forecast in batches of `--batch_size` symbols; one long table."""
     parts, size = [], max(1, args.batch_size)
+    options = sampling_options(args)
     with tqdm(total=len(histories), desc="symbols", unit="symbol") as bar:
         for start in range(0, len(histories), size):
             chunk = histories[start : start + size]
-            frames = job.predictor.predict_batch(
+            frames, _ = job.predictor.forecast_frames(
                 [h.frame[COLUMNS] for h in chunk],
                 [h.frame["timestamps"] for h in chunk],
                 [h.future for h in chunk],
                 job.pred_len,
-                T=args.T,
-                top_k=args.top_k,
-                top_p=args.top_p,
-                sample_count=args.sample_count,
-                verbose=False,
+                options.with_seed(options.seed + start),
                 quantiles=quantiles,
-                seed=args.seed + start,
             )
             for history, frame in zip(chunk, frames):
                 frame = frame.reset_index(names="timestamp")

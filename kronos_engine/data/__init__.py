@@ -13,9 +13,10 @@ from kronos_engine.data.build import (
     load_frames,
 )
 from kronos_engine.data.demo import generate_demo_frames
+from kronos_engine.data.features import FEATURES, TIME_FEATURES
 from kronos_engine.data.qlib_writer import write_qlib_provider
 from kronos_engine.data.sampler import WindowSampler
-from kronos_engine.data.schema import FEATURES, TIME_FEATURES, parse_freq
+from kronos_engine.data.schema import parse_freq
 from kronos_engine.data.spec import DataSpec, as_data_spec
 from kronos_engine.data.windows import KlineWindowDataset, WindowStore, collate_windows
 from kronos_engine.errors import DataError

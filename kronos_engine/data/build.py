@@ -18,8 +18,9 @@ import pandas as pd
 from kronos_engine.data import cache as cache_mod
 from kronos_engine.data.cleaning import REPAIR_KINDS, clean_frame
 from kronos_engine.data.demo import generate_demo_frames
+from kronos_engine.data.features import FEATURES
 from kronos_engine.data.sampler import WindowSampler
-from kronos_engine.data.schema import FEATURES, TIMESTAMP, canonical_columns, parse_freq
+from kronos_engine.data.schema import TIMESTAMP, canonical_columns, parse_freq
 from kronos_engine.data.sources_csv import iter_table_frames
 from kronos_engine.data.sources_qlib import iter_qlib_frames
 from kronos_engine.data.spec import DataSpec, as_data_spec

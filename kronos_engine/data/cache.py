@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from kronos_engine.data.demo import DEMO_VERSION
-from kronos_engine.data.schema import FEATURES, TIME_FEATURES, parse_freq
+from kronos_engine.data.features import FEATURES, TIME_FEATURES
+from kronos_engine.data.schema import parse_freq
 from kronos_engine.data.sources_csv import list_table_files
 from kronos_engine.data.spec import DataSpec, as_data_spec
 from kronos_engine.data.windows import WindowStore

@@ -36,9 +36,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from kronos_engine.data.features import FEATURES, NORM_EPS
 from kronos_engine.data.parsing import RowLocator, parse_numbers, parse_timestamps
-from kronos_engine.data.schema import FEATURES, ROW, TIMESTAMP, Freq
-from kronos_engine.data.windows import NORM_EPS
+from kronos_engine.data.schema import ROW, TIMESTAMP, Freq
 from kronos_engine.errors import DataError
 
 REPAIR_KINDS: tuple[str, ...] = (

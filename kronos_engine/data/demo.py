@@ -15,7 +15,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from kronos_engine.data.schema import FEATURES, TIMESTAMP, Freq, parse_freq
+from kronos_engine.data.features import FEATURES
+from kronos_engine.data.schema import TIMESTAMP, Freq, parse_freq
 from kronos_engine.errors import DataError
 
 DEMO_VERSION = 1  # bump when the generator's output changes (part of the cache key)

@@ -23,8 +23,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from kronos_engine.data.features import FEATURES
 from kronos_engine.data.parsing import RowLocator, parse_numbers, parse_timestamps
-from kronos_engine.data.schema import FEATURES, ROW, TIMESTAMP, canonical_columns, parse_freq
+from kronos_engine.data.schema import ROW, TIMESTAMP, canonical_columns, parse_freq
 from kronos_engine.errors import DataError
 
 _SYMBOL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-^=]*$")

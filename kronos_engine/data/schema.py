@@ -14,9 +14,6 @@ import pandas as pd
 
 from kronos_engine.errors import DataError
 
-FEATURES: tuple[str, ...] = ("open", "high", "low", "close", "volume", "amount")
-PRICE_FEATURES: tuple[str, ...] = ("open", "high", "low", "close")
-TIME_FEATURES: tuple[str, ...] = ("minute", "hour", "weekday", "day", "month")
 TIMESTAMP = "timestamps"
 ROW = "_row"  # 1-based data row in the source file, kept only for error messages
 

@@ -1,7 +1,8 @@
-"""Timestamp parsing, time bounds and the vectorised time features.
+"""Timestamp parsing and time bounds.
 
-Time features are computed from integer epoch seconds with integer arithmetic (no pandas per
-sample), which lets the window store keep only one int64 stamp per row.
+The calendar features a model sees are computed from these naive epoch stamps in
+``features.time_features`` (integer arithmetic, no pandas per sample), which lets the window
+store keep only one int64 stamp per row.
 """
 
 from __future__ import annotations
@@ -58,26 +59,3 @@ def time_bounds(start: str | None, end: str | None, key: str) -> tuple[int | Non
     if lo is not None and hi is not None and hi <= lo:
         raise DataError(f"{key}: end '{end}' is before start '{start}'")
     return lo, hi
-
-
-def time_features(seconds: np.ndarray) -> np.ndarray:
-    """``[minute, hour, weekday (Mon=0), day, month]`` as float32 for naive epoch seconds.
-
-    Uses the days-from-civil inverse (H. Hinnant's algorithm) so any array shape works.
-    """
-    s = np.asarray(seconds, dtype=np.int64)
-    days = np.floor_divide(s, 86_400)
-    sod = s - days * 86_400
-    hour = sod // 3600
-    minute = (sod % 3600) // 60
-    weekday = (days + 3) % 7  # 1970-01-01 was a Thursday
-    z = days + 719_468
-    era = np.floor_divide(z, 146_097)
-    doe = z - era * 146_097
-    yoe = (doe - doe // 1460 + doe // 36_524 - doe // 146_096) // 365
-    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
-    mp = (5 * doy + 2) // 153
-    day = doy - (153 * mp + 2) // 5 + 1
-    month = np.where(mp < 10, mp + 3, mp - 9)
-    out = np.stack([minute, hour, weekday, day, month], axis=-1)
-    return out.astype(np.float32)

@@ -17,11 +17,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from kronos_engine.data.schema import FEATURES, TIMESTAMP
-from kronos_engine.data.timeutil import NS_PER_SECOND, time_features, to_naive_ns
+from kronos_engine.data.features import FEATURES, normalise, stamp_seconds, time_features
+from kronos_engine.data.schema import TIMESTAMP
+from kronos_engine.data.timeutil import NS_PER_SECOND
 from kronos_engine.errors import DataError
 
-NORM_EPS = 1e-5
+# NORM_EPS is defined in features.py; cleaning.check_scale still imports it from here.
 
 
 @dataclass
@@ -108,8 +109,8 @@ class KlineWindowDataset(torch.utils.data.Dataset):
     """Normalised ``(x, stamp)`` windows of ``lookback + predict + 1`` rows.
 
     Each window is normalised with the mean and population std of its first ``lookback``
-    rows only (``(x - mean) / (std + 1e-5)``, then clipped to ``+-clip``), so no value after
-    the lookback can influence the normalised lookback.
+    rows only (``features.normalise`` in float64: ``(x - mean) / (std + 1e-5)``, then clipped
+    to ``+-clip``), so no value after the lookback can influence the normalised lookback.
     """
 
     def __init__(self, store: WindowStore, lookback: int, predict: int, clip: float = 5.0):
@@ -132,7 +133,7 @@ class KlineWindowDataset(torch.utils.data.Dataset):
         """All windows of already clean canonical frames (``timestamps`` + six features)."""
         segments = []
         for symbol, frame in frames.items():
-            seconds = to_naive_ns(frame[TIMESTAMP]) // NS_PER_SECOND
+            seconds = stamp_seconds(frame[TIMESTAMP])
             segments.append((str(symbol), frame[list(FEATURES)].to_numpy(np.float32), seconds))
         return cls(
             WindowStore.from_segments(segments, lookback + predict + 1), lookback, predict, clip
@@ -197,15 +198,9 @@ class KlineWindowDataset(torch.utils.data.Dataset):
     def _gather(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
         _, starts = self._locate(indices)
         rows = starts[:, None] + self._steps
-        x = self.store.values[rows].astype(np.float64)  # (B, T, 6)
-        past = x[:, : self.lookback]
-        mean = past.mean(axis=1, keepdims=True)
-        std = past.std(axis=1, keepdims=True)
-        x -= mean
-        x /= std + NORM_EPS
-        np.clip(x, -self.clip, self.clip, out=x)
+        x, _, _ = normalise(self.store.values[rows], self.lookback, self.clip, dtype=np.float64)
         stamp = time_features(self.store.stamps[rows])
-        return torch.from_numpy(x.astype(np.float32)), torch.from_numpy(stamp)
+        return torch.from_numpy(x), torch.from_numpy(stamp)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         if not isinstance(index, (int, np.integer)) and not (

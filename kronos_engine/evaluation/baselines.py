@@ -1,5 +1,5 @@
-"""Baseline forecasters with `KronosPredictor.predict_batch`'s signature, so the rolling
-evaluation has one code path for models and baselines.
+"""Baseline forecasters with `KronosPredictor`'s array core (`forecast_arrays`) and its
+`predict_batch` signature, so the rolling evaluation has one code path for models and baselines.
 
 * `naive`: every future bar repeats the last observed bar (the random-walk forecast).
 * `drift`: the last bar plus ``h`` times the average one-step change over the history
@@ -17,22 +17,26 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from kronos_engine.forecasting.predictor import COLUMNS, ohlcv_values, quantile_column
+from kronos_engine.forecasting.options import SamplingOptions
+from kronos_engine.forecasting.predictor import COLUMNS, Forecast, ohlcv_values, quantile_column
 from kronos_engine.forecasting.timestamps import as_datetime_index, infer_future_stamps
 
 
 class Forecaster(Protocol):
-    """What the rolling evaluation needs from a model: `KronosPredictor.predict_batch`, called
-    with `return_samples=True` and the sampling options as keywords."""
+    """What the rolling evaluation needs from a model: `KronosPredictor.forecast_arrays`.
 
-    def predict_batch(
+    (`run_rolling` also takes an object with only `predict_batch`, or one whose class
+    overrides `predict_batch` below its `forecast_arrays`, and calls it through DataFrames.)
+    """
+
+    def forecast_arrays(
         self,
-        df_list: Sequence[pd.DataFrame],
-        x_timestamp_list: Sequence[Any] | None = None,
-        y_timestamp_list: Sequence[Any] | None = None,
-        pred_len: int | None = None,
-        **options: Any,
-    ) -> Any: ...
+        values: np.ndarray,
+        x_seconds: np.ndarray,
+        y_seconds: np.ndarray,
+        pred_len: int,
+        options: SamplingOptions,
+    ) -> Forecast: ...
 
 
 class _PointBaseline:
@@ -42,6 +46,21 @@ class _PointBaseline:
 
     def path(self, values: np.ndarray, pred_len: int) -> np.ndarray:
         raise NotImplementedError
+
+    def forecast_arrays(
+        self,
+        values: np.ndarray | Sequence[np.ndarray],
+        x_seconds: Any,
+        y_seconds: Any,
+        pred_len: int,
+        options: SamplingOptions,
+    ) -> Forecast:
+        """`KronosPredictor.forecast_arrays` for a deterministic forecast: the stamps and the
+        sampling are ignored but `sample_count`, whose samples are copies of the one path
+        (float32 bars, the path computed in float64)."""
+        bars = [np.asarray(v, dtype=np.float32).astype(np.float64) for v in values]
+        paths = np.stack([self.path(v, int(pred_len)).astype(np.float32) for v in bars])
+        return Forecast(np.repeat(paths[:, None], options.sample_count, axis=1), paths)
 
     def predict_batch(
         self,
@@ -66,23 +85,25 @@ class _PointBaseline:
             if not given:
                 raise ValueError("pred_len: required when y_timestamp_list is not given")
             pred_len = given[0]
-        frames, paths = [], []
+        values, indexes = [], []
         for i, (df, x, y) in enumerate(zip(df_list, x_list, y_list)):
-            values = ohlcv_values(df, f"df_list[{i}]").astype(np.float64)
-            path = self.path(values, int(pred_len)).astype(np.float32)
+            values.append(ohlcv_values(df, f"df_list[{i}]"))
             if y is None:
                 stamps = x if x is not None else df.get("timestamps", df.index)
                 y = infer_future_stamps(as_datetime_index(stamps, f"df_list[{i}]"), pred_len)
+            indexes.append(y)
+        options = SamplingOptions(sample_count=max(1, sample_count))
+        forecast = self.forecast_arrays(values, None, None, int(pred_len), options)
+        frames = []
+        for path, y in zip(forecast.point, indexes):
             frame = pd.DataFrame(path, columns=COLUMNS, index=y)
             for q in quantiles or ():
                 for j, column in enumerate(COLUMNS):
                     frame[quantile_column(column, q)] = path[:, j]
             frames.append(frame)
-            paths.append(path)
         if not return_samples:
             return frames
-        samples = np.repeat(np.stack(paths)[:, None], max(1, sample_count), axis=1)
-        return frames, samples
+        return frames, forecast.samples
 
 
 class NaiveForecaster(_PointBaseline):

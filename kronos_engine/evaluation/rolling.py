@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -25,7 +26,8 @@ from kronos_engine.data.timeutil import NS_PER_SECOND
 from kronos_engine.data.windows import WindowStore
 from kronos_engine.evaluation import metrics as M
 from kronos_engine.evaluation.baselines import Forecaster
-from kronos_engine.forecasting.predictor import COLUMNS, quantile_column
+from kronos_engine.forecasting.options import SamplingOptions
+from kronos_engine.forecasting.predictor import COLUMNS, Forecast, quantile_column
 
 CLOSE = COLUMNS.index("close")
 
@@ -80,26 +82,47 @@ def subset_by_date(store: WindowStore, origins: Origins, budget: int) -> Origins
     return origins.take(keep[order][:budget])
 
 
-@dataclass
+@dataclass(init=False)
 class ForecastOptions:
-    """How each forecaster is asked to forecast (the `predict_batch` sampling arguments).
+    """How each forecaster is asked to forecast: `pred_len` rows after `lookback` rows, in
+    batches of `batch_size` origins, with the `sampling` options.
 
-    Batch `b` samples with seed `seed + b`, so a run is reproducible for a given `batch_size`
-    and every model sees the same seeds on the same origins.
+    Batch `b` samples with seed `sampling.seed + b`, so a run is reproducible for a given
+    `batch_size` and every model sees the same seeds on the same origins. The sampling fields
+    may be given as keywords instead of `sampling` (`ForecastOptions(pred_len=4, lookback=20,
+    seed=1)`), with the evaluation's default seed 0.
     """
 
     pred_len: int
     lookback: int
-    sample_count: int = 1
-    T: float = 1.0
-    top_k: int = 0
-    top_p: float = 0.9
-    seed: int = 0
+    sampling: SamplingOptions
     batch_size: int = 64
+
+    def __init__(
+        self,
+        pred_len: int,
+        lookback: int,
+        sampling: SamplingOptions | None = None,
+        batch_size: int = 64,
+        **sampling_fields: Any,
+    ) -> None:
+        if sampling is not None and sampling_fields:
+            raise TypeError("ForecastOptions: give sampling or its fields, not both")
+        self.pred_len = pred_len
+        self.lookback = lookback
+        self.sampling = (
+            SamplingOptions(**{"seed": 0, **sampling_fields}) if sampling is None else sampling
+        )
+        self.batch_size = batch_size
 
     @property
     def quantiles(self) -> tuple[float, ...]:
-        return M.EVAL_QUANTILES if self.sample_count > 1 else ()
+        return M.EVAL_QUANTILES if self.sampling.sample_count > 1 else ()
+
+    def batch_sampling(self, b: int) -> SamplingOptions:
+        """The sampling of batch `b` (seed `seed + b`; no seed stays unseeded)."""
+        seed = self.sampling.seed
+        return self.sampling.with_seed(None if seed is None else seed + b)
 
 
 @dataclass
@@ -145,7 +168,11 @@ def iter_batches(
     opts: ForecastOptions,
     progress: bool = True,
 ) -> Iterator[Batch]:
-    """Forecast every origin with every forecaster, `opts.batch_size` origins at a time."""
+    """Forecast every origin with every forecaster, `opts.batch_size` origins at a time.
+
+    Each forecaster gets the batch as arrays (`forecast_arrays`: the store's float32 rows and
+    epoch seconds); one that only has `predict_batch`, or overrides it, gets DataFrames.
+    """
     lookback, h = opts.lookback, opts.pred_len
     steps = np.arange(h, dtype=np.int64)
     total = len(origins) * len(forecasters)
@@ -154,48 +181,94 @@ def iter_batches(
             part = origins.take(np.arange(start, min(start + opts.batch_size, len(origins))))
             hist_rows = part.row[:, None] - np.arange(lookback - 1, -1, -1, dtype=np.int64)
             target_rows = part.row[:, None] + 1 + steps
-            hist_ns = store.stamps[hist_rows] * NS_PER_SECOND
-            target_ns = store.stamps[target_rows] * NS_PER_SECOND
-            values = store.values[hist_rows].astype(np.float64)  # (B, L, 6)
-            frames = [pd.DataFrame(v, columns=COLUMNS) for v in values]
-            x_stamps = [pd.Series(t.astype("datetime64[ns]")) for t in hist_ns]
-            y_stamps = [pd.DatetimeIndex(t.astype("datetime64[ns]")) for t in target_ns]
-            close_hist = values[:, :, CLOSE]
+            inputs = (store.values[hist_rows], store.stamps[hist_rows], store.stamps[target_rows])
+            close_hist = inputs[0][:, :, CLOSE].astype(np.float64)
             common = dict(
                 symbols=[store.symbols[s] for s in part.symbol],
-                origin_ns=hist_ns[:, -1],
-                target_ns=target_ns,
+                origin_ns=inputs[1][:, -1] * NS_PER_SECOND,
+                target_ns=inputs[2] * NS_PER_SECOND,
                 close_true=store.values[target_rows, CLOSE].astype(np.float64),
                 close_origin=close_hist[:, -1],
                 scale=M.mase_scale(close_hist),
             )
+            sampling = opts.batch_sampling(b)
             for name, forecaster in forecasters.items():
-                frames_out, samples = forecaster.predict_batch(
-                    frames,
-                    x_stamps,
-                    y_stamps,
-                    h,
-                    T=opts.T,
-                    top_k=opts.top_k,
-                    top_p=opts.top_p,
-                    sample_count=opts.sample_count,
-                    verbose=False,
-                    quantiles=list(opts.quantiles) or None,
-                    return_samples=True,
-                    seed=opts.seed + b,
-                )
-                yield _batch(name, frames_out, np.asarray(samples), opts, common)
+                core = _array_core(forecaster)
+                if core is not None:
+                    forecast = core(*inputs, h, sampling)
+                    yield _batch(name, forecast, opts, common)
+                else:
+                    yield _frames_batch(name, forecaster, inputs, h, sampling, opts, common)
                 bar.update(len(part))
 
 
-def _batch(name: str, frames: list[pd.DataFrame], samples: np.ndarray, opts, common) -> Batch:
-    close_pred = np.stack([f["close"].to_numpy(np.float64) for f in frames])
+def _array_core(forecaster: Any) -> Callable[..., Forecast] | None:
+    """`forecaster.forecast_arrays`, unless it has none or its class overrides
+    `predict_batch` below the class that defines `forecast_arrays` (then that override is
+    what the forecaster means, and it is called)."""
+    mro = type(forecaster).__mro__
+
+    def owner(name: str) -> int | None:
+        return next((i for i, cls in enumerate(mro) if name in vars(cls)), None)
+
+    arrays, frames = owner("forecast_arrays"), owner("predict_batch")
+    if arrays is None or (frames is not None and frames < arrays):
+        return None
+    return forecaster.forecast_arrays
+
+
+def _batch(name: str, forecast: Forecast, opts: ForecastOptions, common: dict) -> Batch:
+    quantiles = {q: forecast.quantile(q)[..., CLOSE].astype(np.float64) for q in opts.quantiles}
+    close_pred = forecast.point[..., CLOSE].astype(np.float64)
+    return _scored(name, close_pred, quantiles, forecast.samples, opts, common)
+
+
+def _frames_batch(
+    name: str,
+    forecaster: Any,
+    inputs: tuple[np.ndarray, np.ndarray, np.ndarray],
+    h: int,
+    sampling: SamplingOptions,
+    opts: ForecastOptions,
+    common: dict,
+) -> Batch:
+    """A `predict_batch`-only forecaster: one DataFrame per origin, as `KronosPredictor` takes."""
+    values, x_seconds, y_seconds = inputs
+    frames = [pd.DataFrame(v, columns=COLUMNS) for v in values.astype(np.float64)]
+    x_stamps = [pd.Series((t * NS_PER_SECOND).astype("datetime64[ns]")) for t in x_seconds]
+    y_stamps = [pd.DatetimeIndex((t * NS_PER_SECOND).astype("datetime64[ns]")) for t in y_seconds]
+    frames_out, samples = forecaster.predict_batch(
+        frames,
+        x_stamps,
+        y_stamps,
+        h,
+        T=sampling.T,
+        top_k=sampling.top_k,
+        top_p=sampling.top_p,
+        sample_count=sampling.sample_count,
+        verbose=False,
+        quantiles=list(opts.quantiles) or None,
+        return_samples=True,
+        seed=sampling.seed,
+    )
+    close_pred = np.stack([f["close"].to_numpy(np.float64) for f in frames_out])
     quantiles = {
-        q: np.stack([f[quantile_column("close", q)].to_numpy(np.float64) for f in frames])
+        q: np.stack([f[quantile_column("close", q)].to_numpy(np.float64) for f in frames_out])
         for q in opts.quantiles
     }
+    return _scored(name, close_pred, quantiles, np.asarray(samples), opts, common)
+
+
+def _scored(
+    name: str,
+    close_pred: np.ndarray,
+    quantiles: dict[float, np.ndarray],
+    samples: np.ndarray,
+    opts: ForecastOptions,
+    common: dict,
+) -> Batch:
     crps = None
-    if opts.sample_count > 1:
+    if opts.sampling.sample_count > 1:
         paths = samples[..., CLOSE].astype(np.float64)  # (B, S, H)
         crps = M.crps_ensemble(np.moveaxis(paths, 1, -1), common["close_true"])
     return Batch(name, close_pred=close_pred, quantiles=quantiles, crps=crps, **common)

@@ -26,6 +26,7 @@ from contextlib import contextmanager, nullcontext
 import torch
 from torch import nn
 
+from kronos_engine.forecasting.options import SamplingOptions
 from kronos_engine.forecasting.sampling import sample_from_logits
 from kronos_engine.models.kv_cache import KVCache
 from kronos_engine.models.predictor import Kronos
@@ -70,14 +71,41 @@ def generate(
     `stamps[i]` `(C_i + pred_len, 5)` are the calendar features of history and future.
     Returns every sample path, still normalised: `(len(contexts), sample_count, pred_len, d_in)`.
     `precision="bf16"` runs the predictor under bf16 autocast (the tokenizer stays fp32).
+    The keyword face of `generate_paths`.
     """
-    _check_batch(contexts, stamps, pred_len, max_context, sample_count)
+    options = SamplingOptions(T=T, top_k=top_k, top_p=top_p, sample_count=sample_count)
+    return generate_paths(
+        tokenizer, model, contexts, stamps, pred_len, options, max_context=max_context,
+        clip=clip, generator=generator, use_cache=use_cache, precision=precision,
+        on_step=on_step,
+    )  # fmt: skip
+
+
+@torch.no_grad()
+def generate_paths(
+    tokenizer: KronosTokenizer,
+    model: Kronos,
+    contexts: Sequence[torch.Tensor],
+    stamps: Sequence[torch.Tensor],
+    pred_len: int,
+    options: SamplingOptions,
+    *,
+    max_context: int,
+    clip: float = 5.0,
+    generator: torch.Generator | None = None,
+    use_cache: bool = True,
+    precision: str = "fp32",
+    on_step: Callable[[], None] | None = None,
+) -> torch.Tensor:
+    """`generate` with the sampling as one value (its `seed` is not read: pass `generator`)."""
+    _check_batch(contexts, stamps, pred_len, max_context)
     lengths = [int(c.shape[0]) for c in contexts]
-    draw = _drawer(T, top_k, top_p, generator)
+    sample_count = options.sample_count
     with eval_mode(tokenizer, model):
         s1, s2 = generate_ids(
-            tokenizer, model, contexts, stamps, pred_len, max_context, clip, draw,
-            sample_count, use_cache, precision, on_step,
+            tokenizer, model, contexts, stamps, pred_len, options, max_context=max_context,
+            clip=clip, generator=generator, use_cache=use_cache, precision=precision,
+            on_step=on_step,
         )  # fmt: skip
         windows = [min(n + pred_len, max_context) for n in lengths for _ in range(sample_count)]
         z = decode_windows(tokenizer, s1, s2, windows, keep=pred_len)
@@ -90,16 +118,19 @@ def generate_ids(
     contexts: Sequence[torch.Tensor],
     stamps: Sequence[torch.Tensor],
     pred_len: int,
+    options: SamplingOptions,
+    *,
     max_context: int,
     clip: float,
-    draw: Draw,
-    sample_count: int = 1,
+    generator: torch.Generator | None = None,
     use_cache: bool = True,
     precision: str = "fp32",
     on_step: Callable[[], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Encode the histories and sample `pred_len` tokens after each (models in eval mode):
     left-padded `(N * sample_count, C_max + pred_len)` s1 and s2 ids."""
+    sample_count = options.sample_count
+    draw = _drawer(options, generator)
     s1, s2 = encode_left_padded(tokenizer, contexts, pred_len, sample_count, clip)
     stamp = _left_pad([s.to(s1.device) for s in stamps], s1.shape[1]).long()
     stamp = stamp.repeat_interleave(sample_count, dim=0)
@@ -230,11 +261,10 @@ def _check_batch(
     stamps: Sequence[torch.Tensor],
     pred_len: int,
     max_context: int,
-    sample_count: int,
 ) -> None:
     if not contexts or len(contexts) != len(stamps):
         raise ValueError("need one stamp tensor per context, and at least one context")
-    if max_context < 1 or pred_len < 1 or sample_count < 1:
+    if max_context < 1 or pred_len < 1:  # sample_count >= 1: SamplingOptions checked it
         raise ValueError("max_context, pred_len and sample_count must be >= 1")
     for i, (x, stamp) in enumerate(zip(contexts, stamps)):
         if x.dim() != 2 or x.shape[0] < 1:
@@ -283,20 +313,19 @@ def auto_regressive_inference(
     forecast is its last `pred_len` rows (the public `preds`).
     """
     _check_inputs(x, x_stamp, y_stamp, max_context, pred_len)
-    if sample_count < 1:
-        raise ValueError(f"sample_count must be >= 1, got {sample_count}")
+    options = SamplingOptions(T=T, top_k=top_k, top_p=top_p, sample_count=sample_count)
     batch, context_len = x.shape[:2]
     window = min(context_len + pred_len, max_context)
     stamps = torch.cat([x_stamp, y_stamp], dim=1)
-    draw = _drawer(T, top_k, top_p, generator)
     with eval_mode(tokenizer, model):
         s1, s2 = generate_ids(
-            tokenizer, model, list(x), list(stamps), pred_len, max_context, clip, draw,
-            sample_count, use_cache,
+            tokenizer, model, list(x), list(stamps), pred_len, options, max_context=max_context,
+            clip=clip, generator=generator, use_cache=use_cache,
         )  # fmt: skip
         z = tokenizer.decode([s1[:, -window:], s2[:, -window:]], half=True)
     return z.reshape(batch, sample_count, *z.shape[1:]).mean(dim=1)
 
 
-def _drawer(T: float, top_k: int, top_p: float, generator: torch.Generator | None) -> Draw:
+def _drawer(options: SamplingOptions, generator: torch.Generator | None) -> Draw:
+    T, top_k, top_p = options.T, options.top_k, options.top_p
     return lambda logits: sample_from_logits(logits, T, top_k, top_p, generator)

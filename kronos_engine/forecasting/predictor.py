@@ -5,6 +5,10 @@ Code written for the public class runs unchanged: same constructor, same `predic
 population std, `+ 1e-5`, clipped), and with `top_k=1` the same numbers. Beyond it: loading
 from model folders or a training run, histories of different lengths in one batch, inferred
 future timestamps, every sample path, quantiles, a seed, and bf16.
+
+Underneath is an array core, `forecast_arrays` (bars and epoch seconds in, a `Forecast` of
+sample paths out), which the DataFrame methods call after reading their frames and which the
+rolling evaluation calls directly; the sampling travels as one `SamplingOptions` value.
 """
 
 from __future__ import annotations
@@ -19,29 +23,57 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from kronos_engine.errors import ForecastError
-from kronos_engine.forecasting.generation import generate
-from kronos_engine.forecasting.timestamps import (
-    as_datetime_index,
-    calendar_features,
-    infer_future_stamps,
+from kronos_engine.data.features import (
+    AMOUNT,
+    FEATURES,
+    PRICE_FEATURES,
+    TIME_FEATURES,
+    VOLUME,
+    normalise,
+    stamp_seconds,
+    time_features,
 )
+from kronos_engine.errors import ForecastError
+from kronos_engine.forecasting.generation import generate_paths
+from kronos_engine.forecasting.options import SamplingOptions
+from kronos_engine.forecasting.timestamps import as_datetime_index, infer_future_stamps
 from kronos_engine.models import Kronos, KronosTokenizer
 
-PRICE_COLUMNS = ["open", "high", "low", "close"]
-VOLUME_COLUMN, AMOUNT_COLUMN = "volume", "amount"
-COLUMNS = [*PRICE_COLUMNS, VOLUME_COLUMN, AMOUNT_COLUMN]
-NORM_EPS = 1e-5  # the public epsilon added to the std
+PRICE_COLUMNS = list(PRICE_FEATURES)
+VOLUME_COLUMN, AMOUNT_COLUMN = VOLUME, AMOUNT
+COLUMNS = list(FEATURES)  # the DataFrame columns in, and out, of every forecast
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """Forecasts of `B` series on the price scale, as arrays."""
+
+    samples: np.ndarray  # (B, sample_count, pred_len, 6) float32, every sample path
+    point: np.ndarray  # (B, pred_len, 6): the mean path (a deterministic forecaster's path)
+
+    def quantile(self, q: float) -> np.ndarray:
+        """`(B, pred_len, 6)`: the `q` quantile over each series' sample paths."""
+        return np.stack([np.quantile(paths, q, axis=0) for paths in self.samples])
+
+
+@dataclass
+class ModelInputs:
+    """The model's view of each history: normalised context, calendar features of history and
+    future, and the `mean` / `scale` (`(1, 6)` float32) that undo the normalisation."""
+
+    contexts: list[np.ndarray]  # (C_i, 6) float32
+    stamps: list[np.ndarray]  # (C_i + pred_len, 5) float32
+    means: list[np.ndarray]
+    scales: list[np.ndarray]
 
 
 @dataclass
 class _Series:
-    """One prepared history: normalised values, stamps, and how to undo the normalisation."""
+    """One history from a DataFrame: its values, stamps and the index of the returned frame."""
 
-    x: np.ndarray
-    stamps: np.ndarray
-    mean: np.ndarray
-    scale: np.ndarray
+    values: np.ndarray  # (C, 6) float32
+    x_seconds: np.ndarray  # (C,) naive epoch seconds
+    y_seconds: np.ndarray  # (pred_len,)
     future: Any  # the index of the returned frame
 
 
@@ -79,7 +111,7 @@ class KronosPredictor:
         self.use_cache = use_cache
         self.price_cols = list(PRICE_COLUMNS)
         self.vol_col, self.amt_vol = VOLUME_COLUMN, AMOUNT_COLUMN
-        self.time_cols = ["minute", "hour", "weekday", "day", "month"]
+        self.time_cols = list(TIME_FEATURES)
 
     # ---- loading -------------------------------------------------------------------------
     @classmethod
@@ -140,9 +172,10 @@ class KronosPredictor:
         `<column>_q<percent>` columns; with `return_samples`, returns `(frame, samples)` where
         `samples` is `(sample_count, pred_len, 6)` on the price scale.
         """
-        frames, samples = self._forecast(
-            [df], [x_timestamp], [y_timestamp], pred_len, T, top_k, top_p, sample_count,
-            verbose, quantiles, seed,
+        options = SamplingOptions(T, top_k, top_p, sample_count, seed)
+        frames, samples = self.forecast_frames(
+            [df], [x_timestamp], [y_timestamp], pred_len, options, quantiles=quantiles,
+            verbose=verbose,
         )  # fmt: skip
         return (frames[0], samples[0]) if return_samples else frames[0]
 
@@ -170,73 +203,117 @@ class KronosPredictor:
         n = len(df_list)
         x_list = _per_series(x_timestamp_list, n, "x_timestamp_list")
         y_list = _per_series(y_timestamp_list, n, "y_timestamp_list")
-        frames, samples = self._forecast(
-            df_list, x_list, y_list, pred_len, T, top_k, top_p, sample_count, verbose,
-            quantiles, seed,
-        )  # fmt: skip
+        options = SamplingOptions(T, top_k, top_p, sample_count, seed)
+        frames, samples = self.forecast_frames(
+            df_list, x_list, y_list, pred_len, options, quantiles=quantiles, verbose=verbose
+        )
         return (frames, samples) if return_samples else frames
 
-    # ---- internals -----------------------------------------------------------------------
-    def _forecast(
+    def forecast_frames(
         self,
         dfs: Sequence[pd.DataFrame],
         x_stamps: Sequence[Any],
         y_stamps: Sequence[Any],
         pred_len: int | None,
-        T: float,
-        top_k: int,
-        top_p: float,
-        sample_count: int,
-        verbose: bool,
-        quantiles: Sequence[float] | None,
-        seed: int | None,
+        options: SamplingOptions,
+        *,
+        quantiles: Sequence[float] | None = None,
+        verbose: bool = False,
     ) -> tuple[list[pd.DataFrame], np.ndarray]:
-        qs = _check_quantiles(quantiles, sample_count)
+        """`predict_batch` with the sampling as one value (one stamp entry, or None, per
+        frame): `(frames, samples)`, always both."""
+        qs = _check_quantiles(quantiles, options.sample_count)
         pred_len = _resolve_pred_len(pred_len, y_stamps)
         series = [
-            self._prepare(df, x, y, pred_len, i if len(dfs) > 1 else None)
+            self._series(df, x, y, pred_len, i if len(dfs) > 1 else None)
             for i, (df, x, y) in enumerate(zip(dfs, x_stamps, y_stamps))
         ]
-        paths = self._generate(series, pred_len, T, top_k, top_p, sample_count, verbose, seed)
-        samples = np.stack([p * s.scale + s.mean for p, s in zip(paths.astype(np.float32), series)])
-        frames = [_frame(sample, s.future, qs) for sample, s in zip(samples, series)]
-        return frames, samples
+        forecast = self.forecast_arrays(
+            [s.values for s in series], [s.x_seconds for s in series],
+            [s.y_seconds for s in series], pred_len, options, verbose=verbose,
+        )  # fmt: skip
+        frames = _frames(forecast, [s.future for s in series], qs)
+        return frames, forecast.samples
 
+    def forecast_arrays(
+        self,
+        values: np.ndarray | Sequence[np.ndarray],
+        x_seconds: np.ndarray | Sequence[np.ndarray],
+        y_seconds: np.ndarray | Sequence[np.ndarray],
+        pred_len: int,
+        options: SamplingOptions,
+        *,
+        verbose: bool = False,
+    ) -> Forecast:
+        """The array core under the DataFrame API: forecast `pred_len` bars after each history.
+
+        `values[i]` `(C_i, 6)` are finite bars on the price scale (`(B, C, 6)` when the
+        histories have one length), `x_seconds[i]` `(C_i,)` their naive epoch seconds and
+        `y_seconds[i]` `(pred_len,)` those of the bars to forecast. Each history is normalised
+        with its own mean and std (float32, `features.normalise`), the paths are denormalised.
+        """
+        inputs = self.model_inputs(values, x_seconds, y_seconds, pred_len)
+        paths = self._generate(inputs.contexts, inputs.stamps, pred_len, options, verbose)
+        samples = np.stack(
+            [p * s + m for p, s, m in zip(paths.astype(np.float32), inputs.scales, inputs.means)]
+        )
+        return Forecast(samples, np.stack([s.mean(axis=0) for s in samples]))
+
+    def model_inputs(
+        self,
+        values: np.ndarray | Sequence[np.ndarray],
+        x_seconds: np.ndarray | Sequence[np.ndarray],
+        y_seconds: np.ndarray | Sequence[np.ndarray],
+        pred_len: int,
+    ) -> ModelInputs:
+        """What the model is given for `forecast_arrays`' arguments (nothing is run).
+
+        Each history is normalised column-major, the layout of a DataFrame's values, so that
+        the float32 mean and std (numpy sums a contiguous column pairwise) are those of the
+        DataFrame API, and the public predictor's, to the bit, whatever the caller's layout.
+        """
+        inputs = ModelInputs([], [], [], [])
+        for i, (v, xs, ys) in enumerate(zip(values, x_seconds, y_seconds)):
+            v = np.asfortranarray(v, dtype=np.float32)
+            if v.ndim != 2 or len(xs) != len(v) or len(ys) != pred_len:
+                raise ForecastError(
+                    f"series {i}: values {v.shape}, {len(xs)} x stamps and {len(ys)} y stamps "
+                    f"do not fit (rows, 6), rows and pred_len {pred_len}"
+                )
+            x, mean, scale = normalise(v, clip=self.clip, dtype=np.float32)
+            inputs.contexts.append(x)
+            inputs.stamps.append(time_features(np.concatenate([xs, ys])))
+            inputs.means.append(mean)
+            inputs.scales.append(scale)
+        return inputs
+
+    # ---- internals -----------------------------------------------------------------------
     def _generate(
         self,
-        series: list[_Series],
+        contexts: list[np.ndarray],
+        stamps: list[np.ndarray],
         pred_len: int,
-        T: float,
-        top_k: int,
-        top_p: float,
-        sample_count: int,
+        options: SamplingOptions,
         verbose: bool,
-        seed: int | None,
     ) -> np.ndarray:
-        generator = None
-        if seed is not None:
-            generator = torch.Generator(device=self.device).manual_seed(int(seed))
         with tqdm(total=pred_len, desc="forecast", disable=not verbose, leave=False) as bar:
-            paths = generate(
+            paths = generate_paths(
                 self.tokenizer,
                 self.model,
-                [torch.from_numpy(s.x) for s in series],
-                [torch.from_numpy(s.stamps) for s in series],
+                [torch.from_numpy(x) for x in contexts],
+                [torch.from_numpy(s) for s in stamps],
                 pred_len,
-                self.max_context,
+                options,
+                max_context=self.max_context,
                 clip=self.clip,
-                T=T,
-                top_k=top_k,
-                top_p=top_p,
-                sample_count=sample_count,
-                generator=generator,
+                generator=options.generator(self.device),
                 use_cache=self.use_cache,
                 precision=self.precision,
                 on_step=bar.update,
             )
         return paths.float().cpu().numpy()
 
-    def _prepare(
+    def _series(
         self, df: pd.DataFrame, x_timestamp: Any, y_timestamp: Any, pred_len: int, i: int | None
     ) -> _Series:
         where = "df" if i is None else f"df_list[{i}]"
@@ -256,11 +333,7 @@ class KronosPredictor:
                 raise ForecastError(
                     f"{where}: y_timestamp has {len(y_index)} rows, pred_len is {pred_len}"
                 )
-        mean, std = np.mean(values, axis=0), np.std(values, axis=0)
-        scale = std + np.float32(NORM_EPS)
-        x = np.clip((values - mean) / scale, -self.clip, self.clip).astype(np.float32)
-        stamps = np.concatenate([calendar_features(x_index), calendar_features(y_index)])
-        return _Series(x, stamps, mean, scale, future)
+        return _Series(values, stamp_seconds(x_index), stamp_seconds(y_index), future)
 
 
 def ohlcv_values(df: pd.DataFrame, where: str = "df") -> np.ndarray:
@@ -322,8 +395,6 @@ def _resolve_pred_len(pred_len: int | None, y_stamps: Sequence[Any]) -> int:
 
 
 def _check_quantiles(quantiles: Sequence[float] | None, sample_count: int) -> list[float]:
-    if sample_count < 1:
-        raise ForecastError(f"sample_count must be >= 1, got {sample_count}")
     if not quantiles:
         return []
     qs = [float(q) for q in quantiles]
@@ -339,11 +410,14 @@ def quantile_column(column: str, q: float) -> str:
     return f"{column}_q{format(q * 100, 'g')}"
 
 
-def _frame(samples: np.ndarray, index: Any, quantiles: list[float]) -> pd.DataFrame:
-    """The mean path as the public frame, then one column per (column, quantile)."""
-    frame = pd.DataFrame(samples.mean(axis=0), columns=COLUMNS, index=index)
+def _frames(
+    forecast: Forecast, indexes: Sequence[Any], quantiles: list[float]
+) -> list[pd.DataFrame]:
+    """Each series' mean path as the public frame, then one column per (column, quantile)."""
+    frames = [pd.DataFrame(p, columns=COLUMNS, index=i) for p, i in zip(forecast.point, indexes)]
     for q in quantiles:
-        values = np.quantile(samples, q, axis=0)
-        for j, column in enumerate(COLUMNS):
-            frame[quantile_column(column, q)] = values[:, j]
-    return frame
+        values = forecast.quantile(q)
+        for frame, v in zip(frames, values):
+            for j, column in enumerate(COLUMNS):
+                frame[quantile_column(column, q)] = v[:, j]
+    return frames

@@ -1,4 +1,5 @@
-"""Calendar features of timestamps and the future stamps of a regular history."""
+"""Timestamps of a forecast: reading them, and the future stamps of a regular history (the
+calendar features the model sees are `kronos_engine.data.features.time_features`)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,6 @@ import numpy as np
 import pandas as pd
 
 from kronos_engine.errors import ForecastError
-
-TIME_COLUMNS = ("minute", "hour", "weekday", "day", "month")
 
 
 def as_datetime_index(stamps: Any, what: str) -> pd.DatetimeIndex:
@@ -22,13 +21,6 @@ def as_datetime_index(stamps: Any, what: str) -> pd.DatetimeIndex:
     if index.hasnans:
         raise ForecastError(f"{what}: contains missing timestamps (NaT)")
     return index
-
-
-def calendar_features(stamps: pd.DatetimeIndex) -> np.ndarray:
-    """`(n, 5)` float32 [minute, hour, weekday, day, month], the public column order."""
-    return np.stack(
-        [stamps.minute, stamps.hour, stamps.weekday, stamps.day, stamps.month], axis=1
-    ).astype(np.float32)
 
 
 def infer_future_stamps(history: pd.DatetimeIndex, pred_len: int) -> pd.DatetimeIndex:
