@@ -69,12 +69,8 @@ class ForecastValidation(TrainCallback):
     def forecast(self, ctx: TrainContext) -> dict[str, float]:
         """Overall metrics of the model on the fixed origins (naive alongside, for skill)."""
         from kronos_engine.evaluation.baselines import NaiveForecaster
-        from kronos_engine.evaluation.rolling import (
-            ForecastOptions,
-            plan_origins,
-            run_rolling,
-            subset_by_date,
-        )
+        from kronos_engine.evaluation.origins import plan_origins, subset_by_date
+        from kronos_engine.evaluation.rolling import ForecastOptions, run_rolling
         from kronos_engine.forecasting import KronosPredictor, SamplingOptions
 
         cfg = ctx.cfg

@@ -37,31 +37,10 @@ def tmp_file_for(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp")
 
 
-def atomic_write(path: Path, write: Callable[[IO[str]], Any]) -> None:
-    """Replace the text file `path` with what `write(fh)` writes, atomically: into a temporary
-    file, fsync, rename. A failing write leaves the old file intact and no temporary file."""
-    path = Path(path)
-    tmp = tmp_file_for(path)
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    fsync_dir(path.parent)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda fh: fh.write(text))
-
-
 def atomic_save(path: Path, save: Callable[[Path], Any]) -> None:
-    """`atomic_write` for writers that take a path (`DataFrame.to_parquet`, `np.save`):
-    `save(tmp)` writes `.<name>.tmp` beside `path`, which then replaces `path` by rename."""
+    """Replace `path` atomically with what `save(tmp)` writes to `.<name>.tmp` beside it (a
+    path, for writers such as `DataFrame.to_parquet` or `np.save`): fsync, rename. A failing
+    write leaves the old file intact and no temporary file."""
     path = Path(path)
     tmp = tmp_file_for(path)
     try:
@@ -74,6 +53,20 @@ def atomic_save(path: Path, save: Callable[[Path], Any]) -> None:
             tmp.unlink()
         raise
     fsync_dir(path.parent)
+
+
+def atomic_write(path: Path, write: Callable[[IO[str]], Any]) -> None:
+    """`atomic_save` for text: `write(fh)` writes the new content to an open UTF-8 file."""
+
+    def save(tmp: Path) -> None:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            write(fh)
+
+    atomic_save(path, save)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda fh: fh.write(text))
 
 
 try:  # safetensors reports I/O errors (ENOSPC, EFBIG) as its own type, not OSError

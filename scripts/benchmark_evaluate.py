@@ -25,16 +25,11 @@ from kronos_engine.data import KlineWindowDataset, generate_demo_frames
 from kronos_engine.data.timeutil import NS_PER_SECOND
 from kronos_engine.evaluation import metrics as M
 from kronos_engine.evaluation.baselines import DriftForecaster, NaiveForecaster
-from kronos_engine.evaluation.rolling import (
-    Batch,
-    ForecastOptions,
-    MetricAccumulator,
-    plan_origins,
-    run_rolling,
-    subset_by_date,
-)
+from kronos_engine.evaluation.origins import plan_origins, subset_by_date
+from kronos_engine.evaluation.rolling import ForecastOptions, run_rolling
+from kronos_engine.evaluation.scoring import Batch, MetricAccumulator
 from kronos_engine.forecasting import KronosPredictor, SamplingOptions
-from kronos_engine.forecasting.predictor import COLUMNS, quantile_column
+from kronos_engine.forecasting.forecast import COLUMNS, quantile_column
 from kronos_engine.models import build_predictor, build_tokenizer
 
 CLOSE = COLUMNS.index("close")

@@ -14,8 +14,9 @@ from kronos_engine.config import TrainConfig
 from kronos_engine.data import build_datasets, generate_demo_frames, write_qlib_provider
 from kronos_engine.evaluation.backtest import load_signal
 from kronos_engine.evaluation.baselines import DriftForecaster, NaiveForecaster
+from kronos_engine.evaluation.origins import plan_origins
 from kronos_engine.evaluation.report import write_evaluation
-from kronos_engine.evaluation.rolling import ForecastOptions, plan_origins
+from kronos_engine.evaluation.rolling import ForecastOptions
 
 pytest.importorskip("qlib")
 

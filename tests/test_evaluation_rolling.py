@@ -18,12 +18,8 @@ from kronos_engine.cli.evaluate import main as evaluate_main
 from kronos_engine.data import build_datasets, generate_demo_frames
 from kronos_engine.evaluation import metrics as M
 from kronos_engine.evaluation.baselines import DriftForecaster, NaiveForecaster
-from kronos_engine.evaluation.rolling import (
-    ForecastOptions,
-    plan_origins,
-    run_rolling,
-    subset_by_date,
-)
+from kronos_engine.evaluation.origins import plan_origins, subset_by_date
+from kronos_engine.evaluation.rolling import ForecastOptions, run_rolling
 
 LOOKBACK, PRED = 20, 4
 REPO = Path(__file__).resolve().parents[1]

@@ -12,7 +12,8 @@ import torch
 from kronos_engine.data import KlineWindowDataset, generate_demo_frames
 from kronos_engine.data.features import FEATURES, NORM_EPS, normalise, time_features
 from kronos_engine.evaluation.baselines import DriftForecaster
-from kronos_engine.evaluation.rolling import ForecastOptions, plan_origins, run_rolling
+from kronos_engine.evaluation.origins import plan_origins
+from kronos_engine.evaluation.rolling import ForecastOptions, run_rolling
 from kronos_engine.forecasting import KronosPredictor, SamplingOptions
 from kronos_engine.models import build_predictor, build_tokenizer
 

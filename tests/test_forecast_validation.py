@@ -13,12 +13,8 @@ from kronos_engine import TrainCallback
 from kronos_engine.data import build_datasets
 from kronos_engine.errors import ConfigError
 from kronos_engine.evaluation.baselines import NaiveForecaster
-from kronos_engine.evaluation.rolling import (
-    ForecastOptions,
-    plan_origins,
-    run_rolling,
-    subset_by_date,
-)
+from kronos_engine.evaluation.origins import plan_origins, subset_by_date
+from kronos_engine.evaluation.rolling import ForecastOptions, run_rolling
 from kronos_engine.forecasting import KronosPredictor
 
 ORIGINS = 16

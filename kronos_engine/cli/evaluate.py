@@ -86,8 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    from kronos_engine.evaluation.origins import plan_origins, subset_by_date
     from kronos_engine.evaluation.report import write_evaluation
-    from kronos_engine.evaluation.rolling import plan_origins, subset_by_date
 
     plan = resolve(args)
     origins = plan_origins(plan.store, plan.opts.lookback, plan.opts.pred_len, args.stride)

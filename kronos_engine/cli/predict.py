@@ -22,8 +22,9 @@ from tqdm.auto import tqdm
 from kronos_engine.data.spec import DataSpec
 from kronos_engine.errors import ForecastError, PlotError
 from kronos_engine.extras import import_pyplot
+from kronos_engine.forecasting.forecast import COLUMNS
 from kronos_engine.forecasting.options import SamplingOptions
-from kronos_engine.forecasting.predictor import COLUMNS, KronosPredictor
+from kronos_engine.forecasting.predictor import KronosPredictor
 from kronos_engine.forecasting.timestamps import infer_future_stamps
 from kronos_engine.fsio import atomic_save
 from kronos_engine.run.finished import find_predictor_run

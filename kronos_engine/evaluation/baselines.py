@@ -17,8 +17,9 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
+from kronos_engine.forecasting.forecast import COLUMNS, Forecast, quantile_column
+from kronos_engine.forecasting.inputs import ohlcv_values
 from kronos_engine.forecasting.options import SamplingOptions
-from kronos_engine.forecasting.predictor import COLUMNS, Forecast, ohlcv_values, quantile_column
 from kronos_engine.forecasting.timestamps import as_datetime_index, infer_future_stamps
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from kronos_engine.evaluation.rolling import METRIC_ORDER, MetricAccumulator
+from kronos_engine.evaluation.scoring import METRIC_ORDER, MetricAccumulator
 from kronos_engine.extras import import_pyplot, optional_pyplot
 
 log = logging.getLogger("kronos_engine")

@@ -3,9 +3,10 @@
 `KronosPredictor` DataFrame API over it. A library: `scripts/predict.py` is `kronos_engine.cli`."""
 
 from kronos_engine.errors import ForecastError
+from kronos_engine.forecasting.forecast import Forecast, quantile_column
 from kronos_engine.forecasting.generation import auto_regressive_inference, generate
 from kronos_engine.forecasting.options import SamplingOptions
-from kronos_engine.forecasting.predictor import Forecast, KronosPredictor, quantile_column
+from kronos_engine.forecasting.predictor import KronosPredictor
 from kronos_engine.forecasting.sampling import filter_logits, sample_from_logits
 from kronos_engine.forecasting.timestamps import infer_future_stamps
 from kronos_engine.run.finished import PredictorRun, find_predictor_run

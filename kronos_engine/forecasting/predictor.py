@@ -23,37 +23,26 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from kronos_engine.data.features import (
-    AMOUNT,
-    FEATURES,
-    PRICE_FEATURES,
-    TIME_FEATURES,
-    VOLUME,
-    normalise,
-    stamp_seconds,
-    time_features,
-)
+from kronos_engine.data.features import TIME_FEATURES, normalise, stamp_seconds, time_features
 from kronos_engine.errors import ForecastError
+from kronos_engine.forecasting.forecast import (
+    Forecast,
+    forecast_frames_of,
+)
 from kronos_engine.forecasting.generation import generate_paths
+from kronos_engine.forecasting.inputs import (
+    AMOUNT_COLUMN,
+    PRICE_COLUMNS,
+    VOLUME_COLUMN,
+    check_quantiles,
+    history_stamps,
+    ohlcv_values,
+    per_series,
+    resolve_pred_len,
+)
 from kronos_engine.forecasting.options import SamplingOptions
 from kronos_engine.forecasting.timestamps import as_datetime_index, infer_future_stamps
 from kronos_engine.models import Kronos, KronosTokenizer
-
-PRICE_COLUMNS = list(PRICE_FEATURES)
-VOLUME_COLUMN, AMOUNT_COLUMN = VOLUME, AMOUNT
-COLUMNS = list(FEATURES)  # the DataFrame columns in, and out, of every forecast
-
-
-@dataclass(frozen=True)
-class Forecast:
-    """Forecasts of `B` series on the price scale, as arrays."""
-
-    samples: np.ndarray  # (B, sample_count, pred_len, 6) float32, every sample path
-    point: np.ndarray  # (B, pred_len, 6): the mean path (a deterministic forecaster's path)
-
-    def quantile(self, q: float) -> np.ndarray:
-        """`(B, pred_len, 6)`: the `q` quantile over each series' sample paths."""
-        return np.stack([np.quantile(paths, q, axis=0) for paths in self.samples])
 
 
 @dataclass
@@ -201,8 +190,8 @@ class KronosPredictor:
         if not isinstance(df_list, (list, tuple)) or not df_list:
             raise ForecastError("df_list must be a non-empty list of DataFrames")
         n = len(df_list)
-        x_list = _per_series(x_timestamp_list, n, "x_timestamp_list")
-        y_list = _per_series(y_timestamp_list, n, "y_timestamp_list")
+        x_list = per_series(x_timestamp_list, n, "x_timestamp_list")
+        y_list = per_series(y_timestamp_list, n, "y_timestamp_list")
         options = SamplingOptions(T, top_k, top_p, sample_count, seed)
         frames, samples = self.forecast_frames(
             df_list, x_list, y_list, pred_len, options, quantiles=quantiles, verbose=verbose
@@ -222,8 +211,8 @@ class KronosPredictor:
     ) -> tuple[list[pd.DataFrame], np.ndarray]:
         """`predict_batch` with the sampling as one value (one stamp entry, or None, per
         frame): `(frames, samples)`, always both."""
-        qs = _check_quantiles(quantiles, options.sample_count)
-        pred_len = _resolve_pred_len(pred_len, y_stamps)
+        qs = check_quantiles(quantiles, options.sample_count)
+        pred_len = resolve_pred_len(pred_len, y_stamps)
         series = [
             self._series(df, x, y, pred_len, i if len(dfs) > 1 else None)
             for i, (df, x, y) in enumerate(zip(dfs, x_stamps, y_stamps))
@@ -232,7 +221,7 @@ class KronosPredictor:
             [s.values for s in series], [s.x_seconds for s in series],
             [s.y_seconds for s in series], pred_len, options, verbose=verbose,
         )  # fmt: skip
-        frames = _frames(forecast, [s.future for s in series], qs)
+        frames = forecast_frames_of(forecast, [s.future for s in series], qs)
         return frames, forecast.samples
 
     def forecast_arrays(
@@ -318,7 +307,7 @@ class KronosPredictor:
     ) -> _Series:
         where = "df" if i is None else f"df_list[{i}]"
         values = ohlcv_values(df, where)
-        x_index = _history_stamps(df, x_timestamp, where)
+        x_index = history_stamps(df, x_timestamp, where)
         if len(x_index) != len(values):
             raise ForecastError(
                 f"{where}: {len(values)} rows but {len(x_index)} x_timestamp values"
@@ -334,90 +323,3 @@ class KronosPredictor:
                     f"{where}: y_timestamp has {len(y_index)} rows, pred_len is {pred_len}"
                 )
         return _Series(values, stamp_seconds(x_index), stamp_seconds(y_index), future)
-
-
-def ohlcv_values(df: pd.DataFrame, where: str = "df") -> np.ndarray:
-    """The six model columns as float32, filled as the public code does: no volume means
-    volume and amount 0; no amount means volume x mean price."""
-    if not isinstance(df, pd.DataFrame):
-        raise ForecastError(f"{where}: expected a pandas DataFrame, got {type(df).__name__}")
-    missing = [c for c in PRICE_COLUMNS if c not in df.columns]
-    if missing:
-        raise ForecastError(f"{where}: price column(s) {missing} not found; need {PRICE_COLUMNS}")
-    if len(df) < 1:
-        raise ForecastError(f"{where}: no rows to forecast from")
-    df = df.copy()
-    if VOLUME_COLUMN not in df.columns:
-        df[VOLUME_COLUMN] = 0.0
-        df[AMOUNT_COLUMN] = 0.0
-    if AMOUNT_COLUMN not in df.columns:
-        df[AMOUNT_COLUMN] = df[VOLUME_COLUMN] * df[PRICE_COLUMNS].mean(axis=1)
-    values = df[COLUMNS].to_numpy(dtype=np.float64)
-    bad = ~np.isfinite(values)
-    if bad.any():
-        row, col = np.argwhere(bad)[0]
-        raise ForecastError(
-            f"{where}: non-finite value in column '{COLUMNS[col]}' at row {row} "
-            f"({int(bad.any(axis=1).sum())} row(s) affected); prices and volumes must be finite"
-        )
-    return values.astype(np.float32)
-
-
-def _history_stamps(df: pd.DataFrame, x_timestamp: Any, where: str) -> pd.DatetimeIndex:
-    if x_timestamp is not None:
-        return as_datetime_index(x_timestamp, f"{where} x_timestamp")
-    if isinstance(df.index, pd.DatetimeIndex):
-        return pd.DatetimeIndex(df.index)
-    if "timestamps" in df.columns:
-        return as_datetime_index(df["timestamps"], f"{where} timestamps")
-    raise ForecastError(
-        f"{where}: no x_timestamp given and neither a DatetimeIndex nor a 'timestamps' column"
-    )
-
-
-def _per_series(values: Sequence[Any] | None, n: int, name: str) -> list[Any]:
-    if values is None:
-        return [None] * n
-    if not isinstance(values, (list, tuple)) or len(values) != n:
-        raise ForecastError(f"{name} must be a list with one entry per DataFrame ({n})")
-    return list(values)
-
-
-def _resolve_pred_len(pred_len: int | None, y_stamps: Sequence[Any]) -> int:
-    if pred_len is None:
-        given = [len(y) for y in y_stamps if y is not None]
-        if not given:
-            raise ForecastError("pred_len: required when y_timestamp is not given")
-        pred_len = given[0]
-    if isinstance(pred_len, bool) or not isinstance(pred_len, (int, np.integer)) or pred_len < 1:
-        raise ForecastError(f"pred_len must be a positive integer, got {pred_len!r}")
-    return int(pred_len)
-
-
-def _check_quantiles(quantiles: Sequence[float] | None, sample_count: int) -> list[float]:
-    if not quantiles:
-        return []
-    qs = [float(q) for q in quantiles]
-    if any(not 0.0 < q < 1.0 for q in qs):
-        raise ForecastError(f"quantiles must lie strictly between 0 and 1, got {qs}")
-    if sample_count < 2:
-        raise ForecastError("quantiles need sample_count >= 2 sample paths")
-    return qs
-
-
-def quantile_column(column: str, q: float) -> str:
-    """`close` and 0.1 -> `close_q10`."""
-    return f"{column}_q{format(q * 100, 'g')}"
-
-
-def _frames(
-    forecast: Forecast, indexes: Sequence[Any], quantiles: list[float]
-) -> list[pd.DataFrame]:
-    """Each series' mean path as the public frame, then one column per (column, quantile)."""
-    frames = [pd.DataFrame(p, columns=COLUMNS, index=i) for p, i in zip(forecast.point, indexes)]
-    for q in quantiles:
-        values = forecast.quantile(q)
-        for frame, v in zip(frames, values):
-            for j, column in enumerate(COLUMNS):
-                frame[quantile_column(column, q)] = v[:, j]
-    return frames

@@ -1,0 +1,194 @@
+"""Scored forecasts and streaming metrics: one model's forecasts of a batch of origins as arrays
+(`Batch`, also the rows of `forecasts.parquet`), and `MetricAccumulator`, which keeps only
+per-symbol sums and one horizon return per origin (for IC and direction accuracy), so memory
+stays bounded on long splits.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from kronos_engine.evaluation import metrics as M
+from kronos_engine.forecasting.forecast import quantile_column
+
+
+@dataclass
+class Batch:
+    """One model's forecasts of one batch of origins, as arrays (B origins, H steps)."""
+
+    model: str
+    symbols: list[str]
+    origin_ns: np.ndarray  # (B,) origin timestamps, int64 ns
+    target_ns: np.ndarray  # (B, H)
+    close_pred: np.ndarray  # (B, H)
+    close_true: np.ndarray  # (B, H)
+    close_origin: np.ndarray  # (B,)
+    scale: np.ndarray  # (B,) MASE denominators
+    quantiles: dict[float, np.ndarray] = field(default_factory=dict)  # q -> (B, H)
+    crps: np.ndarray | None = None  # (B, H)
+
+    def table(self) -> pd.DataFrame:
+        """One row per origin and horizon step (the `forecasts.parquet` layout)."""
+        b, h = self.close_pred.shape
+        table = {
+            "model": np.full(b * h, self.model, dtype=object),
+            "symbol": np.repeat(np.asarray(self.symbols, dtype=object), h),
+            "origin": np.repeat(self.origin_ns, h).astype("datetime64[ns]"),
+            "timestamp": self.target_ns.reshape(-1).astype("datetime64[ns]"),
+            "horizon": np.tile(np.arange(1, h + 1, dtype=np.int32), b),
+            "close_pred": self.close_pred.reshape(-1),
+            "close_true": self.close_true.reshape(-1),
+            "close_origin": np.repeat(self.close_origin, h),
+            "mase_scale": np.repeat(self.scale, h),
+        }
+        for q, values in self.quantiles.items():
+            table[quantile_column("close", q)] = values.reshape(-1)
+        if self.crps is not None:
+            table["crps"] = self.crps.reshape(-1)
+        return pd.DataFrame(table)
+
+
+class MetricAccumulator:
+    """Running sums per (model, symbol) and per-origin horizon returns: enough for every
+    metric, without keeping the forecasts."""
+
+    SUMS = ("n", "abs", "sq", "ape", "ape_n", "scaled", "scaled_n", "crps", *M.INTERVALS)
+
+    def __init__(self) -> None:
+        self.sums: dict[tuple[str, str], dict[str, float]] = defaultdict(
+            lambda: dict.fromkeys(self.SUMS, 0.0)
+        )
+        self.calibration: dict[str, dict[float, list[float]]] = defaultdict(dict)
+        self.returns: dict[str, list[pd.DataFrame]] = defaultdict(list)
+        self.sampled = False
+
+    def add(self, batch: Batch) -> None:
+        err = batch.close_pred - batch.close_true
+        scale = np.broadcast_to(batch.scale[:, None], err.shape)
+        true = batch.close_true
+        for i, symbol in enumerate(batch.symbols):
+            acc = self.sums[(batch.model, symbol)]
+            e, t, s = err[i], true[i], scale[i]
+            acc["n"] += e.size
+            acc["abs"] += float(np.abs(e).sum())
+            acc["sq"] += float((e**2).sum())
+            nz = t != 0
+            acc["ape"] += float((np.abs(e[nz]) / np.abs(t[nz])).sum())
+            acc["ape_n"] += int(nz.sum())
+            pos = s > 0
+            acc["scaled"] += float((np.abs(e[pos]) / s[pos]).sum())
+            acc["scaled_n"] += int(pos.sum())
+            if batch.crps is not None:
+                acc["crps"] += float(batch.crps[i].sum())
+                for key, (lo, hi) in M.INTERVALS.items():
+                    inside = (t >= batch.quantiles[lo][i]) & (t <= batch.quantiles[hi][i])
+                    acc[key] += int(inside.sum())
+        if batch.crps is not None:
+            self.sampled = True
+            for q, values in batch.quantiles.items():
+                hits = self.calibration[batch.model].setdefault(q, [0.0, 0.0])
+                hits[0] += float((true <= values).sum())
+                hits[1] += true.size
+        self.returns[batch.model].append(
+            pd.DataFrame(
+                {
+                    "symbol": batch.symbols,
+                    "origin": batch.origin_ns.astype("datetime64[ns]"),
+                    "pred_return": M.horizon_return(batch.close_pred[:, -1], batch.close_origin),
+                    "true_return": M.horizon_return(true[:, -1], batch.close_origin),
+                }
+            )
+        )
+
+    # ---- results ----
+    @property
+    def models(self) -> list[str]:
+        return list(dict.fromkeys(model for model, _ in self.sums))
+
+    def horizon_returns(self, model: str) -> pd.DataFrame:
+        return pd.concat(self.returns[model], ignore_index=True)
+
+    def daily_ic(self, model: str) -> pd.DataFrame:
+        """Per-date IC and RankIC of one model's predicted horizon return."""
+        r = self.horizon_returns(model)
+        args = (r["origin"].to_numpy(), r["pred_return"].to_numpy(), r["true_return"].to_numpy())
+        return pd.concat(
+            [M.daily_ic(*args, method="pearson"), M.daily_ic(*args, method="spearman")], axis=1
+        )
+
+    def _values(self, acc: dict[str, float], returns: pd.DataFrame) -> dict[str, float]:
+        n = acc["n"]
+        out = {
+            "mae": acc["abs"] / n,
+            "rmse": float(np.sqrt(acc["sq"] / n)),
+            "mape": acc["ape"] / acc["ape_n"] if acc["ape_n"] else np.nan,
+            "mase": acc["scaled"] / acc["scaled_n"] if acc["scaled_n"] else np.nan,
+            "direction_accuracy": M.direction_accuracy(
+                returns["pred_return"], returns["true_return"]
+            ),
+        }
+        if self.sampled:
+            out["crps"] = acc["crps"] / n
+            for key in M.INTERVALS:
+                out[key] = acc[key] / n
+        out["origins"] = float(len(returns))
+        return out
+
+    def overall(self) -> dict[str, dict[str, float]]:
+        """`{model: {metric: value}}` over all symbols; `skill` against `naive`."""
+        result: dict[str, dict[str, float]] = {}
+        for model in self.models:
+            total = dict.fromkeys(self.SUMS, 0.0)
+            for (m, _), acc in self.sums.items():
+                if m == model:
+                    for k in self.SUMS:
+                        total[k] += acc[k]
+            result[model] = self._values(total, self.horizon_returns(model))
+            daily = self.daily_ic(model)
+            if daily.notna().any().any():
+                result[model]["ic"], result[model]["icir"] = M.ic_summary(daily["ic"])
+                result[model]["rank_ic"], result[model]["rank_icir"] = M.ic_summary(
+                    daily["rank_ic"]
+                )
+        naive = result.get("naive", {}).get("mae")
+        for values in result.values():
+            values["skill"] = M.skill(values["mae"], naive) if naive is not None else np.nan
+        return {model: _order(values) for model, values in result.items()}
+
+    def by_symbol(self) -> pd.DataFrame:
+        """One row per (model, symbol), with `skill` against naive on that symbol."""
+        rows = []
+        returns = {m: self.horizon_returns(m) for m in self.models}
+        for (model, symbol), acc in self.sums.items():
+            r = returns[model]
+            rows.append(
+                {"model": model, "symbol": symbol, **self._values(acc, r[r.symbol == symbol])}
+            )
+        table = pd.DataFrame(rows)
+        naive = table[table.model == "naive"].set_index("symbol")["mae"]
+        table["skill"] = 1.0 - table["mae"] / table["symbol"].map(naive)
+        table.loc[~(table["symbol"].map(naive) > 0), "skill"] = np.nan
+        return table.sort_values(["symbol", "model"], kind="stable").reset_index(drop=True)
+
+    def calibration_table(self) -> pd.DataFrame:
+        """Nominal quantile vs the share of actuals at or below it, per model."""
+        rows = [
+            {"model": model, "quantile": q, "observed": hits / n}
+            for model, table in self.calibration.items()
+            for q, (hits, n) in sorted(table.items())
+        ]
+        return pd.DataFrame(rows, columns=["model", "quantile", "observed"])
+
+
+METRIC_ORDER = (
+    "mae", "rmse", "mape", "mase", "skill", "direction_accuracy", "crps", "coverage_80",
+    "coverage_90", "ic", "icir", "rank_ic", "rank_icir", "origins",
+)  # fmt: skip
+
+
+def _order(values: dict[str, float]) -> dict[str, float]:
+    return {k: float(values[k]) for k in METRIC_ORDER if k in values}

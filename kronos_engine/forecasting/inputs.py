@@ -1,0 +1,89 @@
+"""Reading the public API's inputs: a history DataFrame's six model columns (filled as the public
+code does), its timestamps, per-series lists, `pred_len` and the quantiles asked for. Every
+problem is a `ForecastError` naming the series and column.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from kronos_engine.data.features import AMOUNT, PRICE_FEATURES, VOLUME
+from kronos_engine.errors import ForecastError
+from kronos_engine.forecasting.forecast import COLUMNS
+from kronos_engine.forecasting.timestamps import as_datetime_index
+
+PRICE_COLUMNS = list(PRICE_FEATURES)
+VOLUME_COLUMN, AMOUNT_COLUMN = VOLUME, AMOUNT
+
+
+def ohlcv_values(df: pd.DataFrame, where: str = "df") -> np.ndarray:
+    """The six model columns as float32, filled as the public code does: no volume means
+    volume and amount 0; no amount means volume x mean price."""
+    if not isinstance(df, pd.DataFrame):
+        raise ForecastError(f"{where}: expected a pandas DataFrame, got {type(df).__name__}")
+    missing = [c for c in PRICE_COLUMNS if c not in df.columns]
+    if missing:
+        raise ForecastError(f"{where}: price column(s) {missing} not found; need {PRICE_COLUMNS}")
+    if len(df) < 1:
+        raise ForecastError(f"{where}: no rows to forecast from")
+    df = df.copy()
+    if VOLUME_COLUMN not in df.columns:
+        df[VOLUME_COLUMN] = 0.0
+        df[AMOUNT_COLUMN] = 0.0
+    if AMOUNT_COLUMN not in df.columns:
+        df[AMOUNT_COLUMN] = df[VOLUME_COLUMN] * df[PRICE_COLUMNS].mean(axis=1)
+    values = df[COLUMNS].to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        raise ForecastError(
+            f"{where}: non-finite value in column '{COLUMNS[col]}' at row {row} "
+            f"({int(bad.any(axis=1).sum())} row(s) affected); prices and volumes must be finite"
+        )
+    return values.astype(np.float32)
+
+
+def history_stamps(df: pd.DataFrame, x_timestamp: Any, where: str) -> pd.DatetimeIndex:
+    if x_timestamp is not None:
+        return as_datetime_index(x_timestamp, f"{where} x_timestamp")
+    if isinstance(df.index, pd.DatetimeIndex):
+        return pd.DatetimeIndex(df.index)
+    if "timestamps" in df.columns:
+        return as_datetime_index(df["timestamps"], f"{where} timestamps")
+    raise ForecastError(
+        f"{where}: no x_timestamp given and neither a DatetimeIndex nor a 'timestamps' column"
+    )
+
+
+def per_series(values: Sequence[Any] | None, n: int, name: str) -> list[Any]:
+    if values is None:
+        return [None] * n
+    if not isinstance(values, (list, tuple)) or len(values) != n:
+        raise ForecastError(f"{name} must be a list with one entry per DataFrame ({n})")
+    return list(values)
+
+
+def resolve_pred_len(pred_len: int | None, y_stamps: Sequence[Any]) -> int:
+    if pred_len is None:
+        given = [len(y) for y in y_stamps if y is not None]
+        if not given:
+            raise ForecastError("pred_len: required when y_timestamp is not given")
+        pred_len = given[0]
+    if isinstance(pred_len, bool) or not isinstance(pred_len, (int, np.integer)) or pred_len < 1:
+        raise ForecastError(f"pred_len must be a positive integer, got {pred_len!r}")
+    return int(pred_len)
+
+
+def check_quantiles(quantiles: Sequence[float] | None, sample_count: int) -> list[float]:
+    if not quantiles:
+        return []
+    qs = [float(q) for q in quantiles]
+    if any(not 0.0 < q < 1.0 for q in qs):
+        raise ForecastError(f"quantiles must lie strictly between 0 and 1, got {qs}")
+    if sample_count < 2:
+        raise ForecastError("quantiles need sample_count >= 2 sample paths")
+    return qs
