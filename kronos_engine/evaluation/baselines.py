@@ -17,7 +17,10 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from kronos_engine.forecasting.forecast import COLUMNS, Forecast, quantile_column
+from kronos_engine.forecasting.forecast import (
+    Forecast,
+    forecast_frames_of,
+)
 from kronos_engine.forecasting.inputs import ohlcv_values
 from kronos_engine.forecasting.options import SamplingOptions
 from kronos_engine.forecasting.timestamps import as_datetime_index, infer_future_stamps
@@ -95,13 +98,8 @@ class _PointBaseline:
             indexes.append(y)
         options = SamplingOptions(sample_count=max(1, sample_count))
         forecast = self.forecast_arrays(values, None, None, int(pred_len), options)
-        frames = []
-        for path, y in zip(forecast.point, indexes):
-            frame = pd.DataFrame(path, columns=COLUMNS, index=y)
-            for q in quantiles or ():
-                for j, column in enumerate(COLUMNS):
-                    frame[quantile_column(column, q)] = path[:, j]
-            frames.append(frame)
+        # every sample is the path, so each quantile is the path too
+        frames = forecast_frames_of(forecast, indexes, [float(q) for q in quantiles or ()])
         if not return_samples:
             return frames
         return frames, forecast.samples
