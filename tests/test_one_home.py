@@ -66,3 +66,18 @@ def test_the_normalisation_epsilon_and_calendar_features_are_defined_once():
         return check
 
     assert _where(defines("NORM_EPS")) == {"kronos_engine/data/features.py"}
+
+
+def test_inference_commands_build_no_training_config():
+    """predict, evaluate, backtest and plot read a run's config.yaml as a mapping (`run.finished`)
+    and the bars through a `DataSpec`: nothing on their path constructs a `TrainConfig`."""
+    builders = ("TrainConfig", "TrainConfig.from_dict", "load_config", "merged_values")
+    inference = ("kronos_engine/cli/predict.py", "kronos_engine/cli/evaluate.py",
+                 "kronos_engine/cli/backtest.py", "kronos_engine/cli/plot.py",
+                 "kronos_engine/run/", "kronos_engine/forecasting/", "kronos_engine/evaluation/",
+                 "kronos_engine/data/", "kronos_engine/plotting.py")  # fmt: skip
+    found = _where(
+        lambda n: _call_to(n, *builders) or _call_to(n, *(f"config.{b}" for b in builders))
+    )
+    assert not {name for name in found if name.startswith(inference)}
+    assert "kronos_engine/cli/train.py" in found  # the check sees a construction where one is
