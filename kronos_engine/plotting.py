@@ -16,6 +16,7 @@ from typing import Any
 from kronos_engine.errors import PlotError
 from kronos_engine.extras import import_pyplot
 from kronos_engine.layout import RunLayout
+from kronos_engine.run.outputs_guard import check_output_file
 
 # Train record keys that are bookkeeping, not losses (see params.md, "metrics.jsonl").
 TRAIN_NON_LOSS = {"type", "step", "epoch", "loss", "lr", "grad_norm", "samples_per_s", "samples"}
@@ -142,11 +143,14 @@ def make_figure(runs: Sequence[RunMetrics]):
 
 
 def plot_runs(output_dirs: Sequence[str | Path], out: str | Path | None = None) -> Path:
-    """Write the PNG and return its path (default `<dir>/loss.png`, or `runs.png` for several)."""
-    runs = [load_run(d) for d in output_dirs]
+    """Write the PNG and return its path (default `<dir>/loss.png`, or `runs.png` for several).
+    `out` is refused first (`PlotError`) when it is a folder, a run's own file or a file read."""
     if out is None:
         out = Path(output_dirs[0]) / "loss.png" if len(output_dirs) == 1 else Path("runs.png")
     out = Path(out)
+    read = [RunLayout(d).metrics if Path(d).is_dir() else Path(d) for d in output_dirs]
+    check_output_file(out, flag="--output", command="plot", error=PlotError, inputs=read)
+    runs = [load_run(d) for d in output_dirs]
     fig = make_figure(runs)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)

@@ -10,8 +10,16 @@ from pathlib import Path
 
 from kronos_engine.cli.shell import exit_code_for, setup_logging
 from kronos_engine.errors import BacktestError
-from kronos_engine.evaluation.backtest import EQUAL_WEIGHT, load_signal, run_backtest, write_outputs
+from kronos_engine.evaluation.backtest import (
+    BACKTEST_FILES,
+    COMMAND,
+    EQUAL_WEIGHT,
+    load_signal,
+    run_backtest,
+    write_outputs,
+)
 from kronos_engine.run.finished import find_run_config
+from kronos_engine.run.outputs_guard import check_output_dir
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,6 +81,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         forecasts = (
             Path(args.forecasts) if args.forecasts else exp_dir / "eval" / "forecasts.parquet"
         )
+        output = Path(args.output) if args.output else exp_dir / "backtest"
+        check_output_dir(
+            output,
+            flag="--output",
+            command=COMMAND,
+            error=BacktestError,
+            inputs=[forecasts, provider],
+            own_names=BACKTEST_FILES,
+        )
         signal, model = load_signal(forecasts, args.model)
         report, daily = run_backtest(
             signal,
@@ -89,7 +106,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.deal_price,
             args.account,
         )
-        output = Path(args.output) if args.output else exp_dir / "backtest"
         write_outputs(output, report, daily, model)
         shown = {k: report[k] for k in ("information_ratio", "max_drawdown", "turnover")}
         annual = report["excess_return_with_cost"].get("annualized_return")

@@ -147,6 +147,7 @@ def resolve(args: argparse.Namespace) -> Plan:
     unknown = [b for b in baselines if b not in BASELINES]
     if unknown:
         raise EvaluationError(f"--baselines: unknown {unknown}; choose from {sorted(BASELINES)}")
+    output = _checked_output(args, run_info)
     kwargs = dict(device=args.device, max_context=args.max_context, precision=args.precision)
     forecasters: dict[str, Any] = {}
     if not args.no_model:
@@ -164,7 +165,6 @@ def resolve(args: argparse.Namespace) -> Plan:
     store = load_split(DataSpec.from_mapping(run_info.config), args.split, lookback, pred_len)
     sampling = sampling_options(args)
     opts = ForecastOptions(pred_len, lookback, sampling, args.batch_size)
-    output = Path(args.output) if args.output else Path(args.exp_dir) / "eval"
     info = {
         "run": str(run_info.run_dir),
         "split": args.split,
@@ -177,6 +177,29 @@ def resolve(args: argparse.Namespace) -> Plan:
         "symbols": len(store.symbols),
     }
     return Plan(store, forecasters, opts, output, info)
+
+
+def _checked_output(args: argparse.Namespace, run_info: Any) -> Path:
+    """`--output` (default `<exp_dir>/eval`), refused before any work when it is a run or
+    experiment folder, the data or a model read, or a folder evaluate did not write."""
+    from kronos_engine.evaluation.report import COMMAND, EVALUATION_FILES
+    from kronos_engine.run.outputs_guard import check_output_dir
+
+    output = Path(args.output) if args.output else Path(args.exp_dir) / "eval"
+    models = [run_info.tokenizer_dir, run_info.predictor_dir]
+    models += [Path(p) for _, p in map(_named, args.compare) if (Path(p) / "config.json").is_file()]
+    data = (
+        run_info.config.get("data_path") if run_info.config.get("data_source") != "demo" else None
+    )
+    check_output_dir(
+        output,
+        flag="--output",
+        command=COMMAND,
+        error=EvaluationError,
+        inputs=[data, *models],
+        own_names=EVALUATION_FILES,
+    )
+    return output
 
 
 def _named(item: str) -> tuple[str, str]:

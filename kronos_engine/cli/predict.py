@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,9 +29,16 @@ from kronos_engine.forecasting.predictor import KronosPredictor
 from kronos_engine.forecasting.timestamps import infer_future_stamps
 from kronos_engine.fsio import atomic_save
 from kronos_engine.run.finished import find_predictor_run
+from kronos_engine.run.outputs_guard import (
+    check_output_dir,
+    check_output_file,
+    safe_file_names,
+    write_output_dir,
+)
 
 log = logging.getLogger("kronos_engine")
 
+PLOT_COMMAND = "predict --plot"  # the command named by a plot folder's marker
 FLAG_DATA_KEYS = ("data_source", "data_path", "instruments", "freq", "bad_data")
 
 
@@ -127,8 +135,8 @@ def run(args: argparse.Namespace) -> int:
         raise ForecastError("no symbol could be forecast" + (f": {skipped[0]}" if skipped else ""))
     table = forecast_all(job, histories, args, quantiles)
     write_table(table, job.output)
-    if args.plot is not None:
-        folder = Path(args.plot) if args.plot else job.output.with_suffix("").parent / "plots"
+    folder = plot_folder(args, job.output)
+    if folder is not None:
         write_plots(table, histories, folder, quantiles)
     print(f"forecast {len(histories)} symbol(s) x {job.pred_len} bars -> {job.output}")
     return 0
@@ -140,12 +148,10 @@ def resolve_job(args: argparse.Namespace) -> Job:
         raise ForecastError("give either --exp_dir or --tokenizer and --predictor, not both")
     if args.exp_dir:
         run = find_predictor_run(args.exp_dir)
-        predictor = KronosPredictor.from_pretrained(
-            run.tokenizer_dir, run.predictor_dir, clip=run.clip, **kwargs
-        )
+        models = (run.tokenizer_dir, run.predictor_dir)
         config, default_out = run.config, Path(args.exp_dir) / "forecast.csv"
     elif args.tokenizer and args.predictor:
-        predictor = KronosPredictor.from_pretrained(args.tokenizer, args.predictor, **kwargs)
+        models = (Path(args.tokenizer), Path(args.predictor))
         config, default_out = {}, Path("forecast.csv")
     else:
         raise ForecastError("--exp_dir, or both --tokenizer and --predictor, are required")
@@ -155,7 +161,35 @@ def resolve_job(args: argparse.Namespace) -> Job:
     output = Path(args.output) if args.output else default_out
     if output.suffix.lower() not in (".csv", ".parquet"):
         raise ForecastError(f"--output: '{output}' must end in .csv or .parquet")
+    check_outputs(output, plot_folder(args, output), data, models)
+    clip = {"clip": run.clip} if args.exp_dir else {}
+    predictor = KronosPredictor.from_pretrained(*models, **clip, **kwargs)
     return Job(predictor, data, lookback, pred_len, output)
+
+
+def plot_folder(args: argparse.Namespace, output: Path) -> Path | None:
+    """`--plot`'s folder (bare `--plot`: `plots/` beside the output file), None without it."""
+    if args.plot is None:
+        return None
+    return Path(args.plot) if args.plot else output.with_suffix("").parent / "plots"
+
+
+def check_outputs(output: Path, plots: Path | None, data: DataSpec, models: Sequence[Path]) -> None:
+    """Before any work: the forecast file and the plot folder are new or predict's own
+    (`run.outputs_guard`), never the data read, a model, a run's files, or each other."""
+    inputs = [data.data_path if data.data_source != "demo" else None, *models]
+    check_output_file(
+        output, flag="--output", command="predict", error=ForecastError, inputs=inputs
+    )
+    if plots is None:
+        return
+    check_output_dir(plots, flag="--plot", command=PLOT_COMMAND, error=ForecastError, inputs=inputs)
+    real_out, real_plots = os.path.realpath(output), os.path.realpath(plots)
+    if os.path.commonpath([real_out, real_plots]) == real_plots:
+        raise ForecastError(
+            f"--plot: '{plots}' holds the --output file '{output}'; the plot folder is "
+            "replaced whole, give one that does not hold the forecast"
+        )
 
 
 def data_spec(config: Mapping[str, Any], args: argparse.Namespace) -> DataSpec:
@@ -280,10 +314,16 @@ def write_table(table: pd.DataFrame, output: Path) -> None:
 def write_plots(
     table: pd.DataFrame, histories: list[History], folder: Path, quantiles: list[float]
 ) -> None:
+    """One PNG per symbol, named after it but never outside `folder` (`safe_file_names`), all
+    written into a staging folder that then replaces `folder` whole."""
     from kronos_engine.plotting import plot_forecast
 
-    folder.mkdir(parents=True, exist_ok=True)
-    for history in histories:
-        forecast = table[table["symbol"] == history.symbol].set_index("timestamp")
-        plot_forecast(history.frame, forecast, folder / f"{history.symbol}.png", quantiles)
+    names = safe_file_names([h.symbol for h in histories], ".png")
+
+    def fill(staging: Path) -> None:
+        for history in histories:
+            forecast = table[table["symbol"] == history.symbol].set_index("timestamp")
+            plot_forecast(history.frame, forecast, staging / names[history.symbol], quantiles)
+
+    write_output_dir(folder, PLOT_COMMAND, fill, marker_beside=True)
     print(f"plots -> {folder}")

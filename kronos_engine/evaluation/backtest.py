@@ -27,11 +27,14 @@ import pandas as pd
 
 from kronos_engine.errors import BacktestError
 from kronos_engine.extras import optional_pyplot
-from kronos_engine.fsio import atomic_write_text
+from kronos_engine.run.outputs_guard import write_output_dir
 
 log = logging.getLogger("kronos_engine")
 
 EQUAL_WEIGHT = "equal_weight"
+REPORT_JSON, REPORT_CSV, PLOT_FILE = "report.json", "report.csv", "cumulative_return.png"
+BACKTEST_FILES = (REPORT_JSON, REPORT_CSV, PLOT_FILE)  # what an output folder holds
+COMMAND = "backtest"  # the command named by the folder's marker (`run.outputs_guard`)
 
 
 def _import_qlib() -> Any:
@@ -194,12 +197,18 @@ def _risk(frame: pd.DataFrame) -> dict[str, float | None]:
 
 
 def write_outputs(output: Path, report: dict[str, Any], daily: pd.DataFrame, model: str) -> None:
-    """report.json, report.csv and the cumulative-return plot; report.json is written last
-    and by rename, so a reader never sees a half-written one."""
-    output.mkdir(parents=True, exist_ok=True)
-    daily.to_csv(output / "report.csv", index_label="datetime")
-    _plot(output / "cumulative_return.png", daily, model)
-    atomic_write_text(output / "report.json", json.dumps({"model": model, **report}, indent=1))
+    """report.json, report.csv and the cumulative-return plot, written into a staging folder
+    that then replaces `output` by renames (`run.outputs_guard.write_output_dir`): a kill at any
+    point leaves the earlier three files or the new three, never a mix."""
+
+    def fill(staging: Path) -> None:
+        daily.to_csv(staging / REPORT_CSV, index_label="datetime")
+        _plot(staging / PLOT_FILE, daily, model)
+        (staging / REPORT_JSON).write_text(
+            json.dumps({"model": model, **report}, indent=1), encoding="utf-8"
+        )
+
+    write_output_dir(output, COMMAND, fill)
 
 
 def _plot(path: Path, daily: pd.DataFrame, model: str) -> None:

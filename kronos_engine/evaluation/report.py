@@ -31,6 +31,10 @@ FORECASTS_FILE = "forecasts.parquet"
 METRICS_FILE = "metrics.json"
 BY_SYMBOL_FILE = "metrics_by_symbol.csv"
 REPORT_FILE = "report.md"
+PLOT_FILES = ("forecast_vs_actual.png", "ic_by_date.png", "calibration.png")
+# What an evaluation folder holds, its defining file first (how an earlier one is recognised).
+EVALUATION_FILES = (METRICS_FILE, BY_SYMBOL_FILE, FORECASTS_FILE, REPORT_FILE, *PLOT_FILES)
+COMMAND = "evaluate"  # the command named by the folder's marker (`run.outputs_guard`)
 
 LOWER_IS_BETTER = {"mae", "rmse", "mape", "mase", "crps"}
 HIGHER_IS_BETTER = {"skill", "direction_accuracy", "ic", "icir", "rank_ic", "rank_icir"}
@@ -226,28 +230,23 @@ def write_evaluation(
     plots: bool = True,
     progress: bool = True,
 ) -> dict[str, dict[str, float]]:
-    """Run the rolling evaluation and write every file of `output` (atomically replaced)."""
-    import shutil
-
+    """Run the rolling evaluation and write every file of `output` (atomically replaced, with
+    the marker of an evaluation folder)."""
     from kronos_engine.evaluation.rolling import run_rolling
-    from kronos_engine.fsio import replace_dir
+    from kronos_engine.run.outputs_guard import write_output_dir
 
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = output.with_name(f".{output.name}.tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    try:
+    result: dict[str, dict[str, float]] = {}
+
+    def fill(staging: Path) -> None:
         sink = ForecastSink(staging / FORECASTS_FILE)
         try:
             acc = run_rolling(store, origins, forecasters, opts, sink, progress)
         finally:
             sink.close()
-        overall = write_metrics(staging, acc)
-        write_report_md(staging, overall, {**info, "forecast rows": sink.rows})
+        result.update(write_metrics(staging, acc))
+        write_report_md(staging, result, {**info, "forecast rows": sink.rows})
         if plots:
             write_plots(staging, acc)
-        replace_dir(staging, output, output.with_name(f".{output.name}.old"))
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return overall
+
+    write_output_dir(Path(output), COMMAND, fill)
+    return result
