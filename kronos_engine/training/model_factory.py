@@ -7,17 +7,24 @@ from pathlib import Path
 from torch import nn
 
 from kronos_engine.config import TrainConfig
-from kronos_engine.errors import ConfigError
+from kronos_engine.errors import CheckpointError, ConfigError
+from kronos_engine.models import (
+    Kronos,
+    KronosTokenizer,
+    build_predictor,
+    build_tokenizer,
+    predictor_config,
+)
+from kronos_engine.models.io import _REPO_ID, resolve_checkpoint_dir
+from kronos_engine.models.presets import PREDICTOR_PRESETS
 
 
 def build_tokenizer_model(cfg: TrainConfig) -> nn.Module:
-    from kronos_engine.models import KronosTokenizer, build_tokenizer
 
     return _build(KronosTokenizer, build_tokenizer, cfg.pretrained_tokenizer, cfg)
 
 
 def build_predictor_model(cfg: TrainConfig) -> nn.Module:
-    from kronos_engine.models import Kronos, build_predictor
 
     return _build(Kronos, build_predictor, cfg.pretrained_predictor, cfg)
 
@@ -47,7 +54,6 @@ def apply_dropout(model: nn.Module, p: float | None) -> nn.Module:
 
 def is_hub_id(path: str) -> bool:
     """`namespace/name` that is not a local path: loaded from the Hub by `from_pretrained`."""
-    from kronos_engine.models.io import _REPO_ID
 
     return not Path(path).exists() and bool(_REPO_ID.fullmatch(path))
 
@@ -76,7 +82,6 @@ def require_tokenizer_path(cfg: TrainConfig, path: str | None = None) -> str:
 
 def load_frozen_tokenizer(cfg: TrainConfig) -> nn.Module:
     """The tokenizer a predictor run encodes with; eval mode, no gradients."""
-    from kronos_engine.models import KronosTokenizer
 
     tokenizer = KronosTokenizer.from_pretrained(require_tokenizer_path(cfg))
     tokenizer.eval()
@@ -101,7 +106,6 @@ def _check_bits(tok_bits: tuple, pred_bits: tuple, cfg: TrainConfig) -> None:
 
 def _matching_presets(tok_bits: tuple) -> str:
     """The predictor presets that read this tokenizer's ids, as the fix to type."""
-    from kronos_engine.models.presets import PREDICTOR_PRESETS
 
     names = [
         name
@@ -155,8 +159,6 @@ def check_pretrained_paths(cfg: TrainConfig, tokenizer: str | None = None) -> No
 def _fetch_now(key: str, repo_id: str) -> None:
     """Download (or find in the Hub cache) a `pretrained_*` Hub id; offline or unknown ids fail
     here in one line naming the key. `from_pretrained` later reads the same cached copy."""
-    from kronos_engine.errors import CheckpointError
-    from kronos_engine.models.io import resolve_checkpoint_dir
 
     try:
         resolve_checkpoint_dir(repo_id, None)
@@ -185,7 +187,6 @@ def check_tokenizer(cfg: TrainConfig, tokenizer: str | None = None) -> None:
     its s1/s2 bits fit the predictor: read from config.json files, no weights loaded."""
     if cfg.train_type != "predictor":
         return
-    from kronos_engine.models import predictor_config
 
     tok_path = require_tokenizer_path(cfg, tokenizer)
     if is_hub_id(tok_path):

@@ -3,8 +3,8 @@
 data build, however the run was started.
 
 Value rules first (`TrainConfig.validate`), then the checks that look at files, installed
-packages and the plug-in registries. Imports are local: the schema stays importable without
-torch.
+packages and the plug-in registries. It lives in the training layer, above everything it asks
+(the config stays a leaf that imports no torch); pyqlib is imported only for a qlib run.
 """
 
 from __future__ import annotations
@@ -12,9 +12,14 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 
+from kronos_engine.callback import TrainCallback
 from kronos_engine.config.schema import TrainConfig, predictor_tokenizer
-from kronos_engine.errors import ConfigError
+from kronos_engine.errors import ConfigError, RegistryError
 from kronos_engine.extras import LOGGER_PACKAGES, require
+from kronos_engine.registry import CALLBACKS, STRATEGIES
+from kronos_engine.run import outputs as run_dir
+from kronos_engine.strategy import Strategy, check_strategy_train_type
+from kronos_engine.training.model_factory import check_pretrained_paths, check_tokenizer
 
 
 def check(cfg: TrainConfig, *, tokenizer_from_earlier_stage: bool = False) -> None:
@@ -32,8 +37,6 @@ def check(cfg: TrainConfig, *, tokenizer_from_earlier_stage: bool = False) -> No
         from kronos_engine.data.sources_qlib import require_pyqlib
 
         require_pyqlib()
-    from kronos_engine.run import outputs as run_dir
-    from kronos_engine.training.model_factory import check_pretrained_paths, check_tokenizer
 
     tokenizer = None
     if cfg.train_type == "predictor":
@@ -51,10 +54,6 @@ def check(cfg: TrainConfig, *, tokenizer_from_earlier_stage: bool = False) -> No
 def check_plugins(cfg: TrainConfig) -> None:
     """`strategy` and `callbacks` name registered (or importable) classes of the right base;
     the strategy trains this `train_type`; callbacks can be created without arguments."""
-    from kronos_engine.callback import TrainCallback
-    from kronos_engine.errors import RegistryError
-    from kronos_engine.registry import CALLBACKS, STRATEGIES
-    from kronos_engine.strategy import Strategy, check_strategy_train_type
 
     checks = [("callbacks", name, CALLBACKS, TrainCallback) for name in cfg.callbacks]
     if cfg.strategy:
