@@ -96,3 +96,33 @@ class Recorder(TrainCallback):
 
     def on_error(self, ctx, error):
         self._rec("on_error", ctx)
+
+
+def evaluated_qlib_experiment(root: Path) -> dict[str, Any]:
+    """8 demo symbols as a Qlib provider under `root`, and the drift/naive forecasts of its test
+    split written by the evaluation into `<root>/exp/eval` (what `scripts/backtest.py` trades)."""
+    from kronos_engine.data import build_datasets, generate_demo_frames, write_qlib_provider
+    from kronos_engine.evaluation.baselines import DriftForecaster, NaiveForecaster
+    from kronos_engine.evaluation.origins import plan_origins
+    from kronos_engine.evaluation.report import write_evaluation
+    from kronos_engine.evaluation.rolling import ForecastOptions
+
+    frames = generate_demo_frames(8, 300, "day", seed=3)
+    provider = write_qlib_provider(frames, root / "provider", "day")
+    cfg = TrainConfig.from_dict(
+        dict(
+            train_type="predictor",
+            data_source="qlib",
+            data_path=str(provider),
+            lookback_window=20,
+            predict_window=5,
+            split_ratios=[0.6, 0.2, 0.2],
+        )
+    )
+    store = build_datasets(cfg).test.store
+    forecasters = {"drift": DriftForecaster(), "naive": NaiveForecaster()}
+    opts = ForecastOptions(pred_len=5, lookback=20)
+    exp = root / "exp"
+    origins = plan_origins(store, 20, 5)
+    write_evaluation(store, origins, forecasters, opts, exp / "eval", {}, False, False)
+    return {"exp": exp, "provider": provider, "frames": frames}

@@ -8,15 +8,10 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from engine_helpers import evaluated_qlib_experiment
 
 from kronos_engine.cli.backtest import main as backtest_main
-from kronos_engine.config import TrainConfig
-from kronos_engine.data import build_datasets, generate_demo_frames, write_qlib_provider
 from kronos_engine.evaluation.backtest import load_signal
-from kronos_engine.evaluation.baselines import DriftForecaster, NaiveForecaster
-from kronos_engine.evaluation.origins import plan_origins
-from kronos_engine.evaluation.report import write_evaluation
-from kronos_engine.evaluation.rolling import ForecastOptions
 
 pytest.importorskip("qlib")
 
@@ -24,26 +19,7 @@ pytest.importorskip("qlib")
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory) -> dict:
     """8 demo symbols as a Qlib provider, and drift/naive forecasts of its test split."""
-    root = tmp_path_factory.mktemp("backtest")
-    frames = generate_demo_frames(8, 300, "day", seed=3)
-    provider = write_qlib_provider(frames, root / "provider", "day")
-    cfg = TrainConfig.from_dict(
-        dict(
-            train_type="predictor",
-            data_source="qlib",
-            data_path=str(provider),
-            lookback_window=20,
-            predict_window=5,
-            split_ratios=[0.6, 0.2, 0.2],
-        )
-    )
-    store = build_datasets(cfg).test.store
-    origins = plan_origins(store, 20, 5)
-    forecasters = {"drift": DriftForecaster(), "naive": NaiveForecaster()}
-    opts = ForecastOptions(pred_len=5, lookback=20)
-    exp = root / "exp"
-    write_evaluation(store, origins, forecasters, opts, exp / "eval", {}, False, False)
-    return {"exp": exp, "provider": provider, "frames": frames}
+    return evaluated_qlib_experiment(tmp_path_factory.mktemp("backtest"))
 
 
 def test_backtest_runs_through_qlib_and_writes_the_report(evaluated, capsys):

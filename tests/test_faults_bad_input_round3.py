@@ -20,14 +20,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from engine_helpers import run, save_random_tokenizer, tiny_cfg
+from engine_helpers import evaluated_qlib_experiment, run, save_random_tokenizer, tiny_cfg
 from test_faults_bad_input import EXIT_USAGE, _assert_untouched, snapshot
 
 from kronos_engine.cli.backtest import main as backtest_main
 from kronos_engine.cli.evaluate import main as evaluate_main
 from kronos_engine.cli.plot import main as plot_main
 from kronos_engine.cli.predict import main as predict_main
-from kronos_engine.data import generate_demo_frames, write_qlib_provider
+from kronos_engine.data import generate_demo_frames
 
 REPO = Path(__file__).resolve().parents[1]
 MARKER = ".kronos_output.json"
@@ -223,32 +223,7 @@ def test_safe_file_names_are_unique_and_never_leave_the_folder():
 def evaluated(tmp_path_factory) -> dict:
     """8 demo symbols as a Qlib provider and the baselines' forecasts of its test split."""
     pytest.importorskip("qlib")
-    from kronos_engine.config import TrainConfig
-    from kronos_engine.data import build_datasets
-    from kronos_engine.evaluation.baselines import DriftForecaster, NaiveForecaster
-    from kronos_engine.evaluation.origins import plan_origins
-    from kronos_engine.evaluation.report import write_evaluation
-    from kronos_engine.evaluation.rolling import ForecastOptions
-
-    root = tmp_path_factory.mktemp("round3_backtest")
-    frames = generate_demo_frames(8, 300, "day", seed=3)
-    provider = write_qlib_provider(frames, root / "provider", "day")
-    cfg = TrainConfig.from_dict(
-        dict(
-            train_type="predictor",
-            data_source="qlib",
-            data_path=str(provider),
-            lookback_window=20,
-            predict_window=5,
-            split_ratios=[0.6, 0.2, 0.2],
-        )
-    )
-    store = build_datasets(cfg).test.store
-    forecasters = {"drift": DriftForecaster(), "naive": NaiveForecaster()}
-    opts = ForecastOptions(pred_len=5, lookback=20)
-    exp = root / "exp"
-    write_evaluation(store, plan_origins(store, 20, 5), forecasters, opts, exp / "eval", {})
-    return {"exp": exp, "provider": provider}
+    return evaluated_qlib_experiment(tmp_path_factory.mktemp("round3_backtest"))
 
 
 def _backtest_args(evaluated: dict, *extra: str) -> list[str]:
