@@ -17,8 +17,22 @@ from pathlib import Path
 from typing import Any
 
 from kronos_engine.cli.predict import add_sampling_arguments, sampling_options
+from kronos_engine.cli.shell import exit_code_for, setup_logging
+from kronos_engine.data import as_data_spec, build_datasets
 from kronos_engine.data.spec import DataSpec
 from kronos_engine.errors import EvaluationError
+from kronos_engine.evaluation.baselines import BASELINES
+from kronos_engine.evaluation.origins import plan_origins, subset_by_date
+from kronos_engine.evaluation.report import (
+    COMMAND,
+    EVALUATION_FILES,
+    markdown_table,
+    write_evaluation,
+)
+from kronos_engine.evaluation.rolling import ForecastOptions
+from kronos_engine.forecasting import KronosPredictor, find_predictor_run
+from kronos_engine.layout import RunLayout, stage_run
+from kronos_engine.run.outputs_guard import check_output_dir
 
 log = logging.getLogger("kronos_engine")
 
@@ -74,7 +88,6 @@ class Plan:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from kronos_engine.cli.shell import exit_code_for, setup_logging
 
     setup_logging()
     try:
@@ -86,8 +99,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
-    from kronos_engine.evaluation.origins import plan_origins, subset_by_date
-    from kronos_engine.evaluation.report import write_evaluation
 
     plan = resolve(args)
     origins = plan_origins(plan.store, plan.opts.lookback, plan.opts.pred_len, args.stride)
@@ -109,7 +120,6 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
         plots=not args.no_plots,
         progress=not args.no_progress,
     )
-    from kronos_engine.evaluation.report import markdown_table
 
     print(markdown_table(overall))
     print(f"evaluated {len(origins)} origins x {len(plan.forecasters)} models -> {plan.output}")
@@ -124,9 +134,6 @@ def _check_positive(value: Any, flag: str) -> int:
 
 def resolve(args: argparse.Namespace) -> Plan:
     """Arguments + the run's config -> data store, forecasters, options, output folder."""
-    from kronos_engine.evaluation.baselines import BASELINES
-    from kronos_engine.evaluation.rolling import ForecastOptions
-    from kronos_engine.forecasting import KronosPredictor, find_predictor_run
 
     run_info = find_predictor_run(args.exp_dir)
     lookback = _check_positive(
@@ -182,8 +189,6 @@ def resolve(args: argparse.Namespace) -> Plan:
 def _checked_output(args: argparse.Namespace, run_info: Any) -> Path:
     """`--output` (default `<exp_dir>/eval`), refused before any work when it is a run or
     experiment folder, the data or a model read, or a folder evaluate did not write."""
-    from kronos_engine.evaluation.report import COMMAND, EVALUATION_FILES
-    from kronos_engine.run.outputs_guard import check_output_dir
 
     output = Path(args.output) if args.output else Path(args.exp_dir) / "eval"
     models = [run_info.tokenizer_dir, run_info.predictor_dir]
@@ -215,8 +220,6 @@ def _named(item: str) -> tuple[str, str]:
 def _compare_model(path: Path, run_info: Any, kwargs: dict) -> Any:
     """A run or experiment dir brings its own tokenizer; a bare predictor folder is read with
     the evaluated run's tokenizer (the one it must share token bits with)."""
-    from kronos_engine.forecasting import KronosPredictor
-    from kronos_engine.layout import RunLayout, stage_run
 
     if RunLayout(path).best.is_dir() or stage_run(path, "predictor").best.is_dir():
         return KronosPredictor.from_run(path, **kwargs)
@@ -234,7 +237,6 @@ def load_split(data: Any, split: str, lookback: int, pred_len: int) -> Any:
     """The split's store (its rows plus `lookback` rows before), read as the run read it:
     `data` is the run's `DataSpec` (or its config mapping), cut into `lookback` + `pred_len`
     windows."""
-    from kronos_engine.data import as_data_spec, build_datasets
 
     spec = as_data_spec(data).replace(lookback_window=lookback, predict_window=pred_len)
     splits = build_datasets(spec)

@@ -20,14 +20,17 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
+from kronos_engine.cli.shell import exit_code_for, setup_logging
+from kronos_engine.data import iter_clean_frames
 from kronos_engine.data.spec import DataSpec
-from kronos_engine.errors import ForecastError, PlotError
+from kronos_engine.errors import DataError, ForecastError, PlotError
 from kronos_engine.extras import import_pyplot
 from kronos_engine.forecasting.forecast import COLUMNS
 from kronos_engine.forecasting.options import SamplingOptions
 from kronos_engine.forecasting.predictor import KronosPredictor
 from kronos_engine.forecasting.timestamps import infer_future_stamps
 from kronos_engine.fsio import atomic_save
+from kronos_engine.plotting import plot_forecast
 from kronos_engine.run.finished import find_predictor_run
 from kronos_engine.run.outputs_guard import (
     check_output_dir,
@@ -109,7 +112,6 @@ class Job:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from kronos_engine.cli.shell import exit_code_for, setup_logging
 
     setup_logging()
     try:
@@ -251,8 +253,6 @@ def collect_histories(job: Job, as_of: str | None) -> tuple[list[History], list[
 
 
 def _clean_frames(data: DataSpec) -> Iterator[tuple[str, pd.DataFrame]]:
-    from kronos_engine.data import iter_clean_frames
-    from kronos_engine.errors import DataError
 
     if data.data_source == "demo" and data.data_path:  # the training config's wording
         raise ForecastError(
@@ -316,7 +316,6 @@ def write_plots(
 ) -> None:
     """One PNG per symbol, named after it but never outside `folder` (`safe_file_names`), all
     written into a staging folder that then replaces `folder` whole."""
-    from kronos_engine.plotting import plot_forecast
 
     names = safe_file_names([h.symbol for h in histories], ".png")
 

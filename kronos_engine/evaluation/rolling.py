@@ -86,6 +86,7 @@ def iter_batches(
     lookback, h = opts.lookback, opts.pred_len
     steps = np.arange(h, dtype=np.int64)
     total = len(origins) * len(forecasters)
+    cores = {name: _array_core(f) for name, f in forecasters.items()}  # decided once, not per batch
     with tqdm(total=total, desc="evaluate", unit="forecast", disable=not progress) as bar:
         for b, start in enumerate(range(0, len(origins), opts.batch_size)):
             part = origins.take(np.arange(start, min(start + opts.batch_size, len(origins))))
@@ -103,7 +104,7 @@ def iter_batches(
             )
             sampling = opts.batch_sampling(b)
             for name, forecaster in forecasters.items():
-                core = _array_core(forecaster)
+                core = cores[name]
                 if core is not None:
                     forecast = core(*inputs, h, sampling)
                     yield _batch(name, forecast, opts, common)
