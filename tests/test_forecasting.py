@@ -301,7 +301,7 @@ def test_bad_frames_are_named(tiny_predictor):
     broken = frame.copy()
     broken.loc[7, "close"] = np.nan
     with pytest.raises(
-        ForecastError, match=r"df_list\[1\]: non-finite value in column 'close' at row 7"
+        ForecastError, match=r"df_list\[1\]: row 7 \(index 7\): column close is nan"
     ):
         tiny_predictor.predict_batch(
             [frame[COLS], broken[COLS]], [frame["timestamps"]] * 2, None, 3

@@ -36,6 +36,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from kronos_engine.data.bars import (
+    ALLOWED_VALUES,
+    F32_MAX,
+    first_ohlc_problem,
+    first_value_problem,
+    invalid_cells,
+)
 from kronos_engine.data.features import FEATURES, NORM_EPS
 from kronos_engine.data.parsing import RowLocator, parse_numbers, parse_timestamps
 from kronos_engine.data.schema import ROW, TIMESTAMP, Freq
@@ -49,12 +56,6 @@ REPAIR_KINDS: tuple[str, ...] = (
     "leading_rows_dropped",
     "amount_cells_derived",
     "high_low_fixed",
-)
-_OHLC_RTOL = 1e-6  # float32 sources round prices; below this a high/low mismatch is noise
-_F32_MAX = float(np.finfo(np.float32).max)  # windows are stored as float32
-_ALLOWED_VALUES = (
-    "allowed: finite numbers of magnitude below 3.4e38 (stored as float32), prices > 0, "
-    "volume and amount >= 0"
 )
 
 
@@ -222,23 +223,12 @@ def clean_frame(
     if amount_absent:
         values[:, 5] = 0.0  # placeholder, derived below
         report.amount_derived = True
-    with np.errstate(invalid="ignore"):
-        nonfinite = ~np.isfinite(values) | (np.abs(values) > _F32_MAX)
-    nonpositive = np.zeros_like(nonfinite)
-    with np.errstate(invalid="ignore"):
-        nonpositive[:, :4] = values[:, :4] <= 0
-        nonpositive[:, 4:] = values[:, 4:] < 0
+    nonfinite, nonpositive = invalid_cells(values)
     invalid = nonfinite | nonpositive
     if invalid.any():
-        bad_rows = np.flatnonzero(invalid.any(axis=1))
-        i = int(bad_rows[0])
-        j = int(np.flatnonzero(invalid[i])[0])
         if not repair:
-            raise DataError(
-                f"{where(i)}: column {FEATURES[j]} is {float(values[i, j])!r} "
-                f"({int(invalid.sum())} bad cell(s) in {bad_rows.size} row(s)); "
-                f"{_ALLOWED_VALUES}; {_hint('forward-fills them')}"
-            )
+            problem = first_value_problem(values)
+            raise DataError(f"{where(problem.row)}: {problem.text}; {_hint('forward-fills them')}")
         core = values[:, :5].copy()
         core[invalid[:, :5]] = np.nan
         filled = pd.DataFrame(core).ffill().to_numpy()
@@ -261,29 +251,26 @@ def clean_frame(
     if amount_absent:
         values[:, 5] = values[:, :4].mean(axis=1) * values[:, 4]
     with np.errstate(invalid="ignore", over="ignore"):
-        overflow = np.flatnonzero(~(np.abs(values[:, 5]) <= _F32_MAX))
+        overflow = np.flatnonzero(~(np.abs(values[:, 5]) <= F32_MAX))
     if overflow.size:  # derived price * volume beyond float32 (never repairable)
         i = int(overflow[0])
         raise DataError(
             f"{where(i)}: amount = mean(open, high, low, close) * volume = "
             f"{float(values[i, 5]):.3g} overflows float32 ({overflow.size} row(s)); "
-            f"{_ALLOWED_VALUES}; rescale the prices or the volume"
+            f"{ALLOWED_VALUES}; rescale the prices or the volume"
         )
 
     # --- high / low must bound open / close ---
-    o, h, low, c = (values[:, k] for k in range(4))
-    top = np.maximum(o, c)
-    bottom = np.minimum(o, c)
-    tol = _OHLC_RTOL * np.maximum(np.abs(top), np.abs(h))
-    broken = (h < low) | (h < top - tol) | (low > bottom + tol)
-    if broken.any() and not repair:
-        i = int(np.flatnonzero(broken)[0])
-        raise DataError(
-            f"{where(i)}: open {o[i]:g} high {h[i]:g} low {low[i]:g} close {c[i]:g} "
-            f"({int(broken.sum())} such row(s)); allowed: low <= min(open, close) and "
-            f"max(open, close) <= high; {_hint('sets high/low to the max/min of the four')}"
-        )
-    if repair:
+    if not repair:
+        problem = first_ohlc_problem(values)
+        if problem is not None:
+            raise DataError(
+                f"{where(problem.row)}: {problem.text}; "
+                f"{_hint('sets high/low to the max/min of the four')}"
+            )
+    else:
+        o, h, low, c = (values[:, k] for k in range(4))
+        top, bottom = np.maximum(o, c), np.minimum(o, c)
         new_high = np.maximum(h, np.maximum(top, low))
         new_low = np.minimum(low, np.minimum(bottom, h))
         changed = (new_high != h) | (new_low != low)

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from kronos_engine.data.bars import first_bar_problem
 from kronos_engine.data.features import AMOUNT, PRICE_FEATURES, VOLUME
 from kronos_engine.errors import ForecastError
 from kronos_engine.forecasting.forecast import COLUMNS
@@ -22,7 +23,9 @@ VOLUME_COLUMN, AMOUNT_COLUMN = VOLUME, AMOUNT
 
 def ohlcv_values(df: pd.DataFrame, where: str = "df") -> np.ndarray:
     """The six model columns as float32, filled as the public code does: no volume means
-    volume and amount 0; no amount means volume x mean price."""
+    volume and amount 0; no amount means volume x mean price. The bars must be valid by the
+    rules training data follows (`data/bars.py`): finite, within float32, prices > 0,
+    volume/amount >= 0, high/low bounding open/close."""
     if not isinstance(df, pd.DataFrame):
         raise ForecastError(f"{where}: expected a pandas DataFrame, got {type(df).__name__}")
     missing = [c for c in PRICE_COLUMNS if c not in df.columns]
@@ -37,12 +40,11 @@ def ohlcv_values(df: pd.DataFrame, where: str = "df") -> np.ndarray:
     if AMOUNT_COLUMN not in df.columns:
         df[AMOUNT_COLUMN] = df[VOLUME_COLUMN] * df[PRICE_COLUMNS].mean(axis=1)
     values = df[COLUMNS].to_numpy(dtype=np.float64)
-    bad = ~np.isfinite(values)
-    if bad.any():
-        row, col = np.argwhere(bad)[0]
+    problem = first_bar_problem(values)
+    if problem is not None:
         raise ForecastError(
-            f"{where}: non-finite value in column '{COLUMNS[col]}' at row {row} "
-            f"({int(bad.any(axis=1).sum())} row(s) affected); prices and volumes must be finite"
+            f"{where}: row {problem.row} (index {df.index[problem.row]!r}): {problem.text} "
+            f"(the rules training data follows)"
         )
     return values.astype(np.float32)
 
