@@ -24,8 +24,9 @@ log = logging.getLogger("kronos_engine")
 
 @CALLBACKS.register("best_checkpoint")
 class BestCheckpoint(TrainCallback):
-    """`best/` holds `config.json` + `model.safetensors` (loads in the public code) and
-    `best.json` with the step, epoch and metric; it is replaced atomically. It saves the weights
+    """`best/` holds `config.json` + `model.safetensors` (loads in the public code),
+    `best.json` with the step, epoch and metric, and what the strategy records beside it (a
+    predictor: its tokenizer's fingerprint); it is replaced atomically. It saves the weights
     that were validated (`ctx.evaluated_model`: the EMA weights when `ema` is on)."""
 
     role = "selection"
@@ -83,6 +84,7 @@ class BestCheckpoint(TrainCallback):
 
         def fill(tmp):
             save_model(ctx.evaluated_model, tmp)
+            ctx.strategy.write_best_files(tmp)
             (tmp / "best.json").write_text(json.dumps(info, indent=1), encoding="utf-8")
 
         write_dir_atomically(RunLayout(ctx.output_dir).best, fill)

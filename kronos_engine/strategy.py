@@ -54,6 +54,10 @@ class Strategy:
     def write_run_files(self, output_dir: Path) -> None:
         """Record in the run folder what the run depends on beyond its own model (rank 0)."""
 
+    def write_best_files(self, folder: Path) -> None:
+        """Record beside a saved best model what using it depends on (rank 0; `folder` is the
+        staging copy of `best/`)."""
+
     def training_step(self, model: nn.Module, batch: Any, ctx: TrainContext) -> StepOutput:
         raise NotImplementedError(f"{type(self).__name__} must implement training_step")
 

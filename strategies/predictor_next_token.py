@@ -12,6 +12,7 @@ from torch import nn
 from kronos_engine.context import TrainContext
 from kronos_engine.fsio import write_dir_atomically
 from kronos_engine.layout import RunLayout
+from kronos_engine.models.fingerprint import weights_fingerprint, write_tokenizer_record
 from kronos_engine.registry import STRATEGIES
 from kronos_engine.strategy import StepOutput, Strategy, ValOutput
 from kronos_engine.training.model_factory import (
@@ -34,6 +35,7 @@ class PredictorNextTokenStrategy(Strategy):
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
         self.tokenizer: nn.Module | None = None
+        self._tokenizer_sha256: str | None = None
 
     def build_model(self) -> nn.Module:
         self.tokenizer = load_frozen_tokenizer(self.cfg)
@@ -53,6 +55,17 @@ class PredictorNextTokenStrategy(Strategy):
         if target.exists() or self.tokenizer is None:
             return  # a resumed run keeps the tokenizer it started with
         write_dir_atomically(target, self.tokenizer.save_pretrained)
+
+    def write_best_files(self, folder: Path) -> None:
+        """Pair `best/` with its tokenizer by fingerprint: forecasting refuses another one
+        (its token ids would mean something else)."""
+        if self.tokenizer is None:
+            return
+        if self._tokenizer_sha256 is None:  # frozen: hashed once
+            self._tokenizer_sha256 = weights_fingerprint(self.tokenizer)
+        write_tokenizer_record(
+            folder, self._tokenizer_sha256, str(self.cfg.resolved_tokenizer_path)
+        )
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -23,7 +23,6 @@ from kronos_engine.errors import ForecastError
 from kronos_engine.layout import RunLayout, stage_run
 from kronos_engine.models import build_predictor, build_tokenizer
 from kronos_engine.run.finished import (
-    DEFAULT_EXP_DIR,
     find_predictor_run,
     find_run_config,
     read_run_config,
@@ -138,13 +137,12 @@ def test_a_legacy_runs_tokenizer_follows_the_training_rule(tmp_path, recorded, o
     assert run.tokenizer_dir == Path(predictor_tokenizer(cfg))
 
 
-def test_a_legacy_run_without_a_config_looks_where_training_did(tmp_path):
+def test_a_run_without_a_config_or_a_kept_tokenizer_is_never_paired_by_guess(tmp_path):
+    """Issue 19: such a best/ was paired with whatever lay at ./outputs/demo/tokenizer/best."""
     layout = RunLayout(tmp_path / "run")
     build_predictor("tiny").save_pretrained(layout.best)
-    assert DEFAULT_EXP_DIR == TrainConfig().exp_dir
-    assert find_predictor_run(layout.root).tokenizer_dir == Path(
-        TrainConfig().resolved_tokenizer_path
-    )
+    with pytest.raises(ForecastError, match="cannot tell which tokenizer its predictor"):
+        find_predictor_run(layout.root)
 
 
 def test_a_legacy_run_with_a_bad_tokenizer_key_is_one_line(tmp_path):
@@ -152,7 +150,7 @@ def test_a_legacy_run_with_a_bad_tokenizer_key_is_one_line(tmp_path):
     with pytest.raises(ForecastError) as err:
         find_predictor_run(root)
     assert str(err.value) == (
-        f"{root}: cannot tell which tokenizer it used (tokenizer_path: expected a string, got [1])"
+        f"{RunLayout(root).config}: tokenizer_path: expected a string, got [1]"
     )
 
 

@@ -41,6 +41,7 @@ from kronos_engine.forecasting.inputs import (
     resolve_pred_len,
 )
 from kronos_engine.forecasting.options import SamplingOptions
+from kronos_engine.forecasting.pairing import check_tokenizer_pairing
 from kronos_engine.forecasting.timestamps import as_datetime_index, infer_future_stamps
 from kronos_engine.models import Kronos, KronosTokenizer
 
@@ -113,9 +114,11 @@ class KronosPredictor:
         clip: float = 5,
         **kwargs: Any,
     ) -> KronosPredictor:
-        """From model folders (`config.json` + `model.safetensors`: ours or the public ones)."""
+        """From model folders (`config.json` + `model.safetensors`: ours or the public ones);
+        a predictor trained here must get the tokenizer it recorded (`pairing.py`)."""
         tokenizer = KronosTokenizer.from_pretrained(tokenizer_dir)
         model = Kronos.from_pretrained(predictor_dir)
+        check_tokenizer_pairing(tokenizer, tokenizer_dir, predictor_dir)
         return cls(model, tokenizer, device, max_context, clip, **kwargs)
 
     @classmethod

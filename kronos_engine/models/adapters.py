@@ -6,12 +6,12 @@ it was trained on. peft itself is imported only when adapters are loaded.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 from pathlib import Path
 
-import torch
 from torch import nn
+
+from kronos_engine.models.fingerprint import weights_fingerprint
 
 ADAPTER_DIR = "adapter"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -36,13 +36,7 @@ def save_adapter(model: nn.Module, directory: Path) -> None:
 def base_fingerprint(model: nn.Module) -> str:
     """sha256 of the frozen base weights: a LoRA checkpoint holds only the adapter, so resume
     rebuilds the base from the config and must find the very same weights."""
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        if "lora_" in name:
-            continue
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
-    return digest.hexdigest()
+    return weights_fingerprint(model, skip="lora_")
 
 
 def save_adapter_checkpoint(model: nn.Module, directory: Path) -> None:

@@ -17,8 +17,9 @@ from typing import Any
 
 import yaml
 
-from kronos_engine.config.schema import TrainConfig, coerce, predictor_tokenizer
-from kronos_engine.errors import ForecastError
+from kronos_engine.config.loading import config_keys
+from kronos_engine.config.schema import TrainConfig, coerce, field_type, predictor_tokenizer
+from kronos_engine.errors import ConfigError, ForecastError
 from kronos_engine.layout import FROZEN_TOKENIZER_DIR, RunLayout, stage_run
 
 log = logging.getLogger("kronos_engine")
@@ -35,7 +36,7 @@ def read_run_config(run: str | Path) -> dict[str, Any]:
         return {}
     try:
         data = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise ForecastError(
             f"{file}: unreadable run config ({' '.join(str(exc).split())})"
         ) from None
@@ -46,9 +47,21 @@ def read_run_config(run: str | Path) -> dict[str, Any]:
 
 def find_run_config(path: str | Path, train_type: str = "predictor") -> dict[str, Any]:
     """The config of `<path>/<train_type>` (`path` an experiment dir) when it has one, else of
-    `path` itself (a run dir); `{}` when neither has one."""
+    `path` itself (a run dir); `{}` when neither has one. Values are typed (`typed_config`)."""
     stage = stage_run(path, train_type)
-    return read_run_config(stage.root if stage.config.is_file() else path)
+    run = stage.root if stage.config.is_file() else path
+    return typed_config(run, read_run_config(run))
+
+
+def typed_config(run: str | Path, config: dict[str, Any]) -> dict[str, Any]:
+    """The recorded keys that are training config keys, as the training config's types (so a
+    forecast never computes with `clip: '5'`); keys a later version dropped are kept as
+    written. A value of another type (`clip: abc`) is a `ForecastError` naming file and key."""
+    known = config_keys()
+    try:
+        return {k: coerce(k, v, field_type(k)) if k in known else v for k, v in config.items()}
+    except ConfigError as exc:
+        raise ForecastError(f"{RunLayout(run).config}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -62,17 +75,21 @@ class PredictorRun:
 
     @property
     def clip(self) -> float:
-        return float(self.config.get("clip", 5.0))
+        return self.recorded("clip", 5.0)
 
     @property
-    def lookback_window(self) -> Any:
+    def lookback_window(self) -> int | None:
         """The run's `lookback_window` as recorded (`None` when absent; callers check it)."""
-        return self.config.get("lookback_window")
+        return self.recorded("lookback_window")
 
     @property
-    def predict_window(self) -> Any:
+    def predict_window(self) -> int | None:
         """The run's `predict_window` as recorded (`None` when absent; callers check it)."""
-        return self.config.get("predict_window")
+        return self.recorded("predict_window")
+
+    def recorded(self, key: str, default: Any = None) -> Any:
+        """`key` of the run's (typed) config, `default` when absent."""
+        return self.config.get(key, default)
 
 
 def find_predictor_run(path: str | Path) -> PredictorRun:
@@ -86,7 +103,7 @@ def find_predictor_run(path: str | Path) -> PredictorRun:
             f"{path}: no trained predictor here (expected {stage.best} or "
             f"{best}); train one with scripts/train.py --train_type=predictor"
         )
-    config = read_run_config(run)
+    config = typed_config(run, read_run_config(run))
     if config.get("train_type", "predictor") != "predictor":
         raise ForecastError(f"{run}: is a {config['train_type']} run, not a predictor run")
     return PredictorRun(run, best, _tokenizer_dir(run, config), config)
@@ -100,13 +117,20 @@ def _tokenizer_dir(run: Path, config: dict) -> Path:
     if frozen.is_dir():
         return frozen
 
+    recorded = ("tokenizer_path", "pretrained_tokenizer", "exp_dir")
+    if not any(key in config for key in recorded):
+        raise ForecastError(
+            f"{run}: cannot tell which tokenizer its predictor was trained with (no "
+            f"{FROZEN_TOKENIZER_DIR}/ and no {'/'.join(recorded)} in a config.yaml); give "
+            f"the tokenizer explicitly (predict.py --tokenizer T --predictor {RunLayout(run).best})"
+        )
     try:
         keys = {
             key: coerce(key, config.get(key), str | None)
             for key in ("tokenizer_path", "pretrained_tokenizer")
         }
         keys["exp_dir"] = coerce("exp_dir", config.get("exp_dir", DEFAULT_EXP_DIR), str)
-    except ValueError as exc:
+    except ConfigError as exc:
         raise ForecastError(f"{run}: cannot tell which tokenizer it used ({exc})") from None
     path = Path(predictor_tokenizer(SimpleNamespace(**keys)))
     log.warning(
