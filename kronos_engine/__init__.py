@@ -1,6 +1,7 @@
 """kronos-engine: one callback-driven trainer for the Kronos tokenizer and predictor.
 
-A lazy face: `from kronos_engine import Trainer` imports the training layer on first use, so
+A lazy face: `from kronos_engine import Trainer` (or the public habit `from kronos_engine import
+Kronos, KronosTokenizer, KronosPredictor`) imports the training layer on first use, so
 `import kronos_engine` (and `import kronos_engine.config`, which runs this file first) stays cheap
 and loads no torch. The names and where they live are listed once, in `_EXPORTS`.
 """
@@ -14,7 +15,9 @@ _EXPORTS = {
     "CALLBACKS": "kronos_engine.registry",
     "STRATEGIES": "kronos_engine.registry",
     "ConfigError": "kronos_engine.errors",
+    "Kronos": "kronos_engine.models",
     "KronosPredictor": "kronos_engine.forecasting",
+    "KronosTokenizer": "kronos_engine.models",
     "StepOutput": "kronos_engine.strategy",
     "Strategy": "kronos_engine.strategy",
     "TrainCallback": "kronos_engine.callback",
@@ -29,7 +32,9 @@ __all__ = [
     "CALLBACKS",
     "STRATEGIES",
     "ConfigError",
+    "Kronos",
     "KronosPredictor",
+    "KronosTokenizer",
     "StepOutput",
     "Strategy",
     "TrainCallback",
@@ -60,6 +65,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from kronos_engine.context import TrainContext
     from kronos_engine.errors import ConfigError
     from kronos_engine.forecasting import KronosPredictor
+    from kronos_engine.models import Kronos, KronosTokenizer
     from kronos_engine.registry import CALLBACKS, STRATEGIES
     from kronos_engine.strategy import StepOutput, Strategy, ValOutput
     from kronos_engine.training.builder import TrainContextBuilder

@@ -92,6 +92,7 @@ def iter_clean_frames(
     bounds = time_bounds(
         cfg.dataset_begin_time, cfg.dataset_end_time, "dataset_begin_time/end_time"
     )
+    derived = []
     for symbol, raw, origin, file_rows in _raw_frames(cfg, bounds):
         canon = canonical_columns(raw, origin, symbol)
         frame, rep = clean_frame(
@@ -108,6 +109,8 @@ def iter_clean_frames(
         report.rows_loaded += len(frame)
         report.untraded_rows_dropped += rep.untraded_rows_dropped
         report.amount_derived_symbols += int(rep.amount_derived)
+        if rep.amount_derived:
+            derived.append(symbol)
         if rep.repairs:
             report.repairs.update(rep.repairs)
             report.repairs_by_symbol[symbol] = {k: int(v) for k, v in rep.repairs.items()}
@@ -118,6 +121,12 @@ def iter_clean_frames(
                 ", ".join(f"{k}={v}" for k, v in sorted(rep.repairs.items())),
             )
         yield symbol, frame
+    if derived:
+        log.info(
+            "amount: absent, empty or all zero for %d symbol(s) (%s); derived as "
+            "mean(open, high, low, close) x volume",
+            len(derived), ", ".join(derived[:3]) + (", ..." if len(derived) > 3 else ""),
+        )  # fmt: skip
 
 
 def load_frames(cfg: DataSpec | Any, report: LoadReport | None = None) -> dict[str, pd.DataFrame]:

@@ -22,8 +22,9 @@ Policies (``bad_data``):
   - high/low not bounding open/close (high < low included): ``high = max(o, h, l, c)``,
     ``low = min(o, h, l, c)`` (``high_low_fixed``).
 
-An absent (or entirely empty) ``amount`` column is the documented convention, not a repair:
-it is derived for the whole symbol and reported as ``amount_derived``.
+An absent, entirely empty or all-zero ``amount`` column (the public README's "not available")
+is the documented convention, not a repair: it is derived for the whole symbol and reported as
+``amount_derived``; forecasting (``forecasting/inputs.py``) reads such a column the same way.
 Qlib calendar slots where a symbol did not trade (all of open..volume NaN) are dropped and
 counted as ``untraded_rows_dropped`` under both policies.
 """
@@ -159,7 +160,8 @@ def clean_frame(
     values = np.full((len(df), len(FEATURES)), np.nan)
     for name in names:
         values[:, FEATURES.index(name)] = parse_numbers(df[name], name, where)
-    amount_absent = "amount" not in names or bool(np.all(np.isnan(values[:, 5])))
+    amount = values[:, 5]
+    amount_absent = "amount" not in names or bool(np.all(np.isnan(amount) | (amount == 0)))
 
     lo, hi = bounds
     keep = np.ones(len(ns), dtype=bool)

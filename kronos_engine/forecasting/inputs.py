@@ -23,7 +23,8 @@ VOLUME_COLUMN, AMOUNT_COLUMN = VOLUME, AMOUNT
 
 def ohlcv_values(df: pd.DataFrame, where: str = "df") -> np.ndarray:
     """The six model columns as float32, filled as the public code does: no volume means
-    volume and amount 0; no amount means volume x mean price. The bars must be valid by the
+    volume and amount 0; no amount (also an all-zero or empty one, as training reads it) means
+    volume x mean price. The bars must be valid by the
     rules training data follows (`data/bars.py`): finite, within float32, prices > 0,
     volume/amount >= 0, high/low bounding open/close."""
     if not isinstance(df, pd.DataFrame):
@@ -37,9 +38,15 @@ def ohlcv_values(df: pd.DataFrame, where: str = "df") -> np.ndarray:
     if VOLUME_COLUMN not in df.columns:
         df[VOLUME_COLUMN] = 0.0
         df[AMOUNT_COLUMN] = 0.0
-    if AMOUNT_COLUMN not in df.columns:
+    if AMOUNT_COLUMN not in df.columns or _no_amount(df[AMOUNT_COLUMN]):
         df[AMOUNT_COLUMN] = df[VOLUME_COLUMN] * df[PRICE_COLUMNS].mean(axis=1)
-    values = df[COLUMNS].to_numpy(dtype=np.float64)
+    try:
+        values = df[COLUMNS].to_numpy(dtype=np.float64)
+    except (TypeError, ValueError):
+        bad = [c for c in COLUMNS if not pd.api.types.is_numeric_dtype(df[c])]
+        raise ForecastError(
+            f"{where}: column(s) {bad} hold values that are not numbers; allowed: numbers"
+        ) from None
     problem = first_bar_problem(values)
     if problem is not None:
         raise ForecastError(
@@ -47,6 +54,15 @@ def ohlcv_values(df: pd.DataFrame, where: str = "df") -> np.ndarray:
             f"(the rules training data follows)"
         )
     return values.astype(np.float32)
+
+
+def _no_amount(column: pd.Series) -> bool:
+    """An amount column that says "not available": all zero or empty (`data/cleaning.py`)."""
+    try:
+        values = column.to_numpy(dtype=np.float64)
+    except (TypeError, ValueError):
+        return False  # not numbers: refused with the other columns
+    return bool(np.all(np.isnan(values) | (values == 0)))
 
 
 def history_stamps(df: pd.DataFrame, x_timestamp: Any, where: str) -> pd.DatetimeIndex:
