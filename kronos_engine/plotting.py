@@ -2,7 +2,9 @@
 
 Only the JSONL file is needed, so a run can be plotted while it trains, on another machine, or
 years later. matplotlib is an optional extra (`pip install 'kronos-engine[plot]'`); without it
-the command says so in one line instead of failing on import.
+the command says so in one line instead of failing on import. Bad lines of the file are
+skipped and counted in one warning; the picture is written by tmp + rename, to a name with an
+image extension matplotlib writes.
 """
 
 from __future__ import annotations
@@ -202,10 +204,10 @@ def make_figure(runs: Sequence[RunMetrics]):
 def image_format(out: Path, flag: str = "--output") -> str:
     """The image format matplotlib writes for `out`'s extension; a `PlotError` naming the
     allowed ones for another (`.txt`) or none (matplotlib would add `.png` to the name)."""
-    import_pyplot()
-    from matplotlib.backend_bases import FigureCanvasBase
-
-    formats = sorted(FigureCanvasBase.get_supported_filetypes())
+    plt = import_pyplot()
+    probe = plt.figure()  # its canvas knows the formats (matplotlib is imported in extras)
+    formats = sorted(probe.canvas.get_supported_filetypes())
+    plt.close(probe)
     suffix = out.suffix.lower().lstrip(".")
     if suffix not in formats:
         what = f"extension '{out.suffix}'" if out.suffix else "no extension"
@@ -259,8 +261,8 @@ def plot_runs(output_dirs: Sequence[str | Path], out: str | Path | None = None) 
         out = Path(output_dirs[0]) / "loss.png" if len(output_dirs) == 1 else Path("runs.png")
     out = Path(out)
     read = [RunLayout(d).metrics if Path(d).is_dir() else Path(d) for d in output_dirs]
-    fmt = image_format(out)
     check_output_file(out, flag="--output", command="plot", error=PlotError, inputs=read)
+    fmt = image_format(out)
     _check_writable(out)
     runs = [load_run(d) for d in output_dirs]
     fig = make_figure(runs)

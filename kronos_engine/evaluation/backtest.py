@@ -11,6 +11,12 @@ The benchmark is an instrument of the provider (`--benchmark SH000300`) or, with
 `--benchmark equal_weight` (the default), the equal-weight daily return of the signal's
 instruments. Outputs: `<output>/report.json`, `report.csv` (Qlib's daily portfolio report)
 and `cumulative_return.png`.
+
+Only a signal that can be traded as asked is: a model without one finite forecast, intraday
+forecasts (the backtest trades the provider's daily calendar), and settings Qlib would take
+and misreport (account <= 0, negative costs, more instruments than the signal has) are one
+`BacktestError` line before Qlib starts. NaN/inf values of a partly forecast signal are
+skipped and counted (`report.json`'s `signal`, and a warning).
 """
 
 from __future__ import annotations
