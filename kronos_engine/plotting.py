@@ -2,12 +2,18 @@
 
 Only the JSONL file is needed, so a run can be plotted while it trains, on another machine, or
 years later. matplotlib is an optional extra (`pip install 'kronos-engine[plot]'`); without it
-the command says so in one line instead of failing on import.
+the command says so in one line instead of failing on import. Bad lines of the file are
+skipped and counted in one warning; the picture is written by tmp + rename, to a name with an
+image extension matplotlib writes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,8 +21,11 @@ from typing import Any
 
 from kronos_engine.errors import PlotError
 from kronos_engine.extras import import_pyplot
+from kronos_engine.fsio import atomic_save
 from kronos_engine.layout import RunLayout
 from kronos_engine.run.outputs_guard import check_output_file
+
+log = logging.getLogger("kronos_engine")
 
 # Train record keys that are bookkeeping, not losses (see params.md, "metrics.jsonl").
 TRAIN_NON_LOSS = {"type", "step", "epoch", "loss", "lr", "grad_norm", "samples_per_s", "samples"}
@@ -43,14 +52,15 @@ class RunMetrics:
 
 
 def _metric_name(output_dir: Path, val_keys: set[str]) -> str | None:
-    """The strategy's validation metric: from summary.json, else the known names."""
+    """The strategy's validation metric: from summary.json (when it is readable and names
+    one), else the known names."""
     summary = RunLayout(output_dir).summary
     if summary.is_file():
         try:
             name = json.loads(summary.read_text(encoding="utf-8")).get("metric_name")
-        except (json.JSONDecodeError, AttributeError):
+        except (OSError, ValueError, AttributeError):  # unreadable, not UTF-8/JSON, no mapping
             name = None
-        if name:
+        if name and isinstance(name, str):
             return name
     found = [k for k in KNOWN_VAL_METRICS if k in val_keys]
     if found:
@@ -59,8 +69,55 @@ def _metric_name(output_dir: Path, val_keys: set[str]) -> str | None:
     return candidates[0] if candidates else None
 
 
+def _step(record: Any) -> int | None:
+    """The record's optimizer step: a whole number >= 0 (`3` or `3.0`); None for anything
+    else (`"x"`, null, NaN, Infinity, 1.5, true, a record that is no mapping or has none)."""
+    if not isinstance(record, dict):
+        return None
+    step = record.get("step")
+    if isinstance(step, bool) or not isinstance(step, (int, float)):
+        return None
+    if isinstance(step, float) and not (math.isfinite(step) and step.is_integer()):
+        return None
+    return int(step) if step >= 0 else None
+
+
+def _records(path: Path) -> tuple[list[tuple[int, dict]], list[int]]:
+    """`(step, record)` of every usable line of a metrics file, and the 1-based numbers of the
+    lines skipped: not UTF-8, not JSON (a line cut by a crash, or garbage), or without a
+    whole-number step. Blank lines are no records."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise PlotError(f"{path}: unreadable ({exc.strerror or exc})") from None
+    good: list[tuple[int, dict]] = []
+    bad: list[int] = []
+    for number, raw in enumerate(data.splitlines(), 1):
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw.decode("utf-8"))
+        except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError too
+            bad.append(number)
+            continue
+        step = _step(record)
+        if step is None:
+            bad.append(number)
+        else:
+            good.append((step, record))
+    return good, bad
+
+
+def _lines(numbers: Sequence[int]) -> str:
+    shown = ", ".join(map(str, numbers[:5]))
+    return f"line{'s' if len(numbers) > 1 else ''} {shown}{' ...' if len(numbers) > 5 else ''}"
+
+
 def load_run(output_dir: str | Path, label: str | None = None) -> RunMetrics:
-    """Parse `<output_dir>/metrics.jsonl`; a line cut by a crash is skipped."""
+    """Parse `<output_dir>/metrics.jsonl`. Bad lines (not UTF-8 or JSON, a step that is not
+    a whole number) are skipped and counted in one warning, as a log reader does, so a run
+    cut by a crash or a file with a damaged line still plots; a file without one usable
+    record is a `PlotError`."""
     output_dir = Path(output_dir)
     if not output_dir.exists():
         raise PlotError(f"{output_dir}: does not exist")
@@ -69,19 +126,21 @@ def load_run(output_dir: str | Path, label: str | None = None) -> RunMetrics:
         raise PlotError(f"{path}: no metrics file (is '{output_dir}' a run's output dir?)")
     train: dict[str, dict[int, float]] = {}
     val: dict[str, dict[int, float]] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if not isinstance(record, dict) or "step" not in record:
-            continue
+    records, bad = _records(path)
+    for step, record in records:
         target = val if record.get("type") == "val" else train
         for key, value in record.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
-                target.setdefault(key, {})[int(record["step"])] = float(value)
+                target.setdefault(key, {})[step] = float(value)
     if not train and not val:
-        raise PlotError(f"{path}: holds no metric records yet")
+        skipped = f" ({len(bad)} bad: {_lines(bad)})" if bad else ""
+        raise PlotError(f"{path}: holds no metric records yet{skipped}")
+    if bad:
+        log.warning(
+            "%s: skipped %d bad record(s) (%s): not UTF-8 or JSON, or without a whole-number "
+            "step; plotting the other %d",
+            path, len(bad), _lines(bad), len(records),
+        )  # fmt: skip
     run_dir = path.parent
     return RunMetrics(
         label=label or str(output_dir),
@@ -142,19 +201,75 @@ def make_figure(runs: Sequence[RunMetrics]):
     return fig
 
 
+def image_format(out: Path, flag: str = "--output") -> str:
+    """The image format matplotlib writes for `out`'s extension; a `PlotError` naming the
+    allowed ones for another (`.txt`) or none (matplotlib would add `.png` to the name)."""
+    plt = import_pyplot()
+    probe = plt.figure()  # its canvas knows the formats (matplotlib is imported in extras)
+    formats = sorted(probe.canvas.get_supported_filetypes())
+    plt.close(probe)
+    suffix = out.suffix.lower().lstrip(".")
+    if suffix not in formats:
+        what = f"extension '{out.suffix}'" if out.suffix else "no extension"
+        raise PlotError(
+            f"{flag}: '{out}' has {what}, not an image format matplotlib writes; end it in "
+            f"one of {', '.join('.' + f for f in formats)}"
+        )
+    return suffix
+
+
+def _check_writable(out: Path, flag: str = "--output") -> None:
+    """Refuse, before any drawing, an output this process cannot write: the file, or the
+    nearest existing folder it goes into (missing folders below it are made), is read-only."""
+    path = Path(os.path.abspath(out))
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise PlotError(
+            f"{flag}: '{out}' cannot be written: the folder '{folder}' is not writable; give a "
+            "path in a folder you can write"
+        )
+    if path.exists() and not os.access(path, os.W_OK):
+        raise PlotError(f"{flag}: '{out}' cannot be written: the file is read-only")
+
+
+def save_figure(fig: Any, out: Path, fmt: str, flag: str = "--output") -> None:
+    """`fig` to `out` by tmp + rename (`fsio.atomic_save`): an earlier picture stays whole
+    when the write fails. Missing folders are made; a failure (read-only, disk full, a folder
+    that cannot be made) removes the folders it made and is one `PlotError` line."""
+    made: list[Path] = []
+    folder = Path(os.path.abspath(out)).parent
+    while not folder.exists() and folder != folder.parent:
+        made.append(folder)
+        folder = folder.parent
+    try:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        atomic_save(Path(out), lambda tmp: fig.savefig(tmp, dpi=110, format=fmt))
+    except OSError as exc:
+        for created in made:  # innermost first
+            with contextlib.suppress(OSError):
+                created.rmdir()
+        raise PlotError(f"{flag}: '{out}' cannot be written ({exc.strerror or exc})") from None
+
+
 def plot_runs(output_dirs: Sequence[str | Path], out: str | Path | None = None) -> Path:
-    """Write the PNG and return its path (default `<dir>/loss.png`, or `runs.png` for several).
-    `out` is refused first (`PlotError`) when it is a folder, a run's own file or a file read."""
+    """Write the picture and return its path (default `<dir>/loss.png`, or `runs.png` for
+    several). `out` is refused first (`PlotError`) when it is a folder, a run's own file, a
+    file read, not an image name matplotlib writes, or not writable."""
     if out is None:
         out = Path(output_dirs[0]) / "loss.png" if len(output_dirs) == 1 else Path("runs.png")
     out = Path(out)
     read = [RunLayout(d).metrics if Path(d).is_dir() else Path(d) for d in output_dirs]
     check_output_file(out, flag="--output", command="plot", error=PlotError, inputs=read)
+    fmt = image_format(out)
+    _check_writable(out)
     runs = [load_run(d) for d in output_dirs]
     fig = make_figure(runs)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    import_pyplot().close(fig)
+    try:
+        save_figure(fig, out, fmt)
+    finally:
+        import_pyplot().close(fig)
     return out
 
 

@@ -14,6 +14,7 @@ from kronos_engine.evaluation.backtest import (
     BACKTEST_FILES,
     COMMAND,
     EQUAL_WEIGHT,
+    check_settings,
     load_signal,
     run_backtest,
     write_outputs,
@@ -58,26 +59,43 @@ def _run_config(exp_dir: Path) -> dict:
     return find_run_config(exp_dir, "predictor")
 
 
+def _config_text(exp_dir: Path, config: dict, key: str) -> str | None:
+    """A text value of the run's config (`None` when absent); another type (a list, a number:
+    a hand-edited file) is one line naming the key, not a TypeError deep in pathlib or qlib."""
+    value = config.get(key)
+    if value is None or isinstance(value, str):
+        return value
+    raise BacktestError(
+        f"{exp_dir}: the run config's {key} is {value!r} ({type(value).__name__}), expected a "
+        f"text; give --{'provider' if key == 'data_path' else 'region'} instead"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     setup_logging()
     try:
         args = build_parser().parse_args(argv)
-        for flag in ("topk", "n_drop", "hold"):
-            if getattr(args, flag) < (0 if flag == "n_drop" else 1):
-                raise BacktestError(f"--{flag}: must be positive, got {getattr(args, flag)}")
-        if args.n_drop > args.topk:
-            raise BacktestError(f"--n_drop: {args.n_drop} exceeds --topk {args.topk}")
+        check_settings(
+            args.topk,
+            args.n_drop,
+            args.hold,
+            args.open_cost,
+            args.close_cost,
+            args.min_cost,
+            args.limit_threshold,
+            args.account,
+        )
         exp_dir = Path(args.exp_dir)
         config = _run_config(exp_dir)
         provider = args.provider
         if provider is None and config.get("data_source") == "qlib":
-            provider = config.get("data_path")
+            provider = _config_text(exp_dir, config, "data_path")
         if provider is None:
             raise BacktestError(
                 "--provider: required (the run did not read a Qlib provider); write one from "
                 "your CSVs with kronos_engine.data.write_qlib_provider"
             )
-        region = args.region or config.get("qlib_region", "cn")
+        region = args.region or _config_text(exp_dir, config, "qlib_region") or "cn"
         forecasts = (
             Path(args.forecasts) if args.forecasts else exp_dir / "eval" / "forecasts.parquet"
         )

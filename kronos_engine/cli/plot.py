@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from kronos_engine.cli.shell import exit_code_for
+from kronos_engine.cli.shell import exit_code_for, setup_logging
 from kronos_engine.plotting import plot_runs
 
 
@@ -21,12 +21,14 @@ def build_parser() -> argparse.ArgumentParser:
         "-o",
         "--output",
         metavar="OUT.png",
-        help="image file (default: OUTPUT_DIR/loss.png for one run, ./runs.png for several)",
+        help="image file, .png/.pdf/.svg/.jpg ... (default: OUTPUT_DIR/loss.png for one run, "
+        "./runs.png for several)",
     )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    setup_logging()  # the one warning about skipped bad records
     try:
         args = build_parser().parse_args(argv)
         out = plot_runs(args.output_dirs, args.output)

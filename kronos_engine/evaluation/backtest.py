@@ -11,6 +11,12 @@ The benchmark is an instrument of the provider (`--benchmark SH000300`) or, with
 `--benchmark equal_weight` (the default), the equal-weight daily return of the signal's
 instruments. Outputs: `<output>/report.json`, `report.csv` (Qlib's daily portfolio report)
 and `cumulative_return.png`.
+
+Only a signal that can be traded as asked is: a model without one finite forecast, intraday
+forecasts (the backtest trades the provider's daily calendar), and settings Qlib would take
+and misreport (account <= 0, negative costs, more instruments than the signal has) are one
+`BacktestError` line before Qlib starts. NaN/inf values of a partly forecast signal are
+skipped and counted (`report.json`'s `signal`, and a warning).
 """
 
 from __future__ import annotations
@@ -51,7 +57,10 @@ def _import_qlib() -> Any:
 
 
 def load_signal(forecasts: Path, model: str | None) -> tuple[pd.Series, str]:
-    """`(instrument, datetime)` -> predicted horizon return of one model in `forecasts`."""
+    """`(instrument, datetime)` -> predicted horizon return of one model in `forecasts`. A
+    value the model could not forecast stays NaN (`run_backtest` counts and skips it); a model
+    without a single finite value, or a file without rows, is refused: there is nothing to
+    trade, and a backtest of it would report a constant signal's ratios."""
     if not forecasts.is_file():
         raise BacktestError(
             f"{forecasts}: not found; run scripts/evaluate.py --exp_dir <exp_dir> first"
@@ -61,6 +70,11 @@ def load_signal(forecasts: Path, model: str | None) -> tuple[pd.Series, str]:
         table = pd.read_parquet(forecasts, columns=columns)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is one line
         raise BacktestError(f"{forecasts}: unreadable forecasts ({exc})") from None
+    if table.empty:
+        raise BacktestError(
+            f"{forecasts}: holds no forecasts (0 rows); run scripts/evaluate.py on a test "
+            "split with at least one origin"
+        )
     models = list(dict.fromkeys(table["model"]))
     if model is None:
         candidates = [m for m in models if m not in ("naive", "drift")]
@@ -69,8 +83,16 @@ def load_signal(forecasts: Path, model: str | None) -> tuple[pd.Series, str]:
         raise BacktestError(f"--model: '{model}' is not in {forecasts}; it has {models}")
     rows = table[(table["model"] == model)]
     rows = rows[rows["horizon"] == rows["horizon"].max()]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        score = (rows["close_pred"] / rows["close_origin"] - 1.0).to_numpy(np.float64)
+    if not np.isfinite(score).any():
+        raise BacktestError(
+            f"{forecasts}: model '{model}' has no usable signal: all {len(score)} predicted "
+            f"returns at horizon {rows['horizon'].max()} are NaN or infinite (close_pred / "
+            "close_origin); nothing to trade"
+        )
     signal = pd.Series(
-        (rows["close_pred"] / rows["close_origin"] - 1.0).to_numpy(np.float64),
+        score,
         index=pd.MultiIndex.from_arrays(
             [rows["symbol"].astype(str).to_numpy(), pd.DatetimeIndex(rows["origin"])],
             names=["instrument", "datetime"],
@@ -78,6 +100,103 @@ def load_signal(forecasts: Path, model: str | None) -> tuple[pd.Series, str]:
         name="score",
     ).sort_index()
     return signal, model
+
+
+def check_settings(
+    topk: int,
+    n_drop: int,
+    hold: int,
+    open_cost: float,
+    close_cost: float,
+    min_cost: float,
+    limit_threshold: float | None,
+    account: float,
+) -> None:
+    """Refuse the settings Qlib would take without a word and then misreport: a negative
+    cost it clips to 0 (while report.json lists it), an account of 0 (a division by zero) or
+    below (no trade, yet ratios), a limit that bars every trade, and `n_drop` 0, with which
+    Qlib's TopkDropoutStrategy sells every holding each day (its `list[-0:]` is the whole
+    list) instead of keeping the top k. Checked before any work."""
+    for flag, value in (("topk", topk), ("n_drop", n_drop), ("hold", hold)):
+        if value < 1:
+            raise BacktestError(f"--{flag}: must be >= 1, got {value}")
+    if n_drop > topk:
+        raise BacktestError(f"--n_drop: {n_drop} exceeds --topk {topk}")
+    costs = (("open_cost", open_cost), ("close_cost", close_cost), ("min_cost", min_cost))
+    for flag, value in costs:
+        if not (math.isfinite(value) and value >= 0):
+            raise BacktestError(f"--{flag}: must be a finite number >= 0, got {value}")
+    if limit_threshold is not None and not (math.isfinite(limit_threshold) and limit_threshold > 0):
+        raise BacktestError(
+            f"--limit_threshold: must be a finite number > 0 (e.g. 0.095), got {limit_threshold}"
+        )
+    if not (math.isfinite(account) and account > 0):
+        raise BacktestError(f"--account: must be a finite amount of cash > 0, got {account}")
+
+
+def usable_signal(signal: pd.Series, topk: int, n_drop: int) -> tuple[pd.Series, dict[str, int]]:
+    """`signal` without its NaN/inf values (Qlib would rank +inf first and NaN last), and how
+    many values and dates had none (on a date without any value the portfolio holds); refused
+    when nothing is left, or when the instruments left cannot fill `topk` (+ `n_drop` to swap
+    among)."""
+    finite = np.isfinite(signal.to_numpy(np.float64))
+    dates = signal.index.get_level_values("datetime")
+    usable = signal[finite]
+    coverage = {
+        "values": int(len(signal)),
+        "values_without_signal": int((~finite).sum()),
+        "dates": int(dates.nunique()),
+        "dates_without_signal": int(dates.nunique() - dates[finite].nunique()),
+    }
+    if usable.empty:
+        raise BacktestError(
+            f"the signal has no usable value: all {len(signal)} are NaN or infinite; "
+            "nothing to trade"
+        )
+    if coverage["values_without_signal"]:
+        log.warning(
+            "%d of %d signal values are NaN or infinite (skipped); %d of %d dates have no "
+            "signal at all (the portfolio holds on them)",
+            coverage["values_without_signal"], coverage["values"],
+            coverage["dates_without_signal"], coverage["dates"],
+        )  # fmt: skip
+    n = usable.index.get_level_values("instrument").nunique()
+    if topk > n:
+        raise BacktestError(
+            f"--topk: {topk} exceeds the {n} instruments with a signal; give --topk <= {n}"
+        )
+    if topk + n_drop > n:  # else there is nothing outside the top k to swap in
+        raise BacktestError(
+            f"--n_drop: {n_drop} with --topk {topk} needs {topk + n_drop} instruments to swap "
+            f"among, the signal has {n}; give --topk + --n_drop <= {n}"
+        )
+    return usable, coverage
+
+
+def check_daily(signal: pd.Series, provider: Path) -> None:
+    """Refuse intraday forecasts before Qlib sees them: the backtest trades the provider's
+    daily calendar, where bars at times of day do not exist (Qlib fails inside, or trades
+    one day of them)."""
+    stamps = pd.DatetimeIndex(signal.index.get_level_values("datetime").unique()).sort_values()
+    timed = stamps[stamps != stamps.normalize()]
+    if timed.empty:
+        return
+    steps = pd.Series(stamps).diff().dropna()
+    steps = steps[steps > pd.Timedelta(0)]
+    step = steps.mode().iloc[0] if not steps.empty else None
+    every = f" {_freq_name(step)} apart" if step is not None else ""
+    raise BacktestError(
+        f"the forecasts are intraday (origins at times of day, e.g. {timed[0]},{every}) but "
+        f"the provider '{provider}' trades a daily calendar (calendars/day.txt); backtest "
+        "forecasts of daily bars"
+    )
+
+
+def _freq_name(step: pd.Timedelta) -> str:
+    try:
+        return pd.tseries.frequencies.to_offset(step).freqstr
+    except ValueError:
+        return str(step)
 
 
 def run_backtest(
@@ -96,7 +215,11 @@ def run_backtest(
     account: float = 100_000_000,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Qlib's TopkDropoutStrategy over `signal` on `provider`; returns the report dict and
-    Qlib's daily portfolio frame (return, bench, cost, turnover, ...)."""
+    Qlib's daily portfolio frame (return, bench, cost, turnover, ...). The settings, the
+    signal's usable values (counted in `report["signal"]`) and its daily frequency are checked
+    before Qlib starts."""
+    check_settings(topk, n_drop, hold, open_cost, close_cost, min_cost, limit_threshold, account)
+    signal, coverage = usable_signal(signal, topk, n_drop)
     backtest, executor, risk_analysis, TopkDropoutStrategy = _import_qlib()
     from qlib.data import D
 
@@ -107,6 +230,7 @@ def run_backtest(
             f"--provider: '{provider}' has no calendars/day.txt; write one with "
             "kronos_engine.data.write_qlib_provider(frames, provider, 'day')"
         )
+    check_daily(signal, provider)
     init_qlib(provider.resolve(), region)
     instruments = sorted(set(signal.index.get_level_values("instrument")))
     missing = [s for s in instruments if not (provider / "features" / s.lower()).is_dir()]
@@ -156,6 +280,11 @@ def run_backtest(
             exchange_kwargs=exchange,
         )
     daily, _ = portfolio["1day"]
+    if not (daily["turnover"] > 0).any():
+        log.warning(
+            "the portfolio never traded (turnover 0 on every day): is --account %s enough "
+            "for one trade unit of the top-%d instruments?", account, topk,
+        )  # fmt: skip
     excess = daily["return"] - daily["bench"]
     without_cost = _risk(risk_analysis(excess, freq="day"))
     with_cost = _risk(risk_analysis(excess - daily["cost"], freq="day"))
@@ -185,6 +314,7 @@ def run_backtest(
             "instruments": len(instruments),
             "signal_dates": len(dates),
         },
+        "signal": coverage,
     }
     return report, daily
 
@@ -228,4 +358,11 @@ def _plot(path: Path, daily: pd.DataFrame, model: str) -> None:
     plt.close(fig)
 
 
-__all__ = ["BacktestError", "EQUAL_WEIGHT", "load_signal", "run_backtest", "write_outputs"]
+__all__ = [
+    "BacktestError",
+    "EQUAL_WEIGHT",
+    "check_settings",
+    "load_signal",
+    "run_backtest",
+    "write_outputs",
+]
