@@ -180,8 +180,8 @@ def test_intraday_forecasts_on_a_daily_provider_are_one_line(
 BROKEN_CONFIGS = {
     "data_source: qlib\ndata_path: [1, 2\n": ["config.yaml", "unreadable run config"],
     "- just\n- a list\n": ["config.yaml", "mapping"],
-    "data_source: qlib\ndata_path: [1, 2]\n": ["data_path", "[1, 2]", "--provider"],
-    "data_source: qlib\ndata_path: 5\n": ["data_path", "int", "--provider"],
+    "data_source: qlib\ndata_path: [1, 2]\n": ["config.yaml", "data_path", "[1, 2]", "--provider"],
+    "data_source: qlib\nqlib_region: {a: 1}\n": ["config.yaml", "qlib_region", "--region"],
 }
 
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from kronos_engine.cli.shell import exit_code_for, setup_logging
-from kronos_engine.errors import BacktestError
+from kronos_engine.errors import BacktestError, ForecastError
 from kronos_engine.evaluation.backtest import (
     BACKTEST_FILES,
     COMMAND,
@@ -55,20 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run_config(exp_dir: Path) -> dict:
     """The evaluated run's config.yaml (its predictor stage's, else its own), read by the one
-    reader of a finished run."""
-    return find_run_config(exp_dir, "predictor")
-
-
-def _config_text(exp_dir: Path, config: dict, key: str) -> str | None:
-    """A text value of the run's config (`None` when absent); another type (a list, a number:
-    a hand-edited file) is one line naming the key, not a TypeError deep in pathlib or qlib."""
-    value = config.get(key)
-    if value is None or isinstance(value, str):
-        return value
-    raise BacktestError(
-        f"{exp_dir}: the run config's {key} is {value!r} ({type(value).__name__}), expected a "
-        f"text; give --{'provider' if key == 'data_path' else 'region'} instead"
-    )
+    reader of a finished run (values typed: a hand-edited `data_path: [1, 2]` is one line)."""
+    try:
+        return find_run_config(exp_dir, "predictor")
+    except ForecastError as exc:
+        raise BacktestError(f"{exc}; or give --provider and --region") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -86,16 +77,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.account,
         )
         exp_dir = Path(args.exp_dir)
-        config = _run_config(exp_dir)
+        needs_config = args.provider is None or args.region is None
+        config = _run_config(exp_dir) if needs_config else {}
         provider = args.provider
         if provider is None and config.get("data_source") == "qlib":
-            provider = _config_text(exp_dir, config, "data_path")
+            provider = config.get("data_path")
         if provider is None:
             raise BacktestError(
                 "--provider: required (the run did not read a Qlib provider); write one from "
                 "your CSVs with kronos_engine.data.write_qlib_provider"
             )
-        region = args.region or _config_text(exp_dir, config, "qlib_region") or "cn"
+        region = args.region or config.get("qlib_region") or "cn"
         forecasts = (
             Path(args.forecasts) if args.forecasts else exp_dir / "eval" / "forecasts.parquet"
         )
