@@ -34,10 +34,10 @@ class ForecastOptions:
     batches of `batch_size` origins, with the `sampling` options.
 
     Each value follows the forecasting rules (`forecasting.options`: a `batch_size` of 0 is
-    refused, not read as 1). Batch `b` samples with seed `sampling.seed + b`, so a run is reproducible for a given
-    `batch_size` and every model sees the same seeds on the same origins. The sampling fields
-    may be given as keywords instead of `sampling` (`ForecastOptions(pred_len=4, lookback=20,
-    seed=1)`), with the evaluation's default seed 0.
+    refused, not read as 1). Batch `b` samples with seed `sampling.seed + b`, so a run is
+    reproducible for a given `batch_size` and every model sees the same seeds on the same
+    origins. The sampling fields may be given as keywords instead of `sampling`
+    (`ForecastOptions(pred_len=4, lookback=20, seed=1)`), with the evaluation's default seed 0.
     """
 
     pred_len: int

@@ -229,9 +229,9 @@ def decode_future(
 
     The public decode reads the last `max_context` ids and keeps the last `pred_len` rows.
     A forecast longer than `max_context` is decoded the same way block by block from its end:
-    each block of (up to) `max_context` rows from the `max_context` ids that end with it, as
-    the model saw them when it generated that block's last token. Up to `max_context` rows
-    this is exactly the public decode.
+    each block of (up to) `max_context` rows from the `max_context` ids that end with it (what
+    the public decode reads had the forecast stopped there), never from ids the tokenizer's
+    window cannot hold. Up to `max_context` rows this is exactly the public decode.
     """
     blocks = []
     for back in range(0, pred_len, max_context):  # ids after the block's end

@@ -4,7 +4,11 @@ Code written for the public class runs unchanged: same constructor, same `predic
 `predict_batch` arguments and DataFrames, same normalisation (the context's mean and
 population std, `+ 1e-5`, clipped), and with `top_k=1` the same numbers. Beyond it: loading
 from model folders or a training run, histories of different lengths in one batch, inferred
-future timestamps, every sample path, quantiles, a seed, and bf16.
+future timestamps, every sample path, quantiles, a seed, and bf16. A `pred_len` beyond
+`max_context` is forecast (the window slides, `generation.decode_future`); a history longer
+than `max_context` is read as the public predictor reads it (the predictor sees its last
+`max_context` tokens), with a warning saying so. Bad options are refused by the rules of
+`forecasting.options` and the device rule of `config.rules`, one line naming the argument.
 
 Underneath is an array core, `forecast_arrays` (bars and epoch seconds in, a `Forecast` of
 sample paths out), which the DataFrame methods call after reading their frames and which the
