@@ -24,6 +24,7 @@ from kronos_engine.callback import TrainCallback
 from kronos_engine.config import FORECAST_VAL_METRICS
 from kronos_engine.context import TrainContext
 from kronos_engine.errors import ConfigError
+from kronos_engine.forecasting.options import SamplingOptions, check_count
 from kronos_engine.registry import CALLBACKS
 
 log = logging.getLogger("kronos_engine")
@@ -38,9 +39,12 @@ class ForecastValidation(TrainCallback):
     role = "validation_metrics"
 
     def __init__(self, origins: int = 256, sample_count: int = 1, batch_size: int = 64) -> None:
-        self.budget = int(origins)
-        self.sample_count = int(sample_count)
-        self.batch_size = int(batch_size)
+        # The forecasting rules, when the callback is built (before any step), not at the
+        # first validation: the config keys' rules (`config.rules`) say the same.
+        self.budget = check_count(origins, "forecast_val_origins")
+        self.sampling = SamplingOptions.named("forecast_val_", sample_count=sample_count)
+        self.sample_count = self.sampling.sample_count
+        self.batch_size = check_count(batch_size, "forecast_validation batch_size")
         self._origins = None
 
     def on_train_begin(self, ctx: TrainContext) -> None:
@@ -71,7 +75,7 @@ class ForecastValidation(TrainCallback):
         from kronos_engine.evaluation.baselines import NaiveForecaster
         from kronos_engine.evaluation.origins import plan_origins, subset_by_date
         from kronos_engine.evaluation.rolling import ForecastOptions, run_rolling
-        from kronos_engine.forecasting import KronosPredictor, SamplingOptions
+        from kronos_engine.forecasting import KronosPredictor
 
         cfg = ctx.cfg
         store = ctx.val_loader.dataset.store
@@ -91,7 +95,7 @@ class ForecastValidation(TrainCallback):
         opts = ForecastOptions(
             pred_len=cfg.predict_window,
             lookback=cfg.lookback_window,
-            sampling=SamplingOptions(sample_count=self.sample_count, seed=cfg.seed),
+            sampling=self.sampling.with_seed(cfg.seed),
             batch_size=self.batch_size,
         )
         devices = [ctx.executor.device] if ctx.executor.device.type == "cuda" else []

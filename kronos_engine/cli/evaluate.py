@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kronos_engine.cli.predict import add_sampling_arguments, sampling_options
+from kronos_engine.cli.predict import add_sampling_arguments, check_lookback, forecast_flags
 from kronos_engine.cli.shell import exit_code_for, setup_logging
 from kronos_engine.data import as_data_spec, build_datasets
 from kronos_engine.data.spec import DataSpec
@@ -31,6 +31,7 @@ from kronos_engine.evaluation.report import (
 )
 from kronos_engine.evaluation.rolling import ForecastOptions
 from kronos_engine.forecasting import KronosPredictor, find_predictor_run
+from kronos_engine.forecasting.options import check_pred_len
 from kronos_engine.layout import RunLayout, stage_run
 from kronos_engine.run.outputs_guard import check_output_dir
 
@@ -135,6 +136,7 @@ def _check_positive(value: Any, flag: str) -> int:
 def resolve(args: argparse.Namespace) -> Plan:
     """Arguments + the run's config -> data store, forecasters, options, output folder."""
 
+    flags = forecast_flags(args)
     run_info = find_predictor_run(args.exp_dir)
     lookback = _check_positive(
         args.lookback if args.lookback is not None else run_info.lookback_window,
@@ -142,36 +144,36 @@ def resolve(args: argparse.Namespace) -> Plan:
     )
     if lookback < 2:
         raise EvaluationError("--lookback: must be >= 2 (MASE needs one step change)")
-    pred_len = _check_positive(
-        args.pred_len if args.pred_len is not None else run_info.predict_window,
+    pred_len = check_pred_len(
+        _check_positive(
+            args.pred_len if args.pred_len is not None else run_info.predict_window,
+            "--pred_len",
+        ),
         "--pred_len",
     )
-    for flag in ("stride", "sample_count", "batch_size"):
-        _check_positive(getattr(args, flag), f"--{flag}")
+    _check_positive(args.stride, "--stride")
     if args.max_origins is not None:
         _check_positive(args.max_origins, "--max_origins")
-    baselines = [b.strip() for b in args.baselines.split(",") if b.strip()]
-    unknown = [b for b in baselines if b not in BASELINES]
-    if unknown:
-        raise EvaluationError(f"--baselines: unknown {unknown}; choose from {sorted(BASELINES)}")
+    baselines = _baselines(args.baselines)
+    compared = [_named(item) for item in args.compare]
+    _check_names(args, baselines, [name for name, _ in compared])
+    if not args.no_model or compared:  # a Kronos model sees at most max_context bars
+        source = " (the run's lookback_window)" if args.lookback is None else ""
+        check_lookback(lookback, flags.max_context, source)
     output = _checked_output(args, run_info)
-    kwargs = dict(device=args.device, max_context=args.max_context, precision=args.precision)
     forecasters: dict[str, Any] = {}
     if not args.no_model:
         forecasters[args.name] = KronosPredictor.from_pretrained(
-            run_info.tokenizer_dir, run_info.predictor_dir, clip=run_info.clip, **kwargs
+            run_info.tokenizer_dir, run_info.predictor_dir, clip=run_info.clip, **flags.model
         )
-    for item in args.compare:
-        name, path = _named(item)
-        if name in forecasters or name in BASELINES:
-            raise EvaluationError(f"--compare: name '{name}' is used twice; give NAME=PATH")
-        forecasters[name] = _compare_model(Path(path), run_info, kwargs)
+    for name, path in compared:
+        forecasters[name] = _compare_model(Path(path), run_info, flags.model)
     for name in ["naive", *baselines]:
         if name not in forecasters:
             forecasters[name] = BASELINES[name]()
     store = load_split(DataSpec.from_mapping(run_info.config), args.split, lookback, pred_len)
-    sampling = sampling_options(args)
-    opts = ForecastOptions(pred_len, lookback, sampling, args.batch_size)
+    sampling = flags.sampling
+    opts = ForecastOptions(pred_len, lookback, sampling, flags.batch_size)
     info = {
         "run": str(run_info.run_dir),
         "split": args.split,
@@ -184,6 +186,40 @@ def resolve(args: argparse.Namespace) -> Plan:
         "symbols": len(store.symbols),
     }
     return Plan(store, forecasters, opts, output, info)
+
+
+def _baselines(text: str) -> list[str]:
+    """`--baselines` as names, each known and listed once (naive is added when missing)."""
+    baselines = [b.strip() for b in text.split(",") if b.strip()]
+    unknown = [b for b in baselines if b not in BASELINES]
+    if unknown:
+        raise EvaluationError(f"--baselines: unknown {unknown}; choose from {sorted(BASELINES)}")
+    twice = sorted({b for b in baselines if baselines.count(b) > 1})
+    if twice:
+        raise EvaluationError(f"--baselines: {twice} listed more than once; give each once")
+    return baselines
+
+
+def _check_names(args: argparse.Namespace, baselines: list[str], compared: list[str]) -> None:
+    """Every row of the table is one forecaster: the model (`--name`), each `--compare` and
+    each baseline need their own name, or one would be reported under another's."""
+    taken = {b: f"the {b} baseline" for b in {"naive", *baselines, *BASELINES}}
+    if not args.no_model:
+        if not args.name.strip():
+            raise EvaluationError("--name: must not be empty")
+        if args.name in taken:
+            raise EvaluationError(
+                f"--name: '{args.name}' is the name of {taken[args.name]}; give the model "
+                f"another name (taken: {', '.join(sorted(taken))})"
+            )
+        taken[args.name] = "the run's model (--name)"
+    for name in compared:
+        if name in taken:
+            raise EvaluationError(
+                f"--compare: name '{name}' is already {taken[name]}; give NAME=PATH with "
+                "another name"
+            )
+        taken[name] = "another --compare model"
 
 
 def _checked_output(args: argparse.Namespace, run_info: Any) -> Path:

@@ -21,12 +21,18 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from kronos_engine.cli.shell import exit_code_for, setup_logging
+from kronos_engine.config.rules import resolve_device
 from kronos_engine.data import iter_clean_frames
 from kronos_engine.data.spec import DataSpec
 from kronos_engine.errors import DataError, ForecastError, PlotError
 from kronos_engine.extras import import_pyplot
 from kronos_engine.forecasting.forecast import COLUMNS
-from kronos_engine.forecasting.options import SamplingOptions
+from kronos_engine.forecasting.options import (
+    SamplingOptions,
+    check_count,
+    check_pred_len,
+    check_quantiles,
+)
 from kronos_engine.forecasting.predictor import KronosPredictor
 from kronos_engine.forecasting.timestamps import infer_future_stamps
 from kronos_engine.fsio import atomic_save
@@ -93,11 +99,42 @@ def add_sampling_arguments(group: Any, *, batch_size: int, batch_help: str) -> N
 
 
 def sampling_options(args: argparse.Namespace) -> SamplingOptions:
-    """The sampling flags of `add_sampling_arguments` as one value."""
-    return SamplingOptions(
-        T=args.T, top_k=args.top_k, top_p=args.top_p, sample_count=args.sample_count,
+    """The sampling flags of `add_sampling_arguments` as one value (a bad one names its flag)."""
+    return SamplingOptions.named(
+        "--", T=args.T, top_k=args.top_k, top_p=args.top_p, sample_count=args.sample_count,
         seed=args.seed,
     )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ForecastFlags:
+    """The flags of `add_sampling_arguments`, checked by the forecasting rules before any
+    work: the sampling, the batch size and the `KronosPredictor` keywords."""
+
+    sampling: SamplingOptions
+    batch_size: int
+    max_context: int
+    model: dict[str, Any]  # device, max_context, precision
+
+
+def forecast_flags(args: argparse.Namespace) -> ForecastFlags:
+    """`add_sampling_arguments`' flags, each refused in one line naming it when bad."""
+    sampling = sampling_options(args)
+    batch_size = check_count(args.batch_size, "--batch_size")
+    max_context = check_count(args.max_context, "--max_context")
+    device = resolve_device(args.device, "--device", ForecastError)
+    model = dict(device=device, max_context=max_context, precision=args.precision)
+    return ForecastFlags(sampling, batch_size, max_context, model)
+
+
+def check_lookback(lookback: int, max_context: int, source: str) -> None:
+    """The model sees at most `max_context` bars: a longer lookback would be cut silently."""
+    if lookback > max_context:
+        raise ForecastError(
+            f"--lookback: {lookback}{source} exceeds --max_context {max_context}; the model "
+            f"would see only the last {max_context} bars. Lower --lookback to at most "
+            f"{max_context} or raise --max_context to at least {lookback}"
+        )
 
 
 @dataclass
@@ -109,6 +146,7 @@ class Job:
     lookback: int
     pred_len: int
     output: Path
+    flags: ForecastFlags
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -126,16 +164,18 @@ def run(args: argparse.Namespace) -> int:
             import_pyplot()  # before any work: a missing matplotlib is one line, not a late failure
         except PlotError as exc:
             raise ForecastError(f"--plot: {exc}") from None
-    quantiles = _parse_quantiles(args.quantiles)
-    if quantiles and args.sample_count < 2:
-        raise ForecastError("--quantiles: quantiles need sample_count >= 2 sample paths")
-    job = resolve_job(args)
-    histories, skipped = collect_histories(job, args.as_of)
+    flags = forecast_flags(args)
+    quantiles = check_quantiles(
+        _parse_quantiles(args.quantiles), flags.sampling.sample_count, "--quantiles"
+    )
+    cutoff = parse_as_of(args.as_of)
+    job = resolve_job(args, flags)
+    histories, skipped = collect_histories(job, cutoff)
     if skipped:
         log.warning("skipped %d symbol(s): %s", len(skipped), "; ".join(skipped))
     if not histories:
         raise ForecastError("no symbol could be forecast" + (f": {skipped[0]}" if skipped else ""))
-    table = forecast_all(job, histories, args, quantiles)
+    table = forecast_all(job, histories, quantiles)
     write_table(table, job.output)
     folder = plot_folder(args, job.output)
     if folder is not None:
@@ -144,8 +184,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def resolve_job(args: argparse.Namespace) -> Job:
-    kwargs = dict(device=args.device, max_context=args.max_context, precision=args.precision)
+def resolve_job(args: argparse.Namespace, flags: ForecastFlags) -> Job:
     if args.exp_dir and (args.tokenizer or args.predictor):
         raise ForecastError("give either --exp_dir or --tokenizer and --predictor, not both")
     if args.exp_dir:
@@ -159,14 +198,18 @@ def resolve_job(args: argparse.Namespace) -> Job:
         raise ForecastError("--exp_dir, or both --tokenizer and --predictor, are required")
     data = data_spec(config, args)
     lookback = _positive(args.lookback, config.get("lookback_window"), "--lookback")
-    pred_len = _positive(args.pred_len, config.get("predict_window"), "--pred_len")
+    pred_len = check_pred_len(
+        _positive(args.pred_len, config.get("predict_window"), "--pred_len"), "--pred_len"
+    )
+    from_run = " (the run's lookback_window)" if args.lookback is None else ""
+    check_lookback(lookback, flags.max_context, from_run)
     output = Path(args.output) if args.output else default_out
     if output.suffix.lower() not in (".csv", ".parquet"):
         raise ForecastError(f"--output: '{output}' must end in .csv or .parquet")
     check_outputs(output, plot_folder(args, output), data, models)
     clip = {"clip": run.clip} if args.exp_dir else {}
-    predictor = KronosPredictor.from_pretrained(*models, **clip, **kwargs)
-    return Job(predictor, data, lookback, pred_len, output)
+    predictor = KronosPredictor.from_pretrained(*models, **clip, **flags.model)
+    return Job(predictor, data, lookback, pred_len, output, flags)
 
 
 def plot_folder(args: argparse.Namespace, output: Path) -> Path | None:
@@ -234,9 +277,31 @@ class History:
     future: pd.DatetimeIndex
 
 
-def collect_histories(job: Job, as_of: str | None) -> tuple[list[History], list[str]]:
-    """The last `lookback` bars (up to `as_of`) of each symbol and its future stamps."""
-    cutoff = pd.Timestamp(as_of) if as_of else None
+def parse_as_of(as_of: str | None) -> pd.Timestamp | None:
+    """`--as_of` as a wall-clock time: the data's timestamps are naive wall-clock times (a UTC
+    offset in the data keeps its wall time), so an offset here would compare other instants."""
+    if not as_of:
+        return None
+    try:
+        cutoff = pd.Timestamp(as_of)
+    except (ValueError, TypeError, OverflowError):
+        cutoff = None
+    if cutoff is None or cutoff is pd.NaT:
+        raise ForecastError(
+            f"--as_of: '{as_of}' is not a date or datetime; use e.g. 2024-03-01 or "
+            "'2024-03-01 15:00'"
+        )
+    if cutoff.tz is not None:
+        raise ForecastError(
+            f"--as_of: '{as_of}' has a time zone, but the data's timestamps are wall-clock "
+            "times without one; give the wall-clock time of the data, without an offset"
+        )
+    return cutoff
+
+
+def collect_histories(job: Job, cutoff: pd.Timestamp | None) -> tuple[list[History], list[str]]:
+    """The last `lookback` bars (up to `cutoff`, `--as_of`) of each symbol and its future
+    stamps."""
     histories, skipped = [], []
     for symbol, frame in _clean_frames(job.data):
         rows = frame if cutoff is None else frame[frame["timestamps"] <= cutoff]
@@ -277,12 +342,10 @@ def _future_stamps(frame: pd.DataFrame, rows: pd.DataFrame, pred_len: int) -> pd
     return infer_future_stamps(history, pred_len)
 
 
-def forecast_all(
-    job: Job, histories: list[History], args: argparse.Namespace, quantiles: list[float]
-) -> pd.DataFrame:
+def forecast_all(job: Job, histories: list[History], quantiles: list[float]) -> pd.DataFrame:
     """Forecast in batches of `--batch_size` symbols; one long table."""
-    parts, size = [], max(1, args.batch_size)
-    options = sampling_options(args)
+    parts, size = [], job.flags.batch_size
+    options = job.flags.sampling
     with tqdm(total=len(histories), desc="symbols", unit="symbol") as bar:
         for start in range(0, len(histories), size):
             chunk = histories[start : start + size]

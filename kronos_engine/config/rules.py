@@ -1,5 +1,8 @@
 """The value rules of `TrainConfig` that need no file: ranges, allowed values and combinations of
-keys. `TrainConfig.validate` runs them; each failure is one `ConfigError` naming the key."""
+keys. `TrainConfig.validate` runs them; each failure is one `ConfigError` naming the key.
+
+`resolve_device` is the device rule of every command and of the forecasting API (`--device`,
+`device=`): the one place that says which devices this machine has."""
 
 from __future__ import annotations
 
@@ -18,6 +21,8 @@ from kronos_engine.config.choices import (
 from kronos_engine.errors import ConfigError
 
 if TYPE_CHECKING:
+    import torch
+
     from kronos_engine.config.schema import TrainConfig
 
 
@@ -162,3 +167,37 @@ def check_numbers(cfg: TrainConfig) -> None:
                 raise ConfigError(f"{f.name}: {item} does not fit in 64 bits")
     if not 0 <= cfg.seed < 2**63:
         raise ConfigError(f"seed: must lie in [0, 2**63 - 1], got {cfg.seed}")
+
+
+def resolve_device(
+    value: object, name: str = "device", error: type[Exception] = ConfigError
+) -> torch.device:
+    """The torch device `value` names (None or 'auto': cuda when available, else cpu), or one
+    line naming `name` and what this machine allows: an unknown kind ('tpu0'), cuda without
+    CUDA and `cuda:N` beyond the devices present fail here, not as a traceback at `.to()`.
+    (torch is imported here: the config itself imports without it.)"""
+    import torch
+
+    if value is None or value == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = value if isinstance(value, torch.device) else torch.device(str(value))
+    except (RuntimeError, TypeError, ValueError):
+        device = None
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    allowed = "auto, cpu" + (f", cuda, cuda:0 ... cuda:{count - 1}" if count else "")
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise error(f"{name}: {str(value)!r} is not a device; choose one of: {allowed}")
+    if device.type == "cpu" and device.index not in (None, 0):
+        raise error(f"{name}: {str(value)!r} is not a device; choose one of: {allowed}")
+    if device.type == "cuda" and not count:
+        raise error(
+            f"{name}: {str(value)!r} was requested but this machine has no CUDA device; "
+            f"choose one of: {allowed}"
+        )
+    if device.index is not None and device.type == "cuda" and device.index >= count:
+        raise error(
+            f"{name}: {str(value)!r} is beyond the {count} CUDA device(s) of this machine; "
+            f"choose one of: {allowed}"
+        )
+    return device

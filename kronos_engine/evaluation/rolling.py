@@ -23,7 +23,7 @@ from kronos_engine.evaluation.baselines import Forecaster
 from kronos_engine.evaluation.origins import Origins
 from kronos_engine.evaluation.scoring import Batch, MetricAccumulator
 from kronos_engine.forecasting.forecast import COLUMNS, Forecast, quantile_column
-from kronos_engine.forecasting.options import SamplingOptions
+from kronos_engine.forecasting.options import SamplingOptions, check_count, check_pred_len
 
 CLOSE = COLUMNS.index("close")
 
@@ -33,10 +33,11 @@ class ForecastOptions:
     """How each forecaster is asked to forecast: `pred_len` rows after `lookback` rows, in
     batches of `batch_size` origins, with the `sampling` options.
 
-    Batch `b` samples with seed `sampling.seed + b`, so a run is reproducible for a given
-    `batch_size` and every model sees the same seeds on the same origins. The sampling fields
-    may be given as keywords instead of `sampling` (`ForecastOptions(pred_len=4, lookback=20,
-    seed=1)`), with the evaluation's default seed 0.
+    Each value follows the forecasting rules (`forecasting.options`: a `batch_size` of 0 is
+    refused, not read as 1). Batch `b` samples with seed `sampling.seed + b`, so a run is
+    reproducible for a given `batch_size` and every model sees the same seeds on the same
+    origins. The sampling fields may be given as keywords instead of `sampling`
+    (`ForecastOptions(pred_len=4, lookback=20, seed=1)`), with the evaluation's default seed 0.
     """
 
     pred_len: int
@@ -54,12 +55,12 @@ class ForecastOptions:
     ) -> None:
         if sampling is not None and sampling_fields:
             raise TypeError("ForecastOptions: give sampling or its fields, not both")
-        self.pred_len = pred_len
-        self.lookback = lookback
+        self.pred_len = check_pred_len(pred_len)
+        self.lookback = check_count(lookback, "lookback")
         self.sampling = (
             SamplingOptions(**{"seed": 0, **sampling_fields}) if sampling is None else sampling
         )
-        self.batch_size = batch_size
+        self.batch_size = check_count(batch_size, "batch_size")
 
     @property
     def quantiles(self) -> tuple[float, ...]:

@@ -2,7 +2,8 @@
 
 The algorithm is the public one (SPEC "Autoregressive forecasting"): encode the clipped
 context, then for each future step run `decode_s1` on the last `max_context` tokens, sample s1,
-run `decode_s2` with it, sample s2, append; finally decode the last `max_context` ids.
+run `decode_s2` with it, sample s2, append; finally decode the last `max_context` ids (a
+forecast longer than `max_context`: block by block from its end, `decode_future`).
 
 Two ways to run the predictor, with the same result:
 - cached (default): while every window still starts at the first token, each token's keys and
@@ -107,8 +108,8 @@ def generate_paths(
             clip=clip, generator=generator, use_cache=use_cache, precision=precision,
             on_step=on_step,
         )  # fmt: skip
-        windows = [min(n + pred_len, max_context) for n in lengths for _ in range(sample_count)]
-        z = decode_windows(tokenizer, s1, s2, windows, keep=pred_len)
+        rows = [n for n in lengths for _ in range(sample_count)]
+        z = decode_future(tokenizer, s1, s2, rows, pred_len, max_context)
     return z.reshape(len(contexts), sample_count, pred_len, z.shape[-1])
 
 
@@ -215,6 +216,32 @@ def encode_left_padded(
     return s1, s2
 
 
+def decode_future(
+    tokenizer: KronosTokenizer,
+    s1: torch.Tensor,
+    s2: torch.Tensor,
+    lengths: Sequence[int],
+    pred_len: int,
+    max_context: int,
+) -> torch.Tensor:
+    """The `pred_len` generated positions of each left-padded row (`lengths[r]` context ids,
+    then `pred_len` generated), decoded: `(rows, pred_len, d_in)`.
+
+    The public decode reads the last `max_context` ids and keeps the last `pred_len` rows.
+    A forecast longer than `max_context` is decoded the same way block by block from its end:
+    each block of (up to) `max_context` rows from the `max_context` ids that end with it (what
+    the public decode reads had the forecast stopped there), never from ids the tokenizer's
+    window cannot hold. Up to `max_context` rows this is exactly the public decode.
+    """
+    blocks = []
+    for back in range(0, pred_len, max_context):  # ids after the block's end
+        keep = min(max_context, pred_len - back)
+        windows = [min(n + pred_len - back, max_context) for n in lengths]
+        end = s1.shape[1] - back
+        blocks.append(decode_windows(tokenizer, s1[:, :end], s2[:, :end], windows, keep))
+    return torch.cat(blocks[::-1], dim=1)
+
+
 def decode_windows(
     tokenizer: KronosTokenizer,
     s1: torch.Tensor,
@@ -310,7 +337,8 @@ def auto_regressive_inference(
 
     Returns the tokenizer's reconstruction of the last `min(C + pred_len, max_context)` tokens
     (context and generated), averaged over `sample_count` samples, still normalised; the
-    forecast is its last `pred_len` rows (the public `preds`).
+    forecast is its last `pred_len` rows (the public `preds`). A `pred_len` beyond
+    `max_context` returns exactly `pred_len` rows, decoded block by block (`decode_future`).
     """
     _check_inputs(x, x_stamp, y_stamp, max_context, pred_len)
     options = SamplingOptions(T=T, top_k=top_k, top_p=top_p, sample_count=sample_count)
@@ -322,7 +350,10 @@ def auto_regressive_inference(
             tokenizer, model, list(x), list(stamps), pred_len, options, max_context=max_context,
             clip=clip, generator=generator, use_cache=use_cache,
         )  # fmt: skip
-        z = tokenizer.decode([s1[:, -window:], s2[:, -window:]], half=True)
+        if pred_len > window:
+            z = decode_future(tokenizer, s1, s2, [context_len] * len(s1), pred_len, max_context)
+        else:
+            z = tokenizer.decode([s1[:, -window:], s2[:, -window:]], half=True)
     return z.reshape(batch, sample_count, *z.shape[1:]).mean(dim=1)
 
 

@@ -1,6 +1,6 @@
 """Reading the public API's inputs: a history DataFrame's six model columns (filled as the public
-code does), its timestamps, per-series lists, `pred_len` and the quantiles asked for. Every
-problem is a `ForecastError` naming the series and column.
+code does), its timestamps, per-series lists and `pred_len` (the quantiles and the sampling
+follow `forecasting.options`). Every problem is a `ForecastError` naming the series and column.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from kronos_engine.data.bars import first_bar_problem
 from kronos_engine.data.features import AMOUNT, PRICE_FEATURES, VOLUME
 from kronos_engine.errors import ForecastError
 from kronos_engine.forecasting.forecast import COLUMNS
+from kronos_engine.forecasting.options import check_pred_len
 from kronos_engine.forecasting.timestamps import as_datetime_index
 
 PRICE_COLUMNS = list(PRICE_FEATURES)
@@ -91,17 +92,4 @@ def resolve_pred_len(pred_len: int | None, y_stamps: Sequence[Any]) -> int:
         if not given:
             raise ForecastError("pred_len: required when y_timestamp is not given")
         pred_len = given[0]
-    if isinstance(pred_len, bool) or not isinstance(pred_len, (int, np.integer)) or pred_len < 1:
-        raise ForecastError(f"pred_len must be a positive integer, got {pred_len!r}")
-    return int(pred_len)
-
-
-def check_quantiles(quantiles: Sequence[float] | None, sample_count: int) -> list[float]:
-    if not quantiles:
-        return []
-    qs = [float(q) for q in quantiles]
-    if any(not 0.0 < q < 1.0 for q in qs):
-        raise ForecastError(f"quantiles must lie strictly between 0 and 1, got {qs}")
-    if sample_count < 2:
-        raise ForecastError("quantiles need sample_count >= 2 sample paths")
-    return qs
+    return check_pred_len(pred_len)

@@ -4,7 +4,11 @@ Code written for the public class runs unchanged: same constructor, same `predic
 `predict_batch` arguments and DataFrames, same normalisation (the context's mean and
 population std, `+ 1e-5`, clipped), and with `top_k=1` the same numbers. Beyond it: loading
 from model folders or a training run, histories of different lengths in one batch, inferred
-future timestamps, every sample path, quantiles, a seed, and bf16.
+future timestamps, every sample path, quantiles, a seed, and bf16. A `pred_len` beyond
+`max_context` is forecast (the window slides, `generation.decode_future`); a history longer
+than `max_context` is read as the public predictor reads it (the predictor sees its last
+`max_context` tokens), with a warning saying so. Bad options are refused by the rules of
+`forecasting.options` and the device rule of `config.rules`, one line naming the argument.
 
 Underneath is an array core, `forecast_arrays` (bars and epoch seconds in, a `Forecast` of
 sample paths out), which the DataFrame methods call after reading their frames and which the
@@ -13,6 +17,7 @@ rolling evaluation calls directly; the sampling travels as one `SamplingOptions`
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +28,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from kronos_engine.config.rules import resolve_device
 from kronos_engine.data.features import TIME_FEATURES, normalise, stamp_seconds, time_features
 from kronos_engine.errors import ForecastError
 from kronos_engine.forecasting.forecast import (
@@ -34,13 +40,12 @@ from kronos_engine.forecasting.inputs import (
     AMOUNT_COLUMN,
     PRICE_COLUMNS,
     VOLUME_COLUMN,
-    check_quantiles,
     history_stamps,
     ohlcv_values,
     per_series,
     resolve_pred_len,
 )
-from kronos_engine.forecasting.options import SamplingOptions
+from kronos_engine.forecasting.options import SamplingOptions, check_count, check_quantiles
 from kronos_engine.forecasting.pairing import check_tokenizer_pairing
 from kronos_engine.forecasting.timestamps import as_datetime_index, infer_future_stamps
 from kronos_engine.models import Kronos, KronosTokenizer
@@ -81,18 +86,16 @@ class KronosPredictor:
         precision: str = "fp32",
         use_cache: bool = True,
     ) -> None:
-        if device is None:
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = resolve_device(device, "device", ForecastError)
         if precision not in ("fp32", "bf16"):
             raise ForecastError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
-        if int(max_context) < 1:
-            raise ForecastError(f"max_context must be >= 1, got {max_context}")
+        max_context = check_count(max_context, "max_context")
         if model.s1_bits != tokenizer.s1_bits or model.s2_bits != tokenizer.s2_bits:
             raise ForecastError(
                 f"predictor s1/s2 bits ({model.s1_bits}, {model.s2_bits}) differ from the "
                 f"tokenizer's ({tokenizer.s1_bits}, {tokenizer.s2_bits})"
             )
-        self.device = torch.device(device)
+        self.device = device
         self.tokenizer = tokenizer.to(self.device)
         self.model = model.to(self.device)
         self.max_context = int(max_context)
@@ -245,6 +248,16 @@ class KronosPredictor:
         with its own mean and std (float32, `features.normalise`), the paths are denormalised.
         """
         inputs = self.model_inputs(values, x_seconds, y_seconds, pred_len)
+        longest = max(len(x) for x in inputs.contexts)
+        if longest > self.max_context:
+            warnings.warn(
+                f"a history of {longest} bars is longer than max_context {self.max_context}: "
+                f"the predictor sees its last {self.max_context} tokens (its mean and std use "
+                "every bar, as in the public predictor); pass at most max_context bars, or "
+                "raise max_context",
+                UserWarning,
+                stacklevel=2,
+            )
         paths = self._generate(inputs.contexts, inputs.stamps, pred_len, options, verbose)
         samples = np.stack(
             [p * s + m for p, s, m in zip(paths.astype(np.float32), inputs.scales, inputs.means)]

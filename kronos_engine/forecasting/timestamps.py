@@ -33,12 +33,23 @@ def infer_future_stamps(history: pd.DatetimeIndex, pred_len: int) -> pd.Datetime
     """
     if len(history) < 2:
         raise ForecastError("y_timestamp: cannot infer future timestamps from fewer than 2 rows")
-    sessions = _session_slots(history)
-    if sessions is not None:
-        return _continue_sessions(history[-1], sessions, pred_len)
-    freq = _frequency(history)
-    future = pd.date_range(start=history[-1], periods=pred_len + 1, freq=freq)[1:]
+    try:
+        sessions = _session_slots(history)
+        if sessions is not None:
+            return _continue_sessions(history[-1], sessions, pred_len)
+        freq = _frequency(history)
+        future = pd.date_range(start=history[-1], periods=pred_len + 1, freq=freq)[1:]
+    except (OverflowError, pd.errors.OutOfBoundsDatetime, pd.errors.OutOfBoundsTimedelta):
+        raise ForecastError(
+            f"pred_len: {pred_len} bars after {history[-1]} run past the last timestamp "
+            f"pandas can hold ({_last_stamp(history)}); give a smaller pred_len"
+        ) from None
     return pd.DatetimeIndex(future, name="timestamps")
+
+
+def _last_stamp(history: pd.DatetimeIndex) -> pd.Timestamp:
+    """The latest time a `datetime64` of `history`'s unit holds (2262-04-11 in nanoseconds)."""
+    return pd.Timestamp(np.datetime64(np.iinfo(np.int64).max, history.unit))
 
 
 def _session_slots(history: pd.DatetimeIndex) -> list[pd.Timedelta] | None:
