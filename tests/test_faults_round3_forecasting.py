@@ -338,3 +338,19 @@ def test_predict_and_evaluate_forecast_past_max_context(case, capsys):
     assert code == 0, capsys.readouterr().err
     metrics = json.loads((case / "eval" / "metrics.json").read_text())
     assert "kronos" in json.dumps(metrics) and "naive" in json.dumps(metrics)
+
+
+def test_the_baselines_follow_the_api_rules_instead_of_fixing_values_up():
+    """`NaiveForecaster.predict_batch(sample_count=0)` was silently run with 1."""
+    from kronos_engine.evaluation.baselines import NaiveForecaster
+
+    frame = generate_demo_frames(1, 30, "day", seed=1)["DEMO000"]
+    args = ([frame.drop(columns=["timestamps"])], [frame["timestamps"]], None, 3)
+    with pytest.raises(ForecastError, match="sample_count"):
+        NaiveForecaster().predict_batch(*args, sample_count=0)
+    with pytest.raises(ForecastError, match="pred_len"):
+        NaiveForecaster().predict_batch(args[0], args[1], None, 0)
+    with pytest.raises(ForecastError, match="both give the column"):
+        NaiveForecaster().predict_batch(*args, quantiles=[0.1, 0.1000001])
+    (out,) = NaiveForecaster().predict_batch(*args, quantiles=[0.1])
+    assert (out["close_q10"] == out["close"]).all() and len(out) == 3

@@ -21,8 +21,8 @@ from kronos_engine.forecasting.forecast import (
     Forecast,
     forecast_frames_of,
 )
-from kronos_engine.forecasting.inputs import ohlcv_values
-from kronos_engine.forecasting.options import SamplingOptions
+from kronos_engine.forecasting.inputs import ohlcv_values, resolve_pred_len
+from kronos_engine.forecasting.options import SamplingOptions, check_quantiles
 from kronos_engine.forecasting.timestamps import as_datetime_index, infer_future_stamps
 
 
@@ -84,11 +84,10 @@ class _PointBaseline:
         n = len(df_list)
         y_list = list(y_timestamp_list) if y_timestamp_list is not None else [None] * n
         x_list = list(x_timestamp_list) if x_timestamp_list is not None else [None] * n
-        if pred_len is None:
-            given = [len(y) for y in y_list if y is not None]
-            if not given:
-                raise ValueError("pred_len: required when y_timestamp_list is not given")
-            pred_len = given[0]
+        pred_len = resolve_pred_len(pred_len, y_list)
+        options = SamplingOptions(sample_count=sample_count)  # the rules of the API
+        # A deterministic path is its own quantile at any sample count: 2 passes the count rule.
+        qs = check_quantiles(quantiles, sample_count=2)
         values, indexes = [], []
         for i, (df, x, y) in enumerate(zip(df_list, x_list, y_list)):
             values.append(ohlcv_values(df, f"df_list[{i}]"))
@@ -96,10 +95,9 @@ class _PointBaseline:
                 stamps = x if x is not None else df.get("timestamps", df.index)
                 y = infer_future_stamps(as_datetime_index(stamps, f"df_list[{i}]"), pred_len)
             indexes.append(y)
-        options = SamplingOptions(sample_count=max(1, sample_count))
-        forecast = self.forecast_arrays(values, None, None, int(pred_len), options)
+        forecast = self.forecast_arrays(values, None, None, pred_len, options)
         # every sample is the path, so each quantile is the path too
-        frames = forecast_frames_of(forecast, indexes, [float(q) for q in quantiles or ()])
+        frames = forecast_frames_of(forecast, indexes, qs)
         if not return_samples:
             return frames
         return frames, forecast.samples
