@@ -146,7 +146,7 @@ def test_a_csv_fingerprint_and_identity_are_the_ones_written_before(tmp_path):
     root = _old_csv_folder(tmp_path / "bars")
     cfg = TrainConfig(
         data_source="csv", data_path=str(root), lookback_window=10, predict_window=2,
-        instruments="SYM0,SYM1",
+        instruments="SYM0,SYM1", freq="day",  # the default before freq: auto
     )  # fmt: skip
     spec = DataSpec.from_mapping(cfg.to_dict())
     assert cache_mod.fingerprint_inputs(spec) == cache_mod.fingerprint_inputs(cfg)

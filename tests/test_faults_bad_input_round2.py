@@ -189,7 +189,7 @@ def _cases(root: Path, run: Path, other: Path) -> dict[str, tuple[list[str], str
             "mixed.csv: symbol mixed, row 1 (",
         ),
         "intraday_rows_with_freq_day": (
-            _csv_args(_write(_frame(300, "5min"), root / "intra.csv")),
+            _csv_args(_write(_frame(300, "5min"), root / "intra.csv"), "--freq=day"),
             "intra.csv: symbol intra, row 2 (",
         ),
         "1min_rows_with_freq_5min": (

@@ -70,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--data_path", help="CSV/Parquet file or folder (implies data_source=csv)")
     data.add_argument("--data_source", choices=("demo", "csv", "qlib"))
     data.add_argument("--instruments", help="'all' or comma-separated symbols")
-    data.add_argument("--freq", help="bar frequency of the data: 'day' or e.g. '5min'")
+    data.add_argument(
+        "--freq", help="bar length of the data: 'auto' (read from it), 'day' or e.g. '5min'"
+    )
     data.add_argument("--bad_data", choices=("error", "repair"))
     data.add_argument("--as_of", help="forecast from the bars up to this time (default: all)")
     fc = p.add_argument_group("forecast")

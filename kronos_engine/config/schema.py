@@ -65,7 +65,10 @@ class TrainConfig:
         "CSV/Parquet file or folder (csv), or a Qlib provider folder (qlib)")
     instruments: str = option("all", "data",
         "'all', comma-separated symbols, or a Qlib universe name such as csi300")
-    freq: str = option("day", "data", "bar frequency: 'day' or minutes such as '5min'")
+    freq: str = option(
+        "auto", "data",
+        "bar length: 'auto' (read from the data), 'day' or minutes such as '5min'",
+    )  # fmt: skip
     qlib_region: str = option("cn", "data", "Qlib region given to qlib.init (cn, us, tw)")
     dataset_begin_time: str | None = option(None, "data",
         "ignore rows before this time (e.g. 2011-01-01)")

@@ -19,6 +19,7 @@ from kronos_engine.data import cache as cache_mod
 from kronos_engine.data.cleaning import REPAIR_KINDS, clean_frame
 from kronos_engine.data.demo import generate_demo_frames
 from kronos_engine.data.features import FEATURES
+from kronos_engine.data.frequency import AUTO, FreqAgreement, freq_name, is_auto, settle_source_freq
 from kronos_engine.data.sampler import WindowSampler
 from kronos_engine.data.schema import TIMESTAMP, canonical_columns, parse_freq
 from kronos_engine.data.sources_csv import iter_table_frames
@@ -42,6 +43,7 @@ class LoadReport:
     repairs_by_symbol: dict[str, dict[str, int]] = field(default_factory=dict)
     amount_derived_symbols: int = 0
     untraded_rows_dropped: int = 0
+    freq: str | None = None  # the bar length read (measured with freq: auto)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -82,13 +84,14 @@ def iter_clean_frames(
     cfg: DataSpec | Any, report: LoadReport | None = None
 ) -> Iterator[tuple[str, pd.DataFrame]]:
     """Clean canonical frames one symbol at a time (bounded memory for big universes)."""
-    cfg = as_data_spec(cfg)
+    cfg = settle_source_freq(as_data_spec(cfg))
     report = report if report is not None else LoadReport()
     if cfg.bad_data not in ("error", "repair"):
         raise DataError(
             f"bad_data: '{cfg.bad_data}' is not allowed; choose one of ['error', 'repair']"
         )
-    freq = parse_freq(cfg.freq)
+    freq = AUTO if is_auto(cfg.freq) else parse_freq(cfg.freq)
+    agreement = FreqAgreement()
     bounds = time_bounds(
         cfg.dataset_begin_time, cfg.dataset_end_time, "dataset_begin_time/end_time"
     )
@@ -105,6 +108,8 @@ def iter_clean_frames(
             drop_untraded=cfg.data_source == "qlib",
             freq=freq,
         )
+        if rep.freq is not None:
+            agreement.add(symbol, rep.freq, origin)
         report.symbols_loaded += 1
         report.rows_loaded += len(frame)
         report.untraded_rows_dropped += rep.untraded_rows_dropped
@@ -121,6 +126,14 @@ def iter_clean_frames(
                 ", ".join(f"{k}={v}" for k, v in sorted(rep.repairs.items())),
             )
         yield symbol, frame
+    if freq == AUTO and agreement.freq is not None:
+        report.freq = agreement.freq.name
+        log.info(
+            "freq: auto -> %s (the most common spacing of two bars of one day; %d symbol(s))",
+            report.freq, report.symbols_loaded,
+        )  # fmt: skip
+    elif freq != AUTO:
+        report.freq = freq.name
     if derived:
         log.info(
             "amount: absent, empty or all zero for %d symbol(s) (%s); derived as "
@@ -191,8 +204,9 @@ def _split_ranges(store: WindowStore, lookback: int) -> dict[str, str | None]:
 
 
 def build_stores(cfg: DataSpec | Any) -> tuple[dict[str, WindowStore], dict[str, Any]]:
-    """Load, clean and cut every symbol into per-split stores; build the summary."""
-    cfg = as_data_spec(cfg)
+    """Load, clean and cut every symbol into per-split stores; build the summary (its `freq`:
+    the bar length read, also with `freq: auto`)."""
+    cfg = settle_source_freq(as_data_spec(cfg))
     plan = make_plan(
         cfg.train_time_range, cfg.val_time_range, cfg.test_time_range, cfg.split_ratios
     )
@@ -246,7 +260,7 @@ def build_stores(cfg: DataSpec | Any) -> tuple[dict[str, WindowStore], dict[str,
         "source": cfg.data_source,
         "data_path": cfg.data_path,
         "instruments": cfg.instruments,
-        "freq": parse_freq(cfg.freq).name,
+        "freq": report.freq or freq_name(cfg.freq),
         "fields": list(FEATURES),
         "window_len": window_len,
         "lookback_window": cfg.lookback_window,
@@ -266,7 +280,7 @@ def build_stores(cfg: DataSpec | Any) -> tuple[dict[str, WindowStore], dict[str,
 
 def build_datasets(cfg: DataSpec | Any) -> DataSplits:
     """Datasets for ``cfg``'s data keys, reusing ``cfg.cache_dir`` when nothing changed."""
-    cfg = as_data_spec(cfg)
+    cfg = settle_source_freq(as_data_spec(cfg))
     stores = summary = None
     cache_state = "disabled"
     if cfg.cache_dir:

@@ -22,6 +22,7 @@ import numpy as np
 
 from kronos_engine.data.demo import DEMO_VERSION
 from kronos_engine.data.features import FEATURES, TIME_FEATURES
+from kronos_engine.data.frequency import freq_name, settle_source_freq
 from kronos_engine.data.schema import parse_freq
 from kronos_engine.data.sources_csv import list_table_files
 from kronos_engine.data.spec import DataSpec, as_data_spec
@@ -35,12 +36,12 @@ _CHUNK = 1 << 22
 
 def identity_of(cfg: DataSpec | Any) -> dict[str, Any]:
     """Every config key that changes the stored arrays (``clip`` does not: it is applied on read)."""
-    cfg = as_data_spec(cfg)
+    cfg = settle_source_freq(as_data_spec(cfg))  # demo/qlib keys as before `auto` existed
     ident: dict[str, Any] = {
         "format": CACHE_FORMAT,
         "data_source": cfg.data_source,
         "instruments": cfg.instruments,
-        "freq": parse_freq(cfg.freq).name,
+        "freq": freq_name(cfg.freq),
         "dataset_begin_time": cfg.dataset_begin_time,
         "dataset_end_time": cfg.dataset_end_time,
         "train_time_range": cfg.train_time_range,
@@ -77,7 +78,7 @@ def _hash_file(path: Path, into: Any) -> None:
 
 def _qlib_inputs(cfg: DataSpec) -> list[Path]:
     root = Path(cfg.data_path or "").expanduser().resolve()
-    freq = parse_freq(cfg.freq).name
+    freq = parse_freq(settle_source_freq(cfg).freq).name
     files = [root / "calendars" / f"{freq}.txt"]
     inst_dir = root / "instruments"
     if inst_dir.is_dir():

@@ -45,6 +45,7 @@ from kronos_engine.data.bars import (
     invalid_cells,
 )
 from kronos_engine.data.features import FEATURES, NORM_EPS
+from kronos_engine.data.frequency import detect_freq, is_auto
 from kronos_engine.data.parsing import RowLocator, parse_numbers, parse_timestamps
 from kronos_engine.data.schema import ROW, TIMESTAMP, Freq
 from kronos_engine.errors import DataError
@@ -67,6 +68,7 @@ class CleanReport:
     repairs: Counter = field(default_factory=Counter)
     amount_derived: bool = False
     untraded_rows_dropped: int = 0
+    freq: Freq | None = None  # the bar length checked (measured with freq: auto)
 
 
 _DAY_NS = 86_400 * 1_000_000_000
@@ -141,12 +143,14 @@ def clean_frame(
     bounds: tuple[int | None, int | None] = (None, None),
     file_rows: bool = True,
     drop_untraded: bool = False,
-    freq: Freq | None = None,
+    freq: Freq | str | None = None,
 ) -> tuple[pd.DataFrame, CleanReport]:
     """Validate (and with ``policy='repair'`` fix) a frame from ``canonical_columns``.
 
-    Returns a frame with ``timestamps`` (datetime64[ns], sorted, unique) and the six features
-    as float64, restricted to ``bounds`` (``(lo_ns inclusive, hi_ns exclusive)``).
+    ``freq``: the bar length to check, ``"auto"`` to measure it first (``report.freq``), or
+    None for no check. Returns a frame with ``timestamps`` (datetime64[ns], sorted, unique)
+    and the six features as float64, restricted to ``bounds`` (``(lo_ns inclusive, hi_ns
+    exclusive)``).
     """
     if policy not in ("error", "repair"):
         raise DataError(f"bad_data: '{policy}' is not allowed; choose one of ['error', 'repair']")
@@ -280,8 +284,11 @@ def clean_frame(
             report.repairs["high_low_fixed"] += int(changed.sum())
             values[:, 1], values[:, 2] = new_high, new_low
 
+    if is_auto(freq):
+        freq = detect_freq(ns, f"{origin}: symbol {symbol}")
     if freq is not None:
         check_frequency(ns, freq, where)
+        report.freq = freq
     check_scale(values, where)
 
     out = pd.DataFrame(values, columns=list(FEATURES))

@@ -24,7 +24,7 @@ class DataSpec:
     data_source: str = "demo"
     data_path: str | None = None
     instruments: str = "all"
-    freq: str = "day"
+    freq: str = "auto"
     qlib_region: str = "cn"
     demo_symbols: int = 4
     demo_length: int = 800
