@@ -97,7 +97,14 @@ def make_exchange(spec: Any, policy: FetchPolicy) -> Any:
         close = difflib.get_close_matches(name, ccxt.exchanges, n=3)
         hint = f"did you mean {', '.join(close)}?" if close else "see ccxt.exchanges"
         raise DataError(f"exchange: '{spec.exchange}' is not an exchange ccxt knows; {hint}")
-    exchange = getattr(ccxt, name)({"enableRateLimit": True, "timeout": int(policy.timeout * 1e3)})
+    exchange = getattr(ccxt, name)(
+        {
+            "enableRateLimit": True,  # ccxt's own pacing per exchange, on top of fetch_interval
+            "timeout": int(policy.timeout * 1e3),
+            "enableLastHttpResponse": True,  # to tell a non-JSON answer from an empty one
+            "enableLastJsonResponse": True,
+        }
+    )
     if spec.exchange_api_url:
         if not str(spec.exchange_api_url).startswith(("http://", "https://")):
             raise DataError(f"exchange_api_url: '{spec.exchange_api_url}' is not an http(s) URL")
@@ -167,8 +174,10 @@ def fetch_symbol(
     since_ms: int | None,
     policy: FetchPolicy,
     pacer: Pacer,
+    stored: bool = False,
 ) -> list[dict[str, Any]]:
-    """One symbol's bars from ``since_ms`` (None: the most recent page) until now."""
+    """One symbol's bars from ``since_ms`` (None: the most recent page) until now; no bars
+    is an error unless the folder already holds the symbol (``stored``: nothing new)."""
     import ccxt
 
     what = f"ccxt {exchange.id}: {symbol}"
@@ -183,6 +192,8 @@ def fetch_symbol(
         )  # fmt: skip
         if not isinstance(page, list):
             raise DataError(f"{what}: malformed answer from the exchange ({page!r:.80})")
+        if not page:
+            _check_empty(exchange, what)
         fresh = [_bar(c, what) for c in page]
         if since is not None:
             fresh = [r for r in fresh if r["timestamps"].value // 1_000_000 >= since]
@@ -193,9 +204,23 @@ def fetch_symbol(
         if last + step > now or (since is not None and last < since):
             break
         since = last + 1
-    if not rows and since_ms is None:
-        raise DataError(f"{what}: the exchange has no bars for this symbol; nothing was stored")
+    if not rows and not stored:
+        since_text = "" if since_ms is None else f" since {pd.Timestamp(since_ms, unit='ms')}"
+        raise DataError(
+            f"{what}: the exchange answered no bars{since_text} (an empty list); check the "
+            f"symbol, freq and fetch_since; nothing was stored"
+        )
     return rows
+
+
+def _check_empty(exchange: Any, what: str) -> None:
+    """ccxt reads an answer that is not JSON (an HTML error page) as no bars: say so."""
+    if exchange.last_json_response is not None:
+        return
+    text = str(exchange.last_http_response or "").strip()
+    if text not in ("", "null", "[]"):
+        flat = " ".join(text.split())
+        raise DataError(f"{what}: the exchange's answer is not JSON ({flat[:60]!r})")
 
 
 def fetch_ccxt(spec: Any, since_of: Callable[[str], pd.Timestamp | None]) -> dict[str, Any]:
@@ -223,6 +248,8 @@ def fetch_ccxt(spec: Any, since_of: Callable[[str], pd.Timestamp | None]) -> dic
         stored = since_of(symbol)
         first = stored if stored is not None else start
         since_ms = None if first is None else int(first.value // 1_000_000)
-        rows = fetch_symbol(exchange, symbol, timeframe, since_ms, policy, pacer)
+        rows = fetch_symbol(
+            exchange, symbol, timeframe, since_ms, policy, pacer, stored is not None
+        )
         frames[symbol] = bars_frame(rows)
     return frames
