@@ -170,6 +170,13 @@ def test_throttling_is_retried_with_backoff(sina, tmp_path, status):
     assert len(stored(tmp_path, "sh600519")) == len(sina.bars["sh600519"])
 
 
+def test_a_longer_retry_after_of_the_service_is_honoured(sina, tmp_path):
+    sina.server.faults = [(429, "slow down", {"Retry-After": "0.4"})]
+    assert download(sina, tmp_path, "--fetch_backoff=0.01") == 0
+    first, second = (t for t, _, _ in sina.server.requests)
+    assert second - first >= 0.39
+
+
 def test_a_server_error_is_retried(sina, tmp_path):
     sina.server.faults = [(500, "Internal Server Error")]
     assert download(sina, tmp_path) == 0

@@ -60,9 +60,11 @@ class TrainConfig:
 
     # --- data ---
     data_source: str = option("demo", "data",
-        "where the K-lines come from: built-in synthetic demo data, CSV/Parquet, or Qlib")
+        "where the K-lines come from: built-in synthetic demo data, CSV/Parquet, Qlib, or "
+        "fetched from Sina (sina) or a crypto exchange (ccxt) into data_path")
     data_path: str | None = option(None, "data",
-        "CSV/Parquet file or folder (csv), or a Qlib provider folder (qlib)")
+        "CSV/Parquet file or folder (csv), a Qlib provider folder (qlib), or the folder "
+        "fetched bars are stored in (sina, ccxt)")
     instruments: str = option("all", "data",
         "'all', comma-separated symbols, or a Qlib universe name such as csi300")
     freq: str = option("day", "data", "bar frequency: 'day' or minutes such as '5min'")
