@@ -18,6 +18,7 @@ EXTRA_OF = {
     "mlflow": "mlflow",
     "wandb": "wandb",
     "comet_ml": "comet",
+    "ccxt": "ccxt",
 }
 # `loggers` entry -> the package it needs
 LOGGER_PACKAGES = {

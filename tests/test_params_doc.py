@@ -18,7 +18,8 @@ from kronos_engine.config import TrainConfig, field_type
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = REPO / "params.md"
 ROW = re.compile(r"^\| `(\w+)` \| ([^|]+) \| `([^`]*)` \| (.+) \|$")
-CLI_ONLY_FLAGS = {"config", "help", "skip-tokenizer", "skip-predictor", launch.FLAG.lstrip("-")}
+CLI_ONLY_FLAGS = {"config", "help", "skip-tokenizer", "skip-predictor", "skip-data-process"}
+CLI_ONLY_FLAGS.add(launch.FLAG.lstrip("-"))
 
 
 def documented_keys() -> dict[str, dict[str, str]]:

@@ -1,5 +1,7 @@
 """`scripts/pipeline.py`: data preparation -> tokenizer -> predictor for one experiment, with the
 train command's flags (less `train_type`, set per stage) and `--skip-tokenizer`/`--skip-predictor`.
+With `data_source: sina` or `ccxt` the data step first fetches newer bars into `data_path`
+(`data.markets`), unless `--skip-data-process` says to train on the folder as it is.
 The stage loop itself is `training.pipeline`; this module only parses, reports and closes.
 """
 
@@ -19,6 +21,7 @@ from kronos_engine.cli.shell import (
     setup_logging,
 )
 from kronos_engine.config import TrainConfig
+from kronos_engine.data.markets import MARKET_SOURCES, check_market, fetch_market
 from kronos_engine.training.executors import make_executor
 from kronos_engine.training.outcome import describe_results, stop_exit_code
 from kronos_engine.training.pipeline import check_stages, prepare_data, run_stages, stage_configs
@@ -42,7 +45,25 @@ def build_pipeline_parser(prog: str | None = None) -> argparse.ArgumentParser:
     stages.add_argument(
         "--skip-predictor", action="store_true", default=False, help="stop after the tokenizer"
     )
+    stages.add_argument(
+        "--skip-data-process",
+        action="store_true",
+        default=False,
+        help="data_source sina/ccxt: train on the bars already in data_path instead of "
+        "fetching newer ones first",
+    )
     return parser
+
+
+def fetches_first(argv: Sequence[str], data_cfg: TrainConfig) -> bool:
+    """A sina/ccxt pipeline without `--skip-data-process` fetches into data_path first
+    (checked here, before any output dir is held or any request is sent)."""
+    if data_cfg.data_source not in MARKET_SOURCES:
+        return False
+    if parse(build_pipeline_parser(), argv).skip_data_process:
+        return False
+    check_market(data_cfg)
+    return True
 
 
 def load_pipeline_configs(
@@ -66,11 +87,17 @@ def pipeline_main(argv: Sequence[str] | None = None) -> int:
     try:
         nprocs, argv = pop_nprocs(sys.argv[1:] if argv is None else argv)
         stages, data_cfg = load_pipeline_configs(argv)
+        fetch = fetches_first(argv, data_cfg)
         if nprocs is not None and nprocs > 1:
             check_stages(stages, hold=False)  # config errors here, before any process starts
+            if fetch:  # once, here: the workers train on the folder as fetched
+                fetch_market(data_cfg)
+                argv = [*argv, "--skip-data-process"]
             return launch("pipeline", argv, nprocs)
         check_stages(stages)  # every stage checked and its output dir held before the data
         if distenv.is_rank0():  # other ranks wait in the first stage's data barrier
+            if fetch:
+                fetch_market(data_cfg)
             prepare_data(data_cfg)
         if stages:
             executor = make_executor(data_cfg.device, data_cfg.precision)

@@ -115,6 +115,30 @@ def validate(cfg: TrainConfig) -> None:
             f"{cfg.max_context}; lower the windows or raise max_context"
         )
     validate_toolbox(cfg)
+    validate_market(cfg)
+
+
+def validate_market(cfg: TrainConfig) -> None:
+    """The keys of the market sources (`sina`, `ccxt`): the exchange, URLs, fetch pacing."""
+    if cfg.data_source == "ccxt" and not cfg.exchange:
+        raise ConfigError(
+            "exchange: required when data_source is 'ccxt'; name a ccxt exchange id such as "
+            "binance, okx or bybit"
+        )
+    if cfg.exchange and cfg.data_source != "ccxt":
+        raise ConfigError(
+            f"exchange: '{cfg.exchange}' is set but data_source is '{cfg.data_source}'; set "
+            "data_source: ccxt to fetch from it"
+        )
+    for key in ("sina_url", "exchange_api_url"):
+        value = getattr(cfg, key)
+        if value is not None and not str(value).startswith(("http://", "https://")):
+            raise ConfigError(f"{key}: '{value}' is not an http:// or https:// URL")
+    if not cfg.fetch_timeout > 0:
+        raise ConfigError(f"fetch_timeout: must be > 0 seconds, got {cfg.fetch_timeout}")
+    for key in ("fetch_retries", "fetch_backoff", "fetch_interval"):
+        if getattr(cfg, key) < 0:
+            raise ConfigError(f"{key}: must be >= 0, got {getattr(cfg, key)}")
 
 
 def validate_toolbox(cfg: TrainConfig) -> None:

@@ -60,9 +60,11 @@ class TrainConfig:
 
     # --- data ---
     data_source: str = option("demo", "data",
-        "where the K-lines come from: built-in synthetic demo data, CSV/Parquet, or Qlib")
+        "where the K-lines come from: built-in synthetic demo data, CSV/Parquet, Qlib, or "
+        "fetched from Sina (sina) or a crypto exchange (ccxt) into data_path")
     data_path: str | None = option(None, "data",
-        "CSV/Parquet file or folder (csv), or a Qlib provider folder (qlib)")
+        "CSV/Parquet file or folder (csv), a Qlib provider folder (qlib), or the folder "
+        "fetched bars are stored in (sina, ccxt)")
     instruments: str = option("all", "data",
         "'all', comma-separated symbols, or a Qlib universe name such as csi300")
     freq: str = option(
@@ -95,6 +97,23 @@ class TrainConfig:
         "folder for processed splits, reused by later runs on the same data (default: none)")
     demo_symbols: int = option(4, "data", "number of symbols in the synthetic demo data")
     demo_length: int = option(800, "data", "bars per demo symbol")
+    # market sources (issue 20): fetched into data_path by scripts/download.py or pipeline.py
+    sina_url: str = option("https://quotes.sina.cn/cn/api/jsonp_v2.php/=/CN_MarketDataService.getKLineData", "data",
+        "sina: the K-line service's URL (a mirror or proxy; default: Sina's own endpoint)")
+    exchange: str | None = option(None, "data",
+        "ccxt: the exchange id, such as binance, okx, bybit (required with data_source ccxt)")
+    exchange_api_url: str | None = option(None, "data",
+        "ccxt: send every API request of the exchange to this host instead (mirror, proxy)")
+    fetch_since: str | None = option(None, "data",
+        "ccxt: first bar to fetch for a symbol the folder does not hold yet (default: the "
+        "exchange's most recent page)")
+    fetch_timeout: float = option(15.0, "data", "sina/ccxt: seconds to wait for one answer")
+    fetch_retries: int = option(5, "data",
+        "sina/ccxt: extra attempts after throttling, a server error or a lost connection")
+    fetch_backoff: float = option(1.0, "data",
+        "sina/ccxt: seconds before the first retry; doubled for each further one")
+    fetch_interval: float = option(0.5, "data",
+        "sina/ccxt: at least this many seconds between two requests (a polite rate)")
 
     # --- model ---
     model_preset: str = option("tiny", "model",

@@ -10,6 +10,7 @@ import logging
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,7 @@ from kronos_engine.data.cleaning import REPAIR_KINDS, clean_frame
 from kronos_engine.data.demo import generate_demo_frames
 from kronos_engine.data.features import FEATURES
 from kronos_engine.data.frequency import AUTO, FreqAgreement, freq_name, is_auto, settle_source_freq
+from kronos_engine.data.markets import MARKET_SOURCES, missing_folder_hint
 from kronos_engine.data.sampler import WindowSampler
 from kronos_engine.data.schema import TIMESTAMP, canonical_columns, parse_freq
 from kronos_engine.data.sources_csv import iter_table_frames
@@ -67,6 +69,11 @@ def _raw_frames(cfg: DataSpec, bounds) -> Iterator[tuple[str, pd.DataFrame, str,
             raise DataError("data_path: required when data_source is 'csv'")
         for symbol, frame, origin in iter_table_frames(cfg.data_path, cfg.instruments):
             yield symbol, frame, origin, True
+    elif cfg.data_source in MARKET_SOURCES:  # a fetched folder (markets.py), read like csv
+        if not cfg.data_path or not Path(cfg.data_path).expanduser().exists():
+            raise DataError(missing_folder_hint(cfg.data_source, cfg.data_path or ""))
+        for symbol, frame, origin in iter_table_frames(cfg.data_path, cfg.instruments):
+            yield symbol, frame, origin, True
     elif cfg.data_source == "qlib":
         if not cfg.data_path:
             raise DataError("data_path: required when data_source is 'qlib' (the provider folder)")
@@ -76,7 +83,8 @@ def _raw_frames(cfg: DataSpec, bounds) -> Iterator[tuple[str, pd.DataFrame, str,
             yield symbol, frame, origin, False
     else:
         raise DataError(
-            f"data_source: '{cfg.data_source}' is not allowed; choose one of ['demo', 'csv', 'qlib']"
+            f"data_source: '{cfg.data_source}' is not allowed; choose one of "
+            f"{['demo', 'csv', 'qlib', *MARKET_SOURCES]}"
         )
 
 

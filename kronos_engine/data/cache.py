@@ -23,10 +23,12 @@ import numpy as np
 from kronos_engine.data.demo import DEMO_VERSION
 from kronos_engine.data.features import FEATURES, TIME_FEATURES
 from kronos_engine.data.frequency import freq_name, settle_source_freq
+from kronos_engine.data.markets import MARKET_SOURCES, missing_folder_hint
 from kronos_engine.data.schema import parse_freq
 from kronos_engine.data.sources_csv import list_table_files
 from kronos_engine.data.spec import DataSpec, as_data_spec
 from kronos_engine.data.windows import WindowStore
+from kronos_engine.errors import DataError
 from kronos_engine.fsio import replace_dir
 
 log = logging.getLogger("kronos_engine.data")
@@ -102,7 +104,9 @@ def fingerprint_inputs(cfg: DataSpec | Any) -> str:
     if cfg.data_source == "demo":
         return _digest({"demo": identity_of(cfg)})
     root = Path(cfg.data_path or "").expanduser()
-    files = list_table_files(root) if cfg.data_source == "csv" else _qlib_inputs(cfg)
+    if cfg.data_source in MARKET_SOURCES and not root.exists():  # never fetched
+        raise DataError(missing_folder_hint(cfg.data_source, str(root)))
+    files = _qlib_inputs(cfg) if cfg.data_source == "qlib" else list_table_files(root)
     resolved_root = root.resolve()
     digest = hashlib.blake2b(digest_size=32)
     for path in files:

@@ -29,6 +29,15 @@ class DataSpec:
     demo_symbols: int = 4
     demo_length: int = 800
     seed: int = 100  # seeds the demo data
+    # --- market sources (sina, ccxt): fetched into data_path, then read like csv ---
+    sina_url: str = "https://quotes.sina.cn/cn/api/jsonp_v2.php/=/CN_MarketDataService.getKLineData"
+    exchange: str | None = None
+    exchange_api_url: str | None = None
+    fetch_since: str | None = None
+    fetch_timeout: float = 15.0
+    fetch_retries: int = 5
+    fetch_backoff: float = 1.0
+    fetch_interval: float = 0.5
     # --- cleaning and time limits ---
     bad_data: str = "error"
     dataset_begin_time: str | None = None
