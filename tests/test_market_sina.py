@@ -240,6 +240,10 @@ def test_offline_is_one_line_naming_the_symbol(tmp_path, capsys):
     args = ["--source=sina", f"--sina_url={url}", f"--data_path={tmp_path / 'bars'}", *FAST]
     assert download_main([*args, "--instruments=sz000001", "--fetch_retries=1"]) == EXIT_USAGE
     line = one_error_line(capsys)
+    assert "freq: a sina fetch asks for one bar length" in line  # freq: auto cannot be asked
+    argv = [*args, "--instruments=sz000001", "--fetch_retries=1", "--freq=day"]
+    assert download_main(argv) == EXIT_USAGE
+    line = one_error_line(capsys)
     assert "sina: sz000001" in line and "no answer from" in line and "2 attempt(s)" in line
     assert not (tmp_path / "bars").exists()
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from kronos_engine.data.frequency import is_auto
 from kronos_engine.data.market_store import MarketStore, MergeReport, check_file_names
 from kronos_engine.data.spec import as_data_spec
 from kronos_engine.errors import DataError
@@ -52,6 +53,11 @@ def check_market(spec: Any) -> None:
             f"fetched bars are stored in)"
         )
     check_file_names(market_symbols(spec))
+    if is_auto(spec.freq):
+        raise DataError(
+            f"freq: a {spec.data_source} fetch asks for one bar length; set freq (e.g. 5min or "
+            f"day): auto reads the length of bars already stored, it cannot ask for one"
+        )
     if spec.data_source == "sina":
         from kronos_engine.data.market_sina import sina_scale
 
