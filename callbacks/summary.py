@@ -10,6 +10,7 @@ from kronos_engine.context import TrainContext
 from kronos_engine.fsio import atomic_write_text
 from kronos_engine.layout import RunLayout
 from kronos_engine.registry import CALLBACKS
+from kronos_engine.training.finetune import parameter_counts
 
 
 @CALLBACKS.register("summary")
@@ -51,6 +52,7 @@ class RunSummary(TrainCallback):
     def _write(self, ctx: TrainContext, status: str, error: str | None) -> None:
         if not ctx.is_main:
             return
+        trainable, total = parameter_counts(ctx.unwrapped_model)
         summary = {
             "status": status,
             "stop_reason": ctx.stop_reason,
@@ -65,6 +67,9 @@ class RunSummary(TrainCallback):
             "best_metric": ctx.best_metric,
             "best_step": ctx.best_step,
             "metric_name": ctx.cfg.best_metric or ctx.strategy.metric_name,
+            "trainable_params": trainable,
+            "all_params": total,
+            "resumed_from": ctx.cfg.resume,
             "world_size": ctx.world_size,
             "wall_time_s": round(time.time() - self.t0, 3),
             "best_dir": str(RunLayout(ctx.output_dir).best),

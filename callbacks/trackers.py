@@ -11,7 +11,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from kronos_engine.callbacks.mlflow_uri import check_tracking_uri
+
+from kronos_engine.config import TrainConfig
 from kronos_engine.context import TrainContext
+from kronos_engine.errors import TrainingError
 from kronos_engine.extras import LOGGER_PACKAGES, require
 from kronos_engine.layout import RunLayout
 from kronos_engine.registry import CALLBACKS
@@ -57,6 +61,12 @@ class Tracker(MetricsFeed):
         self.active = False
 
     # ---- the tool ----
+    @classmethod
+    def check_config(cls, cfg: TrainConfig) -> None:
+        """Before any run folder exists (`training.preflight.check_trackers`): the tool is
+        installed and its settings are usable, as far as that can be told offline."""
+        require(LOGGER_PACKAGES[cls.name], "loggers", cls.name)
+
     def start(self, ctx: TrainContext, resumed: bool) -> str:
         """Open the tracked run (a new one, or `self.run_id` when resumed); return its id."""
         raise NotImplementedError
@@ -77,7 +87,13 @@ class Tracker(MetricsFeed):
             return
         require(LOGGER_PACKAGES[self.name], "loggers", self.name)
         resumed = self.run_id is not None
-        self.run_id = self.start(ctx, resumed)
+        try:
+            self.run_id = self.start(ctx, resumed)
+        except Exception as exc:  # a server that is down, credentials it refused, ...
+            reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+            raise TrainingError(
+                f"loggers: {self.name} could not start its run ({type(exc).__name__}: {reason})"
+            ) from exc
         self.active = True
         log.info("%s: %s run %s", self.name, "continuing" if resumed else "started", self.run_id)
 
@@ -146,6 +162,12 @@ class MLflowTracker(Tracker):
 
     name = "mlflow"
     STATUS = {"completed": "FINISHED", "stopped": "KILLED", "failed": "FAILED"}
+
+    @classmethod
+    def check_config(cls, cfg: TrainConfig) -> None:
+        super().check_config(cfg)
+        if cfg.tracking_uri:
+            check_tracking_uri(cfg.tracking_uri)
 
     def start(self, ctx: TrainContext, resumed: bool) -> str:
         from mlflow.entities import Param

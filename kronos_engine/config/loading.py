@@ -114,6 +114,14 @@ def load_config(
     return TrainConfig.from_dict(merged_values(config_file, overrides))
 
 
+# Where this invocation continued from: not part of the run a `config.yaml` describes. Kept,
+# `--config <run>/config.yaml` would resume again, and the predictor command printed after a
+# resumed tokenizer run would inherit the tokenizer's checkpoint. summary.json records it.
+NOT_RECORDED = ("resume",)
+
+
 def write_config(path: Path, cfg: TrainConfig) -> None:
-    """`config.yaml`: the resolved config, written atomically (a run's or a checkpoint's)."""
-    fsio.atomic_write(path, lambda fh: yaml.safe_dump(cfg.to_dict(), fh, sort_keys=False))
+    """`config.yaml`: the resolved config, written atomically (a run's or a checkpoint's);
+    `resume` is written as null (`NOT_RECORDED`)."""
+    values = {**cfg.to_dict(), **dict.fromkeys(NOT_RECORDED)}
+    fsio.atomic_write(path, lambda fh: yaml.safe_dump(values, fh, sort_keys=False))

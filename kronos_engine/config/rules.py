@@ -116,6 +116,8 @@ def validate(cfg: TrainConfig) -> None:
         )
     validate_toolbox(cfg)
     validate_market(cfg)
+    validate_trackers(cfg)
+    validate_forecast_metrics(cfg)
 
 
 def validate_market(cfg: TrainConfig) -> None:
@@ -172,6 +174,51 @@ def validate_toolbox(cfg: TrainConfig) -> None:
         )
     if not 0.0 <= cfg.wsd_decay_ratio <= 1.0:
         raise ConfigError(f"wsd_decay_ratio: must lie in [0, 1], got {cfg.wsd_decay_ratio}")
+
+
+def validate_trackers(cfg: TrainConfig) -> None:
+    """A tracker or callback listed twice would run twice (two tracked runs, every record sent
+    twice); `tracking_uri` only reaches MLflow, so without it the value would be dropped."""
+    for key in ("loggers", "callbacks"):
+        seen: set[str] = set()
+        for name in getattr(cfg, key):
+            if name in seen:
+                raise ConfigError(f"{key}: '{name}' is listed twice; list each once")
+            seen.add(name)
+    both = [name for name in cfg.callbacks if name in LOGGERS and name in cfg.loggers]
+    if both:
+        raise ConfigError(
+            f"callbacks: '{both[0]}' is also in loggers, so it would run twice; list it only "
+            "in loggers"
+        )
+    if cfg.tracking_uri is not None and "mlflow" not in cfg.loggers:
+        raise ConfigError(
+            f"tracking_uri: '{cfg.tracking_uri}' is only read by the mlflow logger, and loggers "
+            f"is {cfg.loggers}; add mlflow to loggers or drop tracking_uri"
+        )
+
+
+# Forecast metrics computed from sample paths: undefined with one path per origin.
+SAMPLED_METRICS = ("crps", "coverage_80", "coverage_90")
+
+
+def validate_forecast_metrics(cfg: TrainConfig) -> None:
+    """A `best_metric` the forecast validation can never compute under this config is refused
+    here, not found out after training (no `best/`). The data-dependent case (cross-sectional
+    metrics need several symbols per date) is checked once the data is built
+    (`training.validation.check_metric_defined`)."""
+    if cfg.forecast_val_origins is not None and cfg.lookback_window < 2:
+        raise ConfigError(
+            f"lookback_window: forecast validation needs >= 2 history rows per origin, got "
+            f"{cfg.lookback_window}; raise lookback_window or drop forecast_val_origins"
+        )
+    name = (cfg.best_metric or "").removeprefix("val_")
+    if name in SAMPLED_METRICS and cfg.forecast_val_sample_count < 2:
+        raise ConfigError(
+            f"best_metric: '{cfg.best_metric}' is computed from several sample paths per "
+            f"origin, and forecast_val_sample_count is {cfg.forecast_val_sample_count}; set "
+            "forecast_val_sample_count >= 2 (e.g. 8)"
+        )
 
 
 def check_numbers(cfg: TrainConfig) -> None:

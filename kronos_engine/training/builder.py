@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -21,19 +22,21 @@ from kronos_engine.layout import RunLayout
 from kronos_engine.registry import CALLBACKS, STRATEGIES
 from kronos_engine.rng import seed_everything
 from kronos_engine.run import outputs as run_dir
-from kronos_engine.run.checkpoints import find_resume_checkpoint
+from kronos_engine.run.checkpoints import MANIFEST, find_resume_checkpoint, list_checkpoints
 from kronos_engine.run.outputs import clear_previous_run
 from kronos_engine.strategy import Strategy, check_strategy_train_type
 from kronos_engine.training.executors import Executor, make_executor
 from kronos_engine.training.finetune import apply_finetune_method
+from kronos_engine.training.model_factory import BUILT_IN_STRATEGIES
 from kronos_engine.training.optim import build_optimizer, build_scheduler
 from kronos_engine.training.preflight import check
-from kronos_engine.training.resume import load_checkpoint
+from kronos_engine.training.resume import check_resume_fits, load_checkpoint
 from kronos_engine.training.trainer import EpochPlan
+from kronos_engine.training.validation import check_metric_defined
 
 log = logging.getLogger("kronos_engine")
 
-DEFAULT_STRATEGY = {"tokenizer": "tokenizer_recon", "predictor": "predictor_next_token"}
+DEFAULT_STRATEGY = BUILT_IN_STRATEGIES  # by train_type
 
 
 class TrainContextBuilder:
@@ -70,18 +73,21 @@ class TrainContextBuilder:
         line). Rank 0 holds `output_dir` (see `run_dir`) from here until `Trainer.fit` ends; a
         build that fails gives it back."""
         cfg = self.cfg
-        check(cfg)
+        checkpoint = check(cfg)  # verified, and checked to fit this run
         taken = run_dir.hold(cfg)
         try:
-            return self._build()
+            if checkpoint is not None and not _still_newest(cfg.resume, checkpoint):
+                # A run that held the folder until now wrote a newer one: resume from that.
+                checkpoint = find_resume_checkpoint(cfg.resume)
+                check_resume_fits(cfg, checkpoint)
+            return self._build(checkpoint)
         except BaseException:
             if taken:
                 run_dir.release(cfg.resolved_output_dir)
             raise
 
-    def _build(self) -> TrainContext:
+    def _build(self, checkpoint: Path | None) -> TrainContext:
         cfg = self.cfg
-        checkpoint = find_resume_checkpoint(cfg.resume) if cfg.resume else None
         if self.executor is None:
             self.executor = make_executor(cfg.device, cfg.precision)
         executor = self.executor
@@ -89,6 +95,7 @@ class TrainContextBuilder:
         seed_everything(cfg.seed)
         callbacks = CallbackList(self.default_callbacks() + self._resolve_user_callbacks())
         splits = self._splits if self._splits is not None else self._load_data(executor)
+        check_metric_defined(cfg, splits)  # needs the data; before the model and any write
         strategy = self._make_strategy()
         model = apply_finetune_method(strategy.build_model(), cfg)  # before per-rank seeds
         if cfg.compile:
@@ -247,6 +254,17 @@ class TrainContextBuilder:
             write_config(RunLayout(ctx.output_dir).config, self.cfg)
             ctx.strategy.write_run_files(ctx.output_dir)
         ctx.executor.barrier()
+
+
+def _still_newest(resume: str, checkpoint: Path) -> bool:
+    """`checkpoint` (found by `check` before the output dir was held) is still the one
+    `find_resume_checkpoint(resume)` picks: `resume` names it, or it is the newest there."""
+    path = Path(resume)
+    if (path / MANIFEST).exists() or path == checkpoint:
+        return True
+    layout = RunLayout(path)
+    candidates = list_checkpoints(layout.checkpoints if layout.checkpoints.is_dir() else path)
+    return bool(candidates) and candidates[-1] == checkpoint
 
 
 def _leave_process_group(worker_id: int) -> None:

@@ -28,13 +28,14 @@ def apply_finetune_method(model: nn.Module, cfg: TrainConfig) -> nn.Module:
     """Returns the model to train: unchanged (`full`), partly frozen (`freeze`) or wrapped by
     peft with LoRA adapters on `lora_targets` (`lora`; everything else frozen)."""
     if cfg.finetune_method == "freeze":
-        freeze(model, cfg.freeze_patterns or list(DEFAULT_FREEZE[cfg.train_type]))
+        freeze(model, freeze_patterns(cfg))
     elif cfg.finetune_method == "lora":
         return add_lora(model, cfg)
     return model
 
 
-def freeze(model: nn.Module, patterns: list[str]) -> None:
+def freeze_patterns_match(model: nn.Module, patterns: list[str]) -> None:
+    """Every pattern matches a parameter name (a typo would freeze nothing, silently)."""
     names = [name for name, _ in model.named_parameters()]
     for pattern in patterns:
         if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
@@ -42,6 +43,10 @@ def freeze(model: nn.Module, patterns: list[str]) -> None:
                 f"freeze_patterns: '{pattern}' matches no parameter of the "
                 f"{type(model).__name__} (names look like '{names[0]}', '{names[-1]}')"
             )
+
+
+def freeze(model: nn.Module, patterns: list[str]) -> None:
+    freeze_patterns_match(model, patterns)
     for name, param in model.named_parameters():
         if any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns):
             param.requires_grad_(False)
@@ -49,16 +54,82 @@ def freeze(model: nn.Module, patterns: list[str]) -> None:
         raise ConfigError(f"freeze_patterns: {patterns} freeze every parameter; nothing to train")
 
 
+def lora_targets(cfg: TrainConfig) -> list[str]:
+    """The module names that get adapters: `lora_targets`, else the defaults."""
+    return list(cfg.lora_targets or DEFAULT_LORA_TARGETS)
+
+
+def linear_names(model: nn.Module) -> list[str]:
+    """The last name parts of the model's `nn.Linear` modules: what LoRA can adapt."""
+    return sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if _is_linear(m)})
+
+
+def _is_linear(module: nn.Module) -> bool:
+    return isinstance(module, nn.Linear)
+
+
+def check_lora_targets(model: nn.Module, targets: list[str]) -> None:
+    """Every target names (as peft matches it: the whole module name, or its last dotted
+    parts) at least one module, and only `nn.Linear` ones: peft would otherwise fail deep in
+    its wrapping, or put adapters on an embedding the engine does not save or merge."""
+    modules = [(name, m) for name, m in model.named_modules() if name]
+    missing, not_linear, kinds = [], [], []
+    for target in targets:
+        hits = [m for name, m in modules if name == target or name.endswith("." + target)]
+        other = sorted({type(m).__name__ for m in hits if not _is_linear(m)})
+        if not hits:
+            missing.append(target)
+        elif other:
+            not_linear.append(target)
+            kinds += [k for k in other if k not in kinds]
+    problems = []
+    if missing:
+        problems.append(f"no module named {_quoted(missing)} in the {type(model).__name__}")
+    if not_linear:
+        verb = "is not a Linear layer" if len(not_linear) == 1 else "are not Linear layers"
+        problems.append(f"{_quoted(not_linear)} {verb} (but {', '.join(kinds)})")
+    if problems:
+        raise ConfigError(
+            f"lora_targets: {'; '.join(problems)}; allowed: the Linear layers "
+            f"{linear_names(model)} (default {list(DEFAULT_LORA_TARGETS)})"
+        )
+
+
+def _quoted(names: list[str]) -> str:
+    return ", ".join(f"'{n}'" for n in names)
+
+
+def check_targets(model: nn.Module, cfg: TrainConfig) -> None:
+    """The finetune keys fit this model's names (`lora_targets`, `freeze_patterns`), checked
+    on the model's structure alone, so `preflight` can run it before any data work."""
+    if cfg.finetune_method == "lora":
+        check_lora_targets(model, lora_targets(cfg))
+    elif cfg.finetune_method == "freeze":
+        freeze_patterns_match(model, freeze_patterns(cfg))
+
+
+def freeze_patterns(cfg: TrainConfig) -> list[str]:
+    """The parameter-name patterns a `freeze` run keeps frozen (its key, else the defaults)."""
+    return list(cfg.freeze_patterns or DEFAULT_FREEZE[cfg.train_type])
+
+
+def parameter_counts(model: nn.Module) -> tuple[int, int]:
+    """(trainable, all) parameter elements, as peft's `print_trainable_parameters` counts."""
+    params = list(model.parameters())
+    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+
+
+def describe_parameters(model: nn.Module) -> str:
+    """`trainable params: N || all params: M || trainable%: P`, peft's line, for every mode."""
+    trainable, total = parameter_counts(model)
+    share = 100 * trainable / total if total else 0.0
+    return f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: {share:.4f}"
+
+
 def add_lora(model: nn.Module, cfg: TrainConfig) -> nn.Module:
     peft = require("peft", "finetune_method", "lora")
-    targets = list(cfg.lora_targets or DEFAULT_LORA_TARGETS)
-    leaf_names = {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if name}
-    for target in targets:
-        if target not in leaf_names:
-            raise ConfigError(
-                f"lora_targets: no module named '{target}' in the {type(model).__name__}; "
-                f"the default targets are {list(DEFAULT_LORA_TARGETS)}"
-            )
+    targets = lora_targets(cfg)
+    check_lora_targets(model, targets)
     config = peft.LoraConfig(
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,

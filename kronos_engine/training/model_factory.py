@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from kronos_engine.config import TrainConfig
@@ -14,8 +15,9 @@ from kronos_engine.models import (
     build_predictor,
     build_tokenizer,
     predictor_config,
+    tokenizer_config,
 )
-from kronos_engine.models.io import _REPO_ID, resolve_checkpoint_dir
+from kronos_engine.models.io import _REPO_ID, read_config, resolve_checkpoint_dir
 from kronos_engine.models.presets import PREDICTOR_PRESETS
 
 
@@ -33,6 +35,33 @@ def _build(cls, build_preset, pretrained: str | None, cfg: TrainConfig) -> nn.Mo
     """From a checkpoint when one is named, else from the preset; then the dropout override."""
     model = cls.from_pretrained(pretrained) if pretrained else build_preset(cfg.model_preset)
     return apply_dropout(model, cfg.dropout)
+
+
+# The strategies whose model these builders make (a custom strategy builds its own).
+BUILT_IN_STRATEGIES = {"tokenizer": "tokenizer_recon", "predictor": "predictor_next_token"}
+
+
+def model_structure(cfg: TrainConfig) -> nn.Module | None:
+    """The run's model built on the meta device (no memory, no weights, no data): its module
+    and parameter names, so finetune keys can be checked before any work. None when a custom
+    strategy builds the model, or the pretrained config cannot be read here (the build then
+    reports it)."""
+    if cfg.strategy not in (None, BUILT_IN_STRATEGIES[cfg.train_type]):
+        return None
+    if cfg.train_type == "tokenizer":
+        cls, pretrained, preset = KronosTokenizer, cfg.pretrained_tokenizer, tokenizer_config
+    else:
+        cls, pretrained, preset = Kronos, cfg.pretrained_predictor, predictor_config
+    try:
+        config = (
+            read_config(resolve_checkpoint_dir(pretrained, None), cls)
+            if pretrained
+            else preset(cfg.model_preset)
+        )
+        with torch.device("meta"):
+            return cls(**config)
+    except (CheckpointError, TypeError, ValueError):
+        return None
 
 
 def apply_dropout(model: nn.Module, p: float | None) -> nn.Module:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import signal
 
 from kronos_engine.layout import RunLayout
+from kronos_engine.training.model_factory import BUILT_IN_STRATEGIES
+from kronos_engine.training.validation import selection_metric
 
 
 def stop_exit_code(ctx) -> int:
@@ -24,13 +26,7 @@ def describe_results(ctx, suggest_next: bool = True) -> str:
         reason = f", {ctx.stop_reason}" if ctx.stop_reason else ""
         status = f"finished at step {ctx.global_step} (epoch {ctx.epoch}{reason})"
     lines = [f"{cfg.train_type} training {status}", f"results in {out}/"]
-    if run.best.is_dir():
-        metric = ctx.strategy.metric_name
-        lines.append(
-            f"  best model   {run.best}  ({metric} {ctx.best_metric:.6g} at step {ctx.best_step})"
-        )
-    else:
-        lines.append("  best model   none (no validation ran)")
+    lines.append(f"  best model   {best_model_line(ctx)}")
     lines += [
         f"  metrics      {run.metrics}",
         f"  summary      {run.summary}",
@@ -43,6 +39,20 @@ def describe_results(ctx, suggest_next: bool = True) -> str:
         lines.append(f"next: {next_predictor_command(ctx)}")
     lines.append(f"plot: python scripts/plot.py {out}")
     return "\n".join(lines)
+
+
+def best_model_line(ctx) -> str:
+    """Where best/ is and what chose it, or why there is none: no validation ran, or it ran
+    and never gave a defined, finite value of the selection metric."""
+    run = RunLayout(ctx.output_dir)
+    metric, _ = selection_metric(ctx)
+    if run.best.is_dir() and ctx.best_metric is not None:
+        return f"{run.best}  ({metric} {ctx.best_metric:.6g} at step {ctx.best_step})"
+    if run.best.is_dir():
+        return str(run.best)
+    if ctx.last_val_step is None:
+        return "none (no validation ran)"
+    return f"none (validation ran, but never gave a defined, finite {metric})"
 
 
 def next_predictor_command(ctx) -> str:
@@ -70,10 +80,8 @@ def next_predictor_command(ctx) -> str:
         ]
         if matching:
             flags.append(f"--model_preset={'small' if 'small' in matching else matching[0]}")
-    if cfg.strategy:
-        flags.append("--strategy=null")
-    if cfg.resume:
-        flags.append("--resume=null")
+    if cfg.strategy:  # the tokenizer's, in config.yaml: name the predictor's default instead
+        flags.append(f"--strategy={BUILT_IN_STRATEGIES['predictor']}")
     if cfg.overwrite:
         flags.append("--overwrite=false")
     return "python scripts/train.py " + " ".join(flags)

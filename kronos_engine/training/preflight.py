@@ -18,18 +18,27 @@ from kronos_engine.errors import ConfigError, RegistryError
 from kronos_engine.extras import LOGGER_PACKAGES, require
 from kronos_engine.registry import CALLBACKS, STRATEGIES
 from kronos_engine.run import outputs as run_dir
+from kronos_engine.run.checkpoints import find_resume_checkpoint
 from kronos_engine.strategy import Strategy, check_strategy_train_type
-from kronos_engine.training.model_factory import check_pretrained_paths, check_tokenizer
+from kronos_engine.training.finetune import check_targets
+from kronos_engine.training.model_factory import (
+    check_pretrained_paths,
+    check_tokenizer,
+    model_structure,
+)
+from kronos_engine.training.resume import check_resume_fits
 
 
-def check(cfg: TrainConfig, *, tokenizer_from_earlier_stage: bool = False) -> None:
+def check(cfg: TrainConfig, *, tokenizer_from_earlier_stage: bool = False) -> Path | None:
     """Raise `ConfigError` (or a subclass) for the first thing that would stop the run.
 
     A predictor's tokenizer is resolved here, once, and recorded in `cfg.tokenizer_path`: the
     run (and the `config.yaml` it writes) then reads the tokenizer that was checked, even when
     `<exp_dir>/tokenizer/best` appears later. `tokenizer_from_earlier_stage` says the
     experiment's own tokenizer is trained before this run starts (the pipeline's tokenizer
-    stage): it is then the tokenizer, and its files are checked when this stage is built."""
+    stage): it is then the tokenizer, and its files are checked when this stage is built.
+
+    Returns the (verified) checkpoint a `resume` continues from, None without `resume`."""
     cfg.validate()
     if cfg.resume and not Path(cfg.resume).exists():
         raise ConfigError(f"resume: '{cfg.resume}' does not exist")
@@ -47,8 +56,35 @@ def check(cfg: TrainConfig, *, tokenizer_from_earlier_stage: bool = False) -> No
     if tokenizer is not None and not tokenizer_from_earlier_stage:
         check_tokenizer(cfg, tokenizer)
     check_available(cfg)
+    check_trackers(cfg)
+    check_finetune(cfg)
+    checkpoint = None
+    if cfg.resume:
+        checkpoint = find_resume_checkpoint(cfg.resume)
+        check_resume_fits(cfg, checkpoint)
     if tokenizer is not None:
         cfg.tokenizer_path = tokenizer
+    return checkpoint
+
+
+def check_finetune(cfg: TrainConfig) -> None:
+    """`lora_targets` / `freeze_patterns` fit the model's names, on its meta-device structure
+    (no weights, no data); a custom strategy's model is checked when it is built."""
+    if cfg.finetune_method == "full":
+        return
+    model = model_structure(cfg)
+    if model is not None:
+        check_targets(model, cfg)
+
+
+def check_trackers(cfg: TrainConfig) -> None:
+    """Each logger's own offline check of its settings (`check_config`, e.g. MLflow's
+    `tracking_uri`), before any run folder exists: a tracker that cannot start would
+    otherwise fail after the run folder was written."""
+    for name in cfg.loggers:
+        checker = getattr(CALLBACKS.get(name), "check_config", None)
+        if checker is not None:
+            checker(cfg)
 
 
 def check_plugins(cfg: TrainConfig) -> None:

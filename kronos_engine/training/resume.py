@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 import torch
 
 from kronos_engine.config.loading import write_config
-from kronos_engine.errors import ResumeError
+from kronos_engine.config.schema import TrainConfig, coerce, field_type
+from kronos_engine.errors import ResumeError, UserError
 from kronos_engine.layout import RunLayout
 from kronos_engine.models.adapters import ADAPTER_WEIGHTS, is_adapted
 from kronos_engine.models.io import WEIGHTS_NAME, load_model_weights, save_resumable_model
@@ -28,6 +29,7 @@ from kronos_engine.rng import capture_rng_state, restore_rng_state
 from kronos_engine.run import checkpoints as checkpoint_store
 from kronos_engine.run.checkpoints import FORMAT_VERSION, TRAINER_STATE, write_json
 from kronos_engine.run.finished import read_run_config
+from kronos_engine.training.finetune import freeze_patterns, lora_targets
 
 if TYPE_CHECKING:
     from kronos_engine.context import TrainContext
@@ -87,7 +89,10 @@ def load_checkpoint(ctx: TrainContext, directory: Path) -> None:
         load_model_weights(ctx.unwrapped_model, directory)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
-        weights = ADAPTER_WEIGHTS if is_adapted(ctx.unwrapped_model) else WEIGHTS_NAME
+        adapted = is_adapted(ctx.unwrapped_model)
+        if adapted:
+            _check_adapter_config(ctx.cfg, directory)  # names the key that differs, if one does
+        weights = ADAPTER_WEIGHTS if adapted else WEIGHTS_NAME
         raise ResumeError(f"{directory}/{weights}: does not fit the model ({first})") from None
     opt_state = _load_optimizer_state(directory / OPTIMIZER_FILE, ctx.executor.device)
     _restore_optimizer_and_schedule(ctx, opt_state, directory)
@@ -137,7 +142,16 @@ def _restore_optimizer_and_schedule(ctx: TrainContext, opt_state: dict, director
     exactly the saved state; with, say, a larger `max_steps` the run continues on the new
     schedule from the step it reached (the old one would end or fail at its old total)."""
     fresh = [{k: v for k, v in g.items() if k != "params"} for g in ctx.optimizer.param_groups]
-    ctx.optimizer.load_state_dict(opt_state)
+    try:
+        ctx.optimizer.load_state_dict(opt_state)
+    except ValueError as exc:  # another trainable set (a checkpoint without its config.yaml)
+        saved = sum(len(g.get("params", [])) for g in opt_state["param_groups"])
+        now = sum(len(g["params"]) for g in ctx.optimizer.param_groups)
+        raise ResumeError(
+            f"{directory}/{OPTIMIZER_FILE}: holds the state of {saved} trainable parameter "
+            f"tensors, this run trains {now} ({' '.join(str(exc).split())}); resume with the "
+            "finetune_method, freeze_patterns and lora_* keys the checkpoint was written with"
+        ) from None
     for group, hyper in zip(ctx.optimizer.param_groups, fresh):
         group.update(hyper)
     if ctx.scheduler is None:
@@ -172,6 +186,104 @@ def _warn_on_schedule_change(ctx: TrainContext, directory: Path) -> None:
             directory,
             ctx.scheduler.last_epoch if ctx.scheduler is not None else "?",
         )
+
+
+# ---------------------------------------------------------------- does the checkpoint fit?
+
+
+def check_resume_fits(cfg: TrainConfig, directory: Path) -> None:
+    """Before any work: the checkpoint was written by a run that trains what this one trains.
+    Its optimizer state and model files hold exactly that run's trainable parameters, so a
+    changed `finetune_method`, `freeze_patterns` or LoRA shape (`lora_r`, `lora_alpha`,
+    `lora_targets`) cannot be resumed: one line names the key and both values."""
+    saved = _saved_config(directory)
+    old_type = saved.get("train_type", cfg.train_type)
+    if old_type != cfg.train_type:
+        raise ResumeError(
+            f"{directory}: checkpoint is for train_type '{old_type}', this run is "
+            f"'{cfg.train_type}'"
+        )
+    for key, old, new in _trainable_setup(saved, cfg):
+        if old != new:
+            raise ResumeError(
+                f"{key}: the checkpoint {directory} was trained with {_shown(old)}, this run "
+                f"asks for {_shown(new)}; a resumed run must train the same parameters (the "
+                f"checkpoint's optimizer state and model files hold exactly those): resume with "
+                f"{_flag(key, old)}, or start a new run without --resume"
+            )
+
+
+def _saved_config(directory: Path) -> dict:
+    """The checkpoint's config.yaml as typed values ({} without one: then the files decide)."""
+    try:
+        raw = read_run_config(directory)
+    except UserError as exc:
+        raise ResumeError(f"resume: {exc}") from None
+    values = {}
+    for key, value in raw.items():
+        try:
+            values[key] = coerce(key, value, field_type(key))
+        except (KeyError, UserError):  # a key this version dropped, or junk: not compared
+            continue
+    return values
+
+
+def _trainable_setup(saved: dict, cfg: TrainConfig) -> list[tuple[str, object, object]]:
+    """(key, checkpoint's value, this run's value) of what decides the trainable set; lists
+    compare as sets (order does not matter to peft or to the freeze)."""
+    if not saved:
+        return []
+    old = TrainConfig(**{**saved, "train_type": cfg.train_type})
+    rows: list[tuple[str, object, object]] = [
+        ("finetune_method", old.finetune_method, cfg.finetune_method)
+    ]
+    if old.finetune_method != cfg.finetune_method:
+        return rows
+    if cfg.finetune_method == "freeze":
+        rows.append(
+            ("freeze_patterns", _as_set(freeze_patterns(old)), _as_set(freeze_patterns(cfg)))
+        )
+    if cfg.finetune_method == "lora":
+        rows.append(("lora_r", old.lora_r, cfg.lora_r))
+        rows.append(("lora_alpha", float(old.lora_alpha), float(cfg.lora_alpha)))
+        rows.append(("lora_targets", _as_set(lora_targets(old)), _as_set(lora_targets(cfg))))
+    return rows
+
+
+def _as_set(names: list[str]) -> tuple[str, ...]:
+    return tuple(sorted(set(names)))
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, tuple):
+        return "[" + ", ".join(map(str, value)) + "]"
+    return f"'{value}'" if isinstance(value, str) else str(value)
+
+
+def _flag(key: str, value: object) -> str:
+    """The flag that sets `key` back to the checkpoint's `value`."""
+    text = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+    return f"--{key}={text}"
+
+
+def _check_adapter_config(cfg: TrainConfig, directory: Path) -> None:
+    """For a checkpoint without config.yaml: peft's adapter_config.json says the adapter's
+    rank, scaling and targets; a difference is named (key, checkpoint's value, this run's)."""
+    try:
+        adapter = json.loads((directory / "adapter_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    rows = [
+        ("lora_r", adapter.get("r"), cfg.lora_r),
+        ("lora_alpha", adapter.get("lora_alpha"), cfg.lora_alpha),
+        ("lora_targets", _as_set(adapter.get("target_modules") or []), _as_set(lora_targets(cfg))),
+    ]
+    for key, old, new in rows:
+        if old is not None and old != new and old != ():
+            raise ResumeError(
+                f"{key}: the checkpoint {directory} holds an adapter with {_shown(old)}, this "
+                f"run asks for {_shown(new)}; resume with {_flag(key, old)}"
+            )
 
 
 def _load_optimizer_state(path: Path, device) -> dict:

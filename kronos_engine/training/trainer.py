@@ -18,6 +18,7 @@ import torch
 from kronos_engine.context import StopReason, TrainContext
 from kronos_engine.run import outputs as run_dir
 from kronos_engine.strategy import StepOutput
+from kronos_engine.training.finetune import describe_parameters
 
 log = logging.getLogger("kronos_engine")
 
@@ -108,6 +109,8 @@ class Trainer:
                     ctx.total_steps,
                     ctx.output_dir,
                 )
+            if ctx.is_main:  # peft's line, for every finetune_method
+                log.info("%s", describe_parameters(ctx.unwrapped_model))
             ctx.callbacks.fire("on_train_begin", ctx)
             while not self._finished():
                 self._run_epoch()

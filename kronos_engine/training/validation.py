@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 import torch
 
+from kronos_engine.config import FORECAST_VAL_METRICS, TrainConfig
 from kronos_engine.context import TrainContext
-from kronos_engine.errors import EmptyValidationError
+from kronos_engine.errors import ConfigError, EmptyValidationError
+from kronos_engine.evaluation.origins import plan_origins, subset_by_date
+
+# Forecast metrics that correlate forecasts across symbols on each date (undefined with one).
+CROSS_SECTIONAL = ("ic", "icir", "rank_ic", "rank_icir")
 
 
 @torch.no_grad()
@@ -61,3 +69,53 @@ def improves(value: float, best: float | None, mode: str, min_delta: float = 0.0
     if best is None:
         return True
     return value < best - min_delta if mode == "min" else value > best + min_delta
+
+
+def check_metric_defined(cfg: TrainConfig, splits: Any) -> None:
+    """Once the data is built, before the model: a forecast `best_metric` that the forecast
+    validation can never compute on this validation split is refused, instead of a run that
+    completes with no `best/`. The origins are the ones the forecast validation forecasts
+    (`plan_origins` + `subset_by_date`); IC needs two symbols on one of their dates, ICIR
+    (a mean over a standard deviation of daily ICs) two such dates."""
+    name = (cfg.best_metric or "").removeprefix("val_")
+    if name not in FORECAST_VAL_METRICS or cfg.forecast_val_origins is None:
+        return
+    val = getattr(splits, "val", None)
+    if val is None:
+        raise ConfigError(
+            f"best_metric: '{cfg.best_metric}' is computed on the validation split, and this "
+            "data has none; give it one (split_ratios / val_time_range) or drop best_metric"
+        )
+    store = getattr(val, "store", None)
+    if store is None:  # user-provided splits: nothing to plan from
+        return
+    origins = subset_by_date(
+        store,
+        plan_origins(store, cfg.lookback_window, cfg.predict_window),
+        cfg.forecast_val_origins,
+    )
+    if not len(origins):
+        raise ConfigError(
+            f"best_metric: '{cfg.best_metric}' needs a forecast origin in the validation split, "
+            f"and none of its symbols has lookback_window + predict_window = "
+            f"{cfg.lookback_window + cfg.predict_window} rows there; widen the validation "
+            "split or shorten the windows"
+        )
+    if name not in CROSS_SECTIONAL:
+        return
+    symbols = int(np.unique(origins.symbol).size)
+    if symbols < 2:
+        raise ConfigError(
+            f"best_metric: '{cfg.best_metric}' is cross-sectional and needs at least 2 symbols "
+            f"in the validation split; it has {symbols}; use more symbols or another "
+            "best_metric (e.g. val_mae with best_mode min)"
+        )
+    _, counts = np.unique(store.stamps[origins.row], return_counts=True)
+    wide, need = int((counts >= 2).sum()), 2 if name.endswith("icir") else 1
+    if wide < need:
+        what = "one forecast date" if need == 1 else "2 forecast dates"
+        raise ConfigError(
+            f"best_metric: '{cfg.best_metric}' needs at least 2 symbols on {what} of the "
+            f"validation split; its {symbols} symbols share {wide} of its {counts.size} dates "
+            "(raise forecast_val_origins or align the symbols' dates)"
+        )
