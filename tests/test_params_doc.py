@@ -81,6 +81,17 @@ def test_group_type_and_default_match_the_config(key):
     assert len(doc["meaning"]) > 10, key
 
 
+def test_every_command_line_only_flag_is_documented():
+    """`--nprocs`, `--config`, ... are no config keys, so the key tables cannot hold them: a
+    table of their own lists exactly the flags the commands take besides the keys."""
+    text = PARAMS.read_text(encoding="utf-8")
+    section = text.split("\n## Command-line flags that are not config keys\n", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    documented = set(re.findall(r"^\| `--([\w-]+)[^`]*` \|", section, flags=re.MULTILINE))
+    assert documented == CLI_ONLY_FLAGS
+    assert launch.FLAG.lstrip("-") in documented
+
+
 def test_public_name_table_points_at_existing_keys():
     text = PARAMS.read_text(encoding="utf-8")
     table = text.split("### Names in the public fine-tuning config", 1)[1].split("\n## ", 1)[0]
