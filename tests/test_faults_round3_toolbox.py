@@ -45,37 +45,44 @@ def _first_run(tmp_path: Path, capsys, *args: str) -> Path:
 
 # ------------------------------------------------------------- resume with another trainable set
 
-RESUME_CHANGES = {
+RESUME_CHANGES = {  # first run's flags, the resume's, its error, flags that resume it
     "freeze_as_full": (
         ["--finetune_method=freeze"],
         ["--finetune_method=full"],
         "finetune_method: the checkpoint .* was trained with 'freeze', this run asks for 'full'",
+        ["--finetune_method=freeze"],
     ),
     "full_as_freeze": (
         [],
         ["--finetune_method=freeze"],
         "finetune_method: .* trained with 'full', this run asks for 'freeze'",
+        [],
     ),
     "other_freeze_patterns": (
         ["--finetune_method=freeze"],
         ["--finetune_method=freeze", "--freeze_patterns=embed.*"],
         r"freeze_patterns: .* trained with \[embed\.\*, encoder\.0\.\*\], this run asks for "
         r"\[embed\.\*\]",
+        # the default patterns written out, in another order: the same parameters
+        ["--finetune_method=freeze", "--freeze_patterns=encoder.0.*,embed.*"],
     ),
     "other_lora_r": (
         ["--finetune_method=lora", "--lora_r=4"],
         ["--finetune_method=lora", "--lora_r=8"],
         "lora_r: .* trained with 4, this run asks for 8.*--lora_r=4",
+        ["--finetune_method=lora", "--lora_r=4", "--lora_dropout=0.2"],  # dropout may change
     ),
     "other_lora_alpha": (
         ["--finetune_method=lora", "--lora_alpha=8"],
         ["--finetune_method=lora", "--lora_alpha=32"],
         "lora_alpha: .* trained with 8.0, this run asks for 32.0",
+        ["--finetune_method=lora", "--lora_alpha=8.0"],
     ),
     "other_lora_targets": (
         ["--finetune_method=lora", "--lora_targets=q_proj,v_proj"],
         ["--finetune_method=lora", "--lora_targets=q_proj"],
         r"lora_targets: .* trained with \[q_proj, v_proj\], this run asks for \[q_proj\]",
+        ["--finetune_method=lora", "--lora_targets=v_proj,q_proj"],
     ),
 }
 
@@ -85,24 +92,19 @@ def test_a_resume_that_trains_other_parameters_names_the_key_and_both_values(
     tmp_path, capsys, case
 ):
     """Before: an optimizer ValueError traceback (freeze -> full), or "does not fit the model"
-    without the values (another lora_r)."""
+    without the values (another lora_r). The same trainable set, however spelled, resumes."""
     if "lora" in case:
         pytest.importorskip("peft")
-    first, then, expected = RESUME_CHANGES[case]
+    first, then, expected, same = RESUME_CHANGES[case]
     out = _first_run(tmp_path, capsys, *first)
     before = snapshot(tmp_path)
-    code = _train(tmp_path, f"--output_dir={out}", "--max_steps=4", f"--resume={out}", *then)
+    resume = [f"--output_dir={out}", "--max_steps=4", f"--resume={out}"]
+    code = _train(tmp_path, *resume, *then)
     line = _one_error_line(capsys)
     assert code == EXIT_USAGE
     assert re.search(expected, line), line
     _assert_untouched(before, snapshot(tmp_path))
-
-
-def test_the_same_trainable_set_in_another_spelling_resumes(tmp_path, capsys):
-    """The default patterns written out, in another order, freeze the same parameters."""
-    out = _first_run(tmp_path, capsys, "--finetune_method=freeze")
-    again = ["--finetune_method=freeze", "--freeze_patterns=encoder.0.*,embed.*"]
-    assert _train(tmp_path, f"--output_dir={out}", "--max_steps=3", f"--resume={out}", *again) == 0
+    assert _train(tmp_path, *resume, *same) == 0, capsys.readouterr().err
 
 
 def _drop_checkpoint_config(out: Path) -> None:
@@ -181,8 +183,9 @@ def test_a_tracking_uri_mlflow_cannot_use_fails_before_the_run_folder_exists(
     _assert_untouched(before, snapshot(tmp_path))
 
 
-def test_after_a_refused_tracking_uri_the_rerun_needs_no_overwrite(tmp_path, capsys):
+def test_after_a_refused_tracking_uri_the_rerun_needs_no_overwrite(tmp_path, capsys, monkeypatch):
     pytest.importorskip("mlflow")
+    monkeypatch.chdir(tmp_path)  # MLflow keeps a tracking_uri's artifacts in ./mlruns
     out = tmp_path / "run"
     args = [f"--output_dir={out}", "--max_steps=1", "--loggers=mlflow"]
     assert _train(tmp_path, *args, "--tracking_uri=foo://x") == EXIT_USAGE
@@ -258,32 +261,36 @@ def predictor_args(tmp_path) -> list[str]:
     ]
 
 
+def test_one_symbol_has_no_rank_ic_and_two_have(tmp_path, capsys, predictor_args):
+    """Before: exit 0 "completed" with no best/, and "no validation ran" (it ran)."""
+    code = main([*predictor_args, "--demo_symbols=1", "--best_metric=val_rank_ic"])
+    line = _one_error_line(capsys)
+    assert code == EXIT_USAGE
+    assert line == (
+        "error: best_metric: 'val_rank_ic' is cross-sectional and needs at least 2 symbols in "
+        "the validation split; it has 1; use more symbols or another best_metric (e.g. val_mae "
+        "with best_mode min)"
+    )
+    assert not (tmp_path / "exp" / "predictor").exists()
+    assert main([*predictor_args, "--best_metric=val_rank_ic"]) == 0, capsys.readouterr().err
+    assert (tmp_path / "exp" / "predictor" / "best").is_dir()
+
+
 @pytest.mark.parametrize(
     "args, expected",
     [
-        (
-            ["--demo_symbols=1", "--best_metric=val_rank_ic"],
-            "best_metric: 'val_rank_ic' is cross-sectional and needs at least 2 symbols in the "
-            "validation split; it has 1",
-        ),
         (["--demo_symbols=1", "--best_metric=val_icir"], "best_metric: 'val_icir' is cross"),
         (["--best_metric=val_crps"], "best_metric: 'val_crps' is computed from several sample"),
+        (["--best_metric=val_coverage_80"], "best_metric: 'val_coverage_80' is computed from"),
     ],
 )
 def test_a_best_metric_the_data_can_never_define_is_refused_at_the_start(
     tmp_path, capsys, predictor_args, args, expected
 ):
-    """Before: exit 0 "completed" with no best/, and "no validation ran" (it ran)."""
     code = main([*predictor_args, *args])
     line = _one_error_line(capsys)
     assert code == EXIT_USAGE and line.startswith(f"error: {expected}"), line
     assert not (tmp_path / "exp" / "predictor").exists()
-
-
-def test_two_symbols_on_one_date_define_the_rank_ic(tmp_path, capsys, predictor_args):
-    code = main([*predictor_args, "--best_metric=val_rank_ic"])
-    assert code == 0, capsys.readouterr().err
-    assert (tmp_path / "exp" / "predictor" / "best").is_dir()
 
 
 def _finished_ctx(tmp_path: Path, best: bool, **cfg) -> SimpleNamespace:
