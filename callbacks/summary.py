@@ -69,7 +69,6 @@ class RunSummary(TrainCallback):
             "metric_name": ctx.cfg.best_metric or ctx.strategy.metric_name,
             "trainable_params": trainable,
             "all_params": total,
-            "resumed_from": ctx.cfg.resume,
             "world_size": ctx.world_size,
             "wall_time_s": round(time.time() - self.t0, 3),
             "best_dir": str(RunLayout(ctx.output_dir).best),

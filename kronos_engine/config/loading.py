@@ -114,9 +114,10 @@ def load_config(
     return TrainConfig.from_dict(merged_values(config_file, overrides))
 
 
-# Where this invocation continued from: not part of the run a `config.yaml` describes. Kept,
-# `--config <run>/config.yaml` would resume again, and the predictor command printed after a
-# resumed tokenizer run would inherit the tokenizer's checkpoint. summary.json records it.
+# Where this invocation continued from: not part of the run a `config.yaml` describes (a
+# resumed run's files read as one uninterrupted run's). Kept, `--config <run>/config.yaml`
+# would resume again, and the predictor command printed after a resumed tokenizer run would
+# inherit the tokenizer's checkpoint.
 NOT_RECORDED = ("resume",)
 
 
