@@ -44,20 +44,18 @@ BUILT_IN_STRATEGIES = {"tokenizer": "tokenizer_recon", "predictor": "predictor_n
 def model_structure(cfg: TrainConfig) -> nn.Module | None:
     """The run's model built on the meta device (no memory, no weights, no data): its module
     and parameter names, so finetune keys can be checked before any work. None when a custom
-    strategy builds the model, or the pretrained config cannot be read here (the build then
-    reports it)."""
+    strategy builds the model, the model comes from the Hub, or its config cannot be read here
+    (the build then reports it)."""
     if cfg.strategy not in (None, BUILT_IN_STRATEGIES[cfg.train_type]):
         return None
     if cfg.train_type == "tokenizer":
         cls, pretrained, preset = KronosTokenizer, cfg.pretrained_tokenizer, tokenizer_config
     else:
         cls, pretrained, preset = Kronos, cfg.pretrained_predictor, predictor_config
+    if pretrained and is_hub_id(pretrained):
+        return None  # its config is read once it is loaded (no second Hub call here)
     try:
-        config = (
-            read_config(resolve_checkpoint_dir(pretrained, None), cls)
-            if pretrained
-            else preset(cfg.model_preset)
-        )
+        config = read_config(Path(pretrained), cls) if pretrained else preset(cfg.model_preset)
         with torch.device("meta"):
             return cls(**config)
     except (CheckpointError, TypeError, ValueError):
