@@ -117,3 +117,28 @@ def test_a_qlib_provider_says_its_frequency_by_its_calendar(tmp_path):
     (tmp_path / "prov" / "calendars" / "day.txt").write_text("2024-06-03\n")
     with pytest.raises(DataError, match=r"cannot choose between the calendars \['5min', 'day'\]"):
         build_datasets(spec)
+
+
+def test_intraday_csv_trains_with_no_freq_flag_and_the_run_records_the_length(tmp_path):
+    """The public repository's case: 5-minute A-share bars, no --freq."""
+    import json
+
+    import yaml
+    from engine_helpers import save_random_tokenizer
+
+    from kronos_engine.cli.train import main as train_main
+
+    data = tmp_path / "klines"
+    data.mkdir()
+    stamps = _session_stamps(5, 15, lunch=True, drop_every=13)
+    for k, name in enumerate(["600000", "600001"]):
+        _bars(stamps, seed=k).to_csv(data / f"{name}.csv", index=False)
+    exp = tmp_path / "exp"
+    argv = ["--train_type=predictor", "--data_source=csv", f"--data_path={data}",
+            f"--tokenizer_path={save_random_tokenizer(tmp_path / 'tok')}", f"--exp_dir={exp}",
+            "--model_preset=tiny", "--lookback_window=24", "--predict_window=6", "--max_steps=2",
+            "--batch_size=4", "--val_samples=4", "--progress_bar=false"]  # fmt: skip
+    assert train_main(argv) == 0
+    run = exp / "predictor"
+    assert yaml.safe_load((run / "config.yaml").read_text())["freq"] == "5min"
+    assert json.loads((run / "summary.json").read_text())["status"] == "completed"

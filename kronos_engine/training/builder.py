@@ -6,6 +6,7 @@ loaders) is built first, and a checkpoint's RNG states are restored last.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -18,6 +19,7 @@ from kronos_engine.callback import CallbackList, TrainCallback
 from kronos_engine.config import TrainConfig
 from kronos_engine.config.loading import write_config
 from kronos_engine.context import TrainContext
+from kronos_engine.data.frequency import is_auto
 from kronos_engine.layout import RunLayout
 from kronos_engine.registry import CALLBACKS, STRATEGIES
 from kronos_engine.rng import seed_everything
@@ -95,6 +97,9 @@ class TrainContextBuilder:
         seed_everything(cfg.seed)
         callbacks = CallbackList(self.default_callbacks() + self._resolve_user_callbacks())
         splits = self._splits if self._splits is not None else self._load_data(executor)
+        if is_auto(cfg.freq) and splits.summary.get("freq"):
+            # freq: auto -> the bar length the data has, as the run's config.yaml records it
+            cfg = self.cfg = dataclasses.replace(cfg, freq=splits.summary["freq"])
         check_metric_defined(cfg, splits)  # needs the data; before the model and any write
         strategy = self._make_strategy()
         model = apply_finetune_method(strategy.build_model(), cfg)  # before per-rank seeds
