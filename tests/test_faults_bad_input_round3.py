@@ -20,8 +20,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from engine_helpers import evaluated_qlib_experiment, run, save_random_tokenizer, tiny_cfg
-from test_faults_bad_input import EXIT_USAGE, _assert_untouched, snapshot
+from engine_helpers import evaluated_qlib_experiment
+from round3_helpers import finished_csv_run, one_error, private_copy, refused
+from test_faults_bad_input import _assert_untouched, snapshot
 
 from kronos_engine.cli.backtest import main as backtest_main
 from kronos_engine.cli.evaluate import main as evaluate_main
@@ -38,58 +39,18 @@ FAST_EVAL = ["--no_model", "--max_origins", "3", "--no_plots", "--no_progress"]
 def finished(tmp_path_factory) -> Path:
     """A folder with `klines/` (3 CSV symbols), `tok/` and `exp/predictor/` (a tiny
     predictor fine-tuned for 2 steps on the CSVs: config.yaml, best/, checkpoints/ ...)."""
-    root = tmp_path_factory.mktemp("round3")
-    data = root / "klines"
-    data.mkdir()
-    for symbol, frame in generate_demo_frames(3, 240, "day", seed=5).items():
-        frame.to_csv(data / f"{symbol}.csv", index=False)
-    cfg = tiny_cfg(
-        root,
-        train_type="predictor",
-        data_source="csv",
-        data_path=str(data),
-        tokenizer_path=str(save_random_tokenizer(root / "tok")),
-        max_steps=2,
-        epochs=1,
-    )
-    run(cfg)
-    assert (root / "exp" / "predictor" / "checkpoints").is_dir()
-    return root
+    return finished_csv_run(tmp_path_factory.mktemp("round3"))
 
 
 @pytest.fixture
 def case(finished, tmp_path) -> Path:
-    """A private copy of the finished run and of the CSVs it read (its config.yaml names the
-    copy), so that a case the old code got wrong damages no other case's files."""
-    shutil.copytree(finished / "exp", tmp_path / "exp")
-    shutil.copytree(finished / "klines", tmp_path / "klines")
-    config = tmp_path / "exp" / "predictor" / "config.yaml"
-    text = config.read_text()
-    assert str(finished / "klines") in text
-    config.write_text(text.replace(str(finished / "klines"), str(tmp_path / "klines")))
-    (tmp_path / "exp" / "NOTES.txt").write_text("the user's own notes\n")
-    return tmp_path
+    """A private copy of the finished run, the CSVs it read and the user's notes."""
+    root = private_copy(finished, tmp_path)
+    (root / "exp" / "NOTES.txt").write_text("the user's own notes\n")
+    return root
 
 
-def _one_error(capsys, *needles: str) -> str:
-    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(err) == 1 and err[0].startswith("error: "), err
-    for needle in needles:
-        assert needle in err[0], err[0]
-    return err[0]
-
-
-def _refused(capsys, roots, main, argv: list[str], *needles: str) -> str:
-    """`main(argv)` ends with exit 2 and one error line holding `needles`; every byte under
-    `roots` (a folder or several) is as it was."""
-    roots = [roots] if isinstance(roots, Path) else list(roots)
-    before = [snapshot(root) for root in roots]
-    capsys.readouterr()
-    assert main(argv) == EXIT_USAGE
-    line = _one_error(capsys, *needles)
-    for root, seen in zip(roots, before):
-        _assert_untouched(seen, snapshot(root))
-    return line
+_one_error, _refused = one_error, refused
 
 
 # ------------------------------------------------------------------ evaluate

@@ -21,31 +21,14 @@ import numpy as np
 import pandas as pd
 import pytest
 from engine_helpers import evaluated_qlib_experiment
-from test_faults_bad_input import EXIT_USAGE, _assert_untouched, snapshot
+from round3_helpers import one_error, refused
 
 from kronos_engine.cli.backtest import main as backtest_main
 from kronos_engine.cli.plot import main as plot_main
 from kronos_engine.errors import BacktestError
 from kronos_engine.plotting import load_run
 
-
-def _one_error(capsys, *needles: str) -> str:
-    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(err) == 1 and err[0].startswith("error: "), err
-    for needle in needles:
-        assert needle in err[0], err[0]
-    return err[0]
-
-
-def _refused(capsys, roots: list[Path], main, argv: list[str], *needles: str) -> str:
-    """`main(argv)` is exit 2 with one error line holding `needles`; `roots` are unchanged."""
-    before = [snapshot(root) for root in roots]
-    capsys.readouterr()
-    assert main(argv) == EXIT_USAGE
-    line = _one_error(capsys, *needles)
-    for root, seen in zip(roots, before):
-        _assert_untouched(seen, snapshot(root))
-    return line
+_one_error, _refused = one_error, refused
 
 
 # ------------------------------------------------------------------ backtest

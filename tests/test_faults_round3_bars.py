@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from test_forecasting import bars as forecasting_bars
 
 from kronos_engine.data.cleaning import clean_frame
 from kronos_engine.data.schema import ROW, TIMESTAMP
@@ -23,16 +24,7 @@ COLS = ["open", "high", "low", "close", "volume", "amount"]
 
 
 def bars(n: int = 40, seed: int = 1) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    close = 50 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
-    frame = pd.DataFrame({"timestamps": pd.date_range("2024-01-01", periods=n, freq="D")})
-    frame["open"] = close * (1 + rng.normal(0, 0.002, n))
-    frame["high"] = np.maximum(frame["open"], close) * 1.004
-    frame["low"] = np.minimum(frame["open"], close) * 0.996
-    frame["close"] = close
-    frame["volume"] = rng.integers(1000, 5000, n).astype(float)
-    frame["amount"] = frame["volume"] * close
-    return frame
+    return forecasting_bars(n, seed=seed)
 
 
 @pytest.fixture(scope="module")

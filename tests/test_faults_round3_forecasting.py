@@ -11,15 +11,14 @@ exactly as the recomputed one and as a plain reference loop.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from engine_helpers import run, save_random_tokenizer, tiny_cfg
 from kronos_engine.callbacks.forecast_validation import ForecastValidation
+from round3_helpers import finished_csv_run, one_error, private_copy
 from test_faults_bad_input import EXIT_USAGE, _assert_untouched, snapshot
 from test_forecasting import bars, random_stamps, small_models
 
@@ -41,42 +40,15 @@ BEYOND = f"cuda:{torch.cuda.device_count()}"  # one past the last CUDA device, o
 def finished(tmp_path_factory) -> Path:
     """`klines/` (3 CSV symbols of 240 days) and `exp/predictor/`: a tiny predictor fine-tuned
     for 2 steps on them (lookback 20, predict_window 4)."""
-    root = tmp_path_factory.mktemp("round3_fc")
-    data = root / "klines"
-    data.mkdir()
-    for symbol, frame in generate_demo_frames(3, 240, "day", seed=5).items():
-        frame.to_csv(data / f"{symbol}.csv", index=False)
-    cfg = tiny_cfg(
-        root,
-        train_type="predictor",
-        data_source="csv",
-        data_path=str(data),
-        tokenizer_path=str(save_random_tokenizer(root / "tok")),
-        max_steps=2,
-        epochs=1,
-    )
-    run(cfg)
-    return root
+    return finished_csv_run(tmp_path_factory.mktemp("round3_fc"))
 
 
 @pytest.fixture
 def case(finished, tmp_path) -> Path:
-    """A private copy of the run and its CSVs (the copy's config.yaml names the copy)."""
-    shutil.copytree(finished / "exp", tmp_path / "exp")
-    shutil.copytree(finished / "klines", tmp_path / "klines")
-    config = tmp_path / "exp" / "predictor" / "config.yaml"
-    config.write_text(
-        config.read_text().replace(str(finished / "klines"), str(tmp_path / "klines"))
-    )
-    return tmp_path
+    return private_copy(finished, tmp_path)
 
 
-def _one_error(capsys, *needles: str) -> str:
-    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(err) == 1 and err[0].startswith("error: "), err
-    for needle in needles:
-        assert needle in err[0], err[0]
-    return err[0]
+_one_error = one_error
 
 
 # --- predict and evaluate refuse bad options with one line ---------------------------------

@@ -16,6 +16,7 @@ import shutil
 import pytest
 import test_faults_bad_input_round3 as round3
 from engine_helpers import save_random_tokenizer
+from round3_helpers import refused as _refused
 
 from kronos_engine.cli.backtest import main as backtest_main
 from kronos_engine.cli.evaluate import main as evaluate_main
@@ -25,7 +26,7 @@ from kronos_engine.forecasting import KronosPredictor
 from kronos_engine.models import KronosTokenizer
 from kronos_engine.models.fingerprint import TOKENIZER_RECORD, weights_fingerprint
 
-finished, case, _refused = round3.finished, round3.case, round3._refused  # the fixtures
+finished, case = round3.finished, round3.case  # the fixtures
 WINDOW = ["--lookback", "30", "--pred_len", "3"]
 FAST_EVAL = ["--no_model", "--max_origins", "3", "--no_plots", "--no_progress"]
 
