@@ -69,3 +69,25 @@ class Loopback:
 
 def json_body(payload: Any) -> str:
     return json.dumps(payload)
+
+
+def kill_download_midway(server: Loopback, requests: int, argv: list[str]) -> None:
+    """Run `scripts/download.py argv` in a subprocess, SIGKILL it once `server` has seen
+    `requests` requests (the last one stalled by a fault), then let the server go on."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "download.py"
+    proc = subprocess.Popen(
+        [sys.executable, str(script), *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 60
+    while len(server.requests) < requests and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(server.requests) == requests, proc.communicate(timeout=5)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    server.release.set()

@@ -8,17 +8,13 @@ fetch-then-train."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from engine_helpers import run, tiny_cfg
-from market_server import Loopback
+from market_server import Loopback, kill_download_midway
 from test_faults_bad_input import EXIT_USAGE, _assert_untouched, snapshot
 
 from kronos_engine.cli.download import main as download_main
@@ -248,17 +244,7 @@ def test_a_kill_during_paging_leaves_every_stored_file_intact(binance, tmp_path)
     binance.server.requests.clear()
     args = ["--source=ccxt", "--exchange=binance", f"--exchange_api_url={binance.server.url}"]
     args += [f"--data_path={tmp_path}", "--instruments=BTC/USDT,ETH/USDT", "--freq=1h"]
-    proc = subprocess.Popen(
-        [sys.executable, str(REPO / "scripts" / "download.py"), *args, since(binance, 0), *FAST],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while len(binance.server.requests) < 5 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert len(binance.server.requests) == 5, proc.communicate(timeout=5)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=10)
-    binance.server.release.set()
+    kill_download_midway(binance.server, 5, [*args, since(binance, 0), *FAST])
     _assert_untouched(before, snapshot(tmp_path))
 
 

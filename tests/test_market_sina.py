@@ -7,17 +7,12 @@ offline service, a kill during a fetch, and fetch-then-train."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from engine_helpers import run, tiny_cfg
-from market_server import Loopback
+from market_server import Loopback, kill_download_midway
 from test_faults_bad_input import EXIT_USAGE, _assert_untouched, snapshot
 
 from kronos_engine.cli.download import main as download_main
@@ -281,18 +276,7 @@ def test_a_kill_during_a_fetch_leaves_every_stored_file_intact(sina, tmp_path):
     sina.window = {"sh600519": (0, 200), "sz000001": (0, 200)}
     sina.server.faults = [None, 60.0]  # sh600519 answers, sz000001's answer stalls
     args = ["--source=sina", f"--sina_url={sina.url}", f"--data_path={tmp_path}"]
-    proc = subprocess.Popen(
-        [sys.executable, str(REPO / "scripts" / "download.py"), *args, f"--instruments={both}",
-         "--freq=5min", *FAST],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while len(sina.server.requests) < 4 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert len(sina.server.requests) == 4, proc.communicate(timeout=5)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=10)
-    sina.server.release.set()
+    kill_download_midway(sina.server, 4, [*args, f"--instruments={both}", "--freq=5min", *FAST])
     _assert_untouched(before, snapshot(tmp_path))
 
 
