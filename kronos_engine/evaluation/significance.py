@@ -7,7 +7,9 @@ The rules `evaluate.py` follows (recorded in `metrics.json` under `significance`
   horizon steps of one origin date first, so the dependence across symbols within a date is
   absorbed by the aggregation and only the dependence over time is left to handle.
 * **Dependence over time.** Forecasts `h` steps ahead from consecutive origins share `h - 1`
-  future bars, so per-date losses are autocorrelated up to lag `h - 1`.
+  future bars, so per-date losses are autocorrelated up to lag `h - 1`. Lags and blocks count
+  origin dates; where `--stride` or `--max_origins` space the dates further apart than one bar,
+  `h - 1` lags cover more than the overlap (conservative).
 * **Diebold-Mariano** (1995): ``DM = mean(d) / sqrt(V / n)`` for the loss differences ``d``, with
   ``V`` the long-run variance with ``h - 1`` lags and the uniform (truncated) kernel, the variance
   DM and Harvey, Leybourne & Newbold (1997) use (and R's `forecast::dm.test`); where that
