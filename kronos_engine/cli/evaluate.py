@@ -26,6 +26,7 @@ from kronos_engine.evaluation.origins import plan_origins, subset_by_date
 from kronos_engine.evaluation.report import (
     COMMAND,
     EVALUATION_FILES,
+    SIGNIFICANCE,
     markdown_table,
     write_evaluation,
 )
@@ -71,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no_model", action="store_true", help="only the baselines and --compare")
     add_sampling_arguments(p, batch_size=64, batch_help="origins forecast together")
+    p.add_argument(
+        "--bootstrap_seed",
+        type=int,
+        default=0,
+        help="seed of the block bootstrap behind the significance intervals (recorded in "
+        "metrics.json)",
+    )
     p.add_argument("--output", help="output folder (default <exp_dir>/eval)")
     p.add_argument("--no_plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
@@ -120,6 +128,7 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
         info,
         plots=not args.no_plots,
         progress=not args.no_progress,
+        bootstrap_seed=args.bootstrap_seed,
     )
 
     print(markdown_table(overall))
@@ -154,6 +163,8 @@ def resolve(args: argparse.Namespace) -> Plan:
     _check_positive(args.stride, "--stride")
     if args.max_origins is not None:
         _check_positive(args.max_origins, "--max_origins")
+    if args.bootstrap_seed < 0:
+        raise EvaluationError(f"--bootstrap_seed: must be >= 0, got {args.bootstrap_seed}")
     baselines = _baselines(args.baselines)
     compared = [_named(item) for item in args.compare]
     _check_names(args, baselines, [name for name, _ in compared])
@@ -204,6 +215,7 @@ def _check_names(args: argparse.Namespace, baselines: list[str], compared: list[
     """Every row of the table is one forecaster: the model (`--name`), each `--compare` and
     each baseline need their own name, or one would be reported under another's."""
     taken = {b: f"the {b} baseline" for b in {"naive", *baselines, *BASELINES}}
+    taken[SIGNIFICANCE] = "the pairwise tests' section of metrics.json"
     if not args.no_model:
         if not args.name.strip():
             raise EvaluationError("--name: must not be empty")

@@ -1,6 +1,7 @@
 """What `scripts/evaluate.py` writes to `<exp_dir>/eval/`.
 
-* `metrics.json`: `{model: {metric: value}}` over all symbols, nothing else at the top level;
+* `metrics.json`: `{model: {metric: value}}` over all symbols, and `significance` (every pair
+  of models compared over origin dates, `evaluation.significance`; no model has that name);
 * `metrics_by_symbol.csv`: the same metrics per (model, symbol);
 * `forecasts.parquet`: one row per model, symbol, origin and horizon step, streamed batch by
   batch (`ForecastSink`), so it is never held in memory whole;
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from kronos_engine.evaluation import significance as S
 from kronos_engine.evaluation.scoring import METRIC_ORDER, MetricAccumulator
 from kronos_engine.extras import import_pyplot, optional_pyplot
 
@@ -36,6 +38,7 @@ PLOT_FILES = ("forecast_vs_actual.png", "ic_by_date.png", "calibration.png")
 EVALUATION_FILES = (METRICS_FILE, BY_SYMBOL_FILE, FORECASTS_FILE, REPORT_FILE, *PLOT_FILES)
 COMMAND = "evaluate"  # the command named by the folder's marker (`run.outputs_guard`)
 
+SIGNIFICANCE = "significance"  # the key of the pairwise tests in metrics.json, not a model
 LOWER_IS_BETTER = {"mae", "rmse", "mape", "mase", "crps"}
 HIGHER_IS_BETTER = {"skill", "direction_accuracy", "ic", "icir", "rank_ic", "rank_icir"}
 NOMINAL = {"coverage_80": 0.8, "coverage_90": 0.9}  # best = closest to nominal
@@ -69,10 +72,17 @@ def _json_value(value: float) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def write_metrics(folder: Path, acc: MetricAccumulator) -> dict[str, dict[str, float]]:
-    """`metrics.json` and `metrics_by_symbol.csv`; returns the overall metrics."""
+def write_metrics(
+    folder: Path, acc: MetricAccumulator, significance: dict | None = None
+) -> dict[str, dict[str, float]]:
+    """`metrics.json` (with the `significance` section when given) and
+    `metrics_by_symbol.csv`; returns the overall metrics."""
     overall = acc.overall()
-    payload = {m: {k: _json_value(v) for k, v in vals.items()} for m, vals in overall.items()}
+    payload: dict[str, Any] = {
+        m: {k: _json_value(v) for k, v in vals.items()} for m, vals in overall.items()
+    }
+    if significance is not None:
+        payload[SIGNIFICANCE] = _json_tree(significance)
     (folder / METRICS_FILE).write_text(json.dumps(payload, indent=1), encoding="utf-8")
     table = acc.by_symbol()
     columns = ["model", "symbol"] + [c for c in METRIC_ORDER if c in table.columns]
@@ -128,7 +138,10 @@ def _fmt(metric: str, value: float) -> str:
 
 
 def write_report_md(
-    folder: Path, overall: dict[str, dict[str, float]], info: dict[str, Any]
+    folder: Path,
+    overall: dict[str, dict[str, float]],
+    info: dict[str, Any],
+    significance: dict | None = None,
 ) -> None:
     """`report.md`: the verdict first (does the model beat naive?), then the table."""
     lines = ["# Forecast evaluation", ""]
@@ -153,7 +166,83 @@ def write_report_md(
         "correlations of the predicted horizon return per date, averaged (ICIR = mean/std).",
         "",
     ]
+    if significance is not None:
+        lines += significance_markdown(significance)
     (folder / REPORT_FILE).write_text("\n".join(lines), encoding="utf-8")
+
+
+# ------------------------------------------------------------------ significance
+
+
+def _json_tree(value: Any) -> Any:
+    """`value` with tuples as lists and every non-finite float as null (valid JSON)."""
+    if isinstance(value, dict):
+        return {k: _json_tree(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_tree(v) for v in value]
+    if isinstance(value, float):
+        return _json_value(value)
+    return value
+
+
+def significance_markdown(section: dict, metric: str = "mae") -> list[str]:
+    """The report's significance part: one sentence per pair of models on `metric`, then the
+    IC t-statistics."""
+    lines = [
+        "## Is the difference real?",
+        "",
+        f"Per origin date, {metric.upper()} averaged over the symbols and horizon steps; "
+        f"{section['confidence']:.0%} intervals from a moving-block bootstrap over dates "
+        f"({section['resamples']} resamples, seed {section['seed']}); DM: Diebold-Mariano test "
+        f"with h - 1 = {max(section['horizon'] - 1, 0)} lags and the Harvey-Leybourne-Newbold "
+        "correction. MSE, MASE and (when sampled) CRPS: `metrics.json`, `significance`.",
+        "",
+    ]
+    lines += [_pair_sentence(p) for p in section["pairs"] if p["metric"] == metric]
+    tests = section["ic"]
+    if tests:
+        lines += ["", "IC and RankIC against zero (Newey-West t, h - 1 lags):", ""]
+        for model, r in tests.items():
+            parts = [
+                f"{label} {r[k]:.3g} (t = {r[k + '_t']:.2f}, {_p(r[k + '_p'])}, "
+                f"{r[k + '_dates']} dates)"
+                for k, label in (("ic", "IC"), ("rank_ic", "RankIC"))
+                if k in r
+            ]
+            lines.append(f"- {model}: " + "; ".join(parts) + ".")
+    return lines + [""]
+
+
+def _pair_sentence(p: dict) -> str:
+    """ "kronos beats naive: MAE lower by 0.8% (95% CI 0.2%..1.4%, DM p = 0.01, 120 dates).\""""
+    a, b, name, n = p["model"], p["other"], p["metric"].upper(), p["n_dates"]
+    lo, hi = p["ci"]
+    if n and p["mean_diff"] == 0 and lo == hi == 0:
+        return f"- {a} and {b} have the same {name} on every one of the {n} dates."
+    if not math.isfinite(p["p_value"]) or not math.isfinite(p["rel_diff"]):
+        return f"- {a} vs {b}: too few dates ({n}) to test the {name} difference."
+    rel, (rlo, rhi) = p["rel_diff"], p["rel_ci"]
+    lower = rel < 0
+    size = f"{_pct(-rel if lower else rel)}"
+    ci = f"{_pct(-rhi)}..{_pct(-rlo)}" if lower else f"{_pct(rlo)}..{_pct(rhi)}"
+    how = (
+        f"{name} {'lower' if lower else 'higher'} by {size} "
+        f"(95% CI {ci}, DM {_p(p['p_value'])}, {n} dates)"
+    )
+    if p["p_value"] < 0.05 and not lo <= 0 <= hi:
+        verdict = f"{a} beats {b}" if lower else f"{a} does not beat {b} ({b} is better)"
+        return f"- {verdict}: {how}."
+    return f"- {a} vs {b}: no significant difference at the 5% level; {a}'s {how}."
+
+
+def _pct(fraction: float) -> str:
+    return f"{100 * fraction:.3g}%" if math.isfinite(fraction) else "?"
+
+
+def _p(p: float) -> str:
+    if not math.isfinite(p):
+        return "p = -"
+    return "p < 0.001" if p < 0.001 else f"p = {p:.2g}"
 
 
 def write_plots(folder: Path, acc: MetricAccumulator, n_symbols: int = 4) -> list[str]:
@@ -229,9 +318,10 @@ def write_evaluation(
     info: dict[str, Any],
     plots: bool = True,
     progress: bool = True,
+    bootstrap_seed: int = 0,
 ) -> dict[str, dict[str, float]]:
     """Run the rolling evaluation and write every file of `output` (atomically replaced, with
-    the marker of an evaluation folder)."""
+    the marker of an evaluation folder); `bootstrap_seed` seeds the significance intervals."""
     from kronos_engine.evaluation.rolling import run_rolling
     from kronos_engine.run.outputs_guard import write_output_dir
 
@@ -243,8 +333,9 @@ def write_evaluation(
             acc = run_rolling(store, origins, forecasters, opts, sink, progress)
         finally:
             sink.close()
-        result.update(write_metrics(staging, acc))
-        write_report_md(staging, result, {**info, "forecast rows": sink.rows})
+        section = S.section_of(acc, opts.pred_len, bootstrap_seed)
+        result.update(write_metrics(staging, acc, section))
+        write_report_md(staging, result, {**info, "forecast rows": sink.rows}, section)
         if plots:
             write_plots(staging, acc)
 

@@ -64,6 +64,7 @@ class MetricAccumulator:
         )
         self.calibration: dict[str, dict[float, list[float]]] = defaultdict(dict)
         self.returns: dict[str, list[pd.DataFrame]] = defaultdict(list)
+        self.losses: dict[str, list[pd.DataFrame]] = defaultdict(list)  # per-origin loss sums
         self.sampled = False
 
     def add(self, batch: Batch) -> None:
@@ -93,6 +94,7 @@ class MetricAccumulator:
                 hits = self.calibration[batch.model].setdefault(q, [0.0, 0.0])
                 hits[0] += float((true <= values).sum())
                 hits[1] += true.size
+        self.losses[batch.model].append(_origin_losses(batch, err, scale))
         self.returns[batch.model].append(
             pd.DataFrame(
                 {
@@ -108,6 +110,24 @@ class MetricAccumulator:
     @property
     def models(self) -> list[str]:
         return list(dict.fromkeys(model for model, _ in self.sums))
+
+    def daily_losses(self, model: str) -> pd.DataFrame:
+        """One row per origin date (index, sorted): `mae`, `mse`, `mase` and, when sampled,
+        `crps`, each the mean over every (symbol, horizon step) cell of that date, so the
+        significance tests (`evaluation.significance`) run over dates, not over the
+        cross-sectionally dependent cells of one date."""
+        sums = pd.concat(self.losses[model], ignore_index=True).groupby("origin").sum()
+        n = sums["n"]
+        out = pd.DataFrame(
+            {
+                "mae": sums["abs"] / n,
+                "mse": sums["sq"] / n,
+                "mase": sums["scaled"] / sums["scaled_n"].where(sums["scaled_n"] > 0),
+            }
+        )
+        if self.sampled:
+            out["crps"] = sums["crps"] / n
+        return out.sort_index()
 
     def horizon_returns(self, model: str) -> pd.DataFrame:
         return pd.concat(self.returns[model], ignore_index=True)
@@ -182,6 +202,23 @@ class MetricAccumulator:
             for q, (hits, n) in sorted(table.items())
         ]
         return pd.DataFrame(rows, columns=["model", "quantile", "observed"])
+
+
+def _origin_losses(batch: Batch, err: np.ndarray, scale: np.ndarray) -> pd.DataFrame:
+    """Loss sums of each origin of a batch over its horizon steps (one row per origin)."""
+    pos = scale > 0
+    scaled = np.divide(np.abs(err), scale, out=np.zeros_like(err), where=pos)
+    return pd.DataFrame(
+        {
+            "origin": batch.origin_ns.astype("datetime64[ns]"),
+            "n": np.full(err.shape[0], err.shape[1], dtype=np.float64),
+            "abs": np.abs(err).sum(axis=1),
+            "sq": (err**2).sum(axis=1),
+            "scaled": scaled.sum(axis=1),
+            "scaled_n": pos.sum(axis=1).astype(np.float64),
+            "crps": batch.crps.sum(axis=1) if batch.crps is not None else 0.0,
+        }
+    )
 
 
 METRIC_ORDER = (
