@@ -26,7 +26,6 @@ from kronos_engine.evaluation.origins import plan_origins, subset_by_date
 from kronos_engine.evaluation.report import (
     COMMAND,
     EVALUATION_FILES,
-    SIGNIFICANCE,
     markdown_table,
     write_evaluation,
 )
@@ -215,7 +214,6 @@ def _check_names(args: argparse.Namespace, baselines: list[str], compared: list[
     """Every row of the table is one forecaster: the model (`--name`), each `--compare` and
     each baseline need their own name, or one would be reported under another's."""
     taken = {b: f"the {b} baseline" for b in {"naive", *baselines, *BASELINES}}
-    taken[SIGNIFICANCE] = "the pairwise tests' section of metrics.json"
     if not args.no_model:
         if not args.name.strip():
             raise EvaluationError("--name: must not be empty")

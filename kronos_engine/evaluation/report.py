@@ -1,7 +1,8 @@
 """What `scripts/evaluate.py` writes to `<exp_dir>/eval/`.
 
-* `metrics.json`: `{model: {metric: value}}` over all symbols, and `significance` (every pair
-  of models compared over origin dates, `evaluation.significance`; no model has that name);
+* `metrics.json`: `{model: {metric: value}}` over all symbols;
+* `significance.json`: every pair of models compared over origin dates
+  (`evaluation.significance`) and the IC t-statistics;
 * `metrics_by_symbol.csv`: the same metrics per (model, symbol);
 * `forecasts.parquet`: one row per model, symbol, origin and horizon step, streamed batch by
   batch (`ForecastSink`), so it is never held in memory whole;
@@ -31,14 +32,16 @@ log = logging.getLogger("kronos_engine")
 
 FORECASTS_FILE = "forecasts.parquet"
 METRICS_FILE = "metrics.json"
+SIGNIFICANCE_FILE = "significance.json"
 BY_SYMBOL_FILE = "metrics_by_symbol.csv"
 REPORT_FILE = "report.md"
 PLOT_FILES = ("forecast_vs_actual.png", "ic_by_date.png", "calibration.png")
 # What an evaluation folder holds, its defining file first (how an earlier one is recognised).
-EVALUATION_FILES = (METRICS_FILE, BY_SYMBOL_FILE, FORECASTS_FILE, REPORT_FILE, *PLOT_FILES)
+EVALUATION_FILES = (
+    METRICS_FILE, BY_SYMBOL_FILE, FORECASTS_FILE, REPORT_FILE, SIGNIFICANCE_FILE, *PLOT_FILES,
+)  # fmt: skip
 COMMAND = "evaluate"  # the command named by the folder's marker (`run.outputs_guard`)
 
-SIGNIFICANCE = "significance"  # the key of the pairwise tests in metrics.json, not a model
 LOWER_IS_BETTER = {"mae", "rmse", "mape", "mase", "crps"}
 HIGHER_IS_BETTER = {"skill", "direction_accuracy", "ic", "icir", "rank_ic", "rank_icir"}
 NOMINAL = {"coverage_80": 0.8, "coverage_90": 0.9}  # best = closest to nominal
@@ -75,15 +78,16 @@ def _json_value(value: float) -> float | None:
 def write_metrics(
     folder: Path, acc: MetricAccumulator, significance: dict | None = None
 ) -> dict[str, dict[str, float]]:
-    """`metrics.json` (with the `significance` section when given) and
-    `metrics_by_symbol.csv`; returns the overall metrics."""
+    """`metrics.json`, `metrics_by_symbol.csv` and (when given) `significance.json`; returns
+    the overall metrics."""
     overall = acc.overall()
     payload: dict[str, Any] = {
         m: {k: _json_value(v) for k, v in vals.items()} for m, vals in overall.items()
     }
-    if significance is not None:
-        payload[SIGNIFICANCE] = _json_tree(significance)
     (folder / METRICS_FILE).write_text(json.dumps(payload, indent=1), encoding="utf-8")
+    if significance is not None:
+        text = json.dumps(_json_tree(significance), indent=1)
+        (folder / SIGNIFICANCE_FILE).write_text(text, encoding="utf-8")
     table = acc.by_symbol()
     columns = ["model", "symbol"] + [c for c in METRIC_ORDER if c in table.columns]
     table[columns].to_csv(folder / BY_SYMBOL_FILE, index=False, float_format="%.6g")
@@ -195,7 +199,7 @@ def significance_markdown(section: dict, metric: str = "mae") -> list[str]:
         f"{section['confidence']:.0%} intervals from a moving-block bootstrap over dates "
         f"({section['resamples']} resamples, seed {section['seed']}); DM: Diebold-Mariano test "
         f"with h - 1 = {max(section['horizon'] - 1, 0)} lags and the Harvey-Leybourne-Newbold "
-        "correction. MSE, MASE and (when sampled) CRPS: `metrics.json`, `significance`.",
+        "correction. MSE, MASE and (when sampled) CRPS: `significance.json`.",
         "",
     ]
     lines += [_pair_sentence(p) for p in section["pairs"] if p["metric"] == metric]
