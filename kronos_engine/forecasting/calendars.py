@@ -85,7 +85,8 @@ def calendar_stamps(history: pd.DatetimeIndex, pred_len: int, name: str) -> pd.D
 def bar_length(history: pd.DatetimeIndex) -> pd.Timedelta | None:
     """The most common spacing of two bars of one day (nights and lunch breaks are rarer), or
     None for daily bars: the rule of `freq: auto` (`data.frequency`)."""
-    ns = history.tz_localize(None).as_unit("ns").asi8 if history.tz else history.as_unit("ns").asi8
+    wall = history.tz_localize(None) if history.tz is not None else history
+    ns = wall.as_unit("ns").asi8
     day = pd.Timedelta(days=1).value
     same_day = (ns[1:] // day) == (ns[:-1] // day)
     gaps = np.diff(ns)[same_day]
