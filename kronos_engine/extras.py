@@ -19,6 +19,7 @@ EXTRA_OF = {
     "wandb": "wandb",
     "comet_ml": "comet",
     "ccxt": "ccxt",
+    "exchange_calendars": "calendars",
 }
 # `loggers` entry -> the package it needs
 LOGGER_PACKAGES = {

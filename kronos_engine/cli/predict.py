@@ -26,6 +26,7 @@ from kronos_engine.data import iter_clean_frames
 from kronos_engine.data.spec import DataSpec
 from kronos_engine.errors import DataError, ForecastError, PlotError
 from kronos_engine.extras import import_pyplot
+from kronos_engine.forecasting.calendars import check_calendar
 from kronos_engine.forecasting.forecast import COLUMNS
 from kronos_engine.forecasting.options import (
     SamplingOptions,
@@ -79,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     fc.add_argument("--lookback", type=int, help="history bars per symbol (default: the run's)")
     fc.add_argument("--pred_len", type=int, help="bars to forecast (default: the run's)")
     fc.add_argument("--quantiles", help="comma-separated, e.g. 0.1,0.5,0.9 (sample_count >= 2)")
+    fc.add_argument("--calendar", help="future stamps on an exchange's sessions: XSHG, XNYS, 24/7")
     add_sampling_arguments(fc, batch_size=32, batch_help="symbols forecast together")
     out = p.add_argument_group("output")
     out.add_argument("--output", help="CSV or Parquet file (default <exp_dir>/forecast.csv)")
@@ -149,6 +151,7 @@ class Job:
     pred_len: int
     output: Path
     flags: ForecastFlags
+    calendar: str | None = None  # --calendar: the exchange whose sessions the future follows
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -187,6 +190,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def resolve_job(args: argparse.Namespace, flags: ForecastFlags) -> Job:
+    calendar = check_calendar(args.calendar, "--calendar")
     if args.exp_dir and (args.tokenizer or args.predictor):
         raise ForecastError("give either --exp_dir or --tokenizer and --predictor, not both")
     if args.exp_dir:
@@ -211,7 +215,7 @@ def resolve_job(args: argparse.Namespace, flags: ForecastFlags) -> Job:
     check_outputs(output, plot_folder(args, output), data, models)
     clip = {"clip": run.clip} if args.exp_dir else {}
     predictor = KronosPredictor.from_pretrained(*models, **clip, **flags.model)
-    return Job(predictor, data, lookback, pred_len, output, flags)
+    return Job(predictor, data, lookback, pred_len, output, flags, calendar)
 
 
 def plot_folder(args: argparse.Namespace, output: Path) -> Path | None:
@@ -303,7 +307,7 @@ def parse_as_of(as_of: str | None) -> pd.Timestamp | None:
 
 def collect_histories(job: Job, cutoff: pd.Timestamp | None) -> tuple[list[History], list[str]]:
     """The last `lookback` bars (up to `cutoff`, `--as_of`) of each symbol and its future
-    stamps."""
+    stamps (on `--calendar`'s sessions where the data stop)."""
     histories, skipped = [], []
     for symbol, frame in _clean_frames(job.data):
         rows = frame if cutoff is None else frame[frame["timestamps"] <= cutoff]
@@ -311,7 +315,7 @@ def collect_histories(job: Job, cutoff: pd.Timestamp | None) -> tuple[list[Histo
             skipped.append(f"{symbol} has {len(rows)} bars, lookback is {job.lookback}")
             continue
         try:
-            future = _future_stamps(frame, rows, job.pred_len)
+            future = _future_stamps(frame, rows, job)
         except ForecastError as exc:
             skipped.append(f"{symbol}: {exc}")
             continue
@@ -334,14 +338,15 @@ def _clean_frames(data: DataSpec) -> Iterator[tuple[str, pd.DataFrame]]:
         raise ForecastError(str(exc)) from None
 
 
-def _future_stamps(frame: pd.DataFrame, rows: pd.DataFrame, pred_len: int) -> pd.DatetimeIndex:
+def _future_stamps(frame: pd.DataFrame, rows: pd.DataFrame, job: Job) -> pd.DatetimeIndex:
     """The data's own next timestamps when it goes on past the history (exact sessions and
-    holidays), else the history's frequency continued."""
+    holidays), else `--calendar`'s next bars, else the history's frequency continued."""
+    pred_len = job.pred_len
     after = frame["timestamps"].iloc[len(rows) : len(rows) + pred_len]
     if len(after) == pred_len:
         return pd.DatetimeIndex(after, name="timestamps")
     history = pd.DatetimeIndex(rows["timestamps"])
-    return infer_future_stamps(history, pred_len)
+    return infer_future_stamps(history, pred_len, job.calendar)
 
 
 def forecast_all(job: Job, histories: list[History], quantiles: list[float]) -> pd.DataFrame:

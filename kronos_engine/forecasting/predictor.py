@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from kronos_engine.config.rules import resolve_device
 from kronos_engine.data.features import TIME_FEATURES, normalise, stamp_seconds, time_features
 from kronos_engine.errors import ForecastError
+from kronos_engine.forecasting.calendars import check_calendar
 from kronos_engine.forecasting.forecast import (
     Forecast,
     forecast_frames_of,
@@ -159,18 +160,21 @@ class KronosPredictor:
         quantiles: Sequence[float] | None = None,
         return_samples: bool = False,
         seed: int | None = None,
+        calendar: str | None = None,
     ) -> pd.DataFrame | tuple[pd.DataFrame, np.ndarray]:
         """Forecast `pred_len` bars after `df` (the mean over `sample_count` sample paths).
 
         `x_timestamp` defaults to `df`'s DatetimeIndex or its `timestamps` column;
-        `y_timestamp` defaults to the history's frequency continued. With `quantiles`, adds
+        `y_timestamp` defaults to the history's frequency continued, or with `calendar` (an
+        `exchange_calendars` name such as `XSHG`, or `24/7`) to that exchange's next sessions
+        and bar times (`forecasting.calendars`). With `quantiles`, adds
         `<column>_q<percent>` columns; with `return_samples`, returns `(frame, samples)` where
         `samples` is `(sample_count, pred_len, 6)` on the price scale.
         """
         options = SamplingOptions(T, top_k, top_p, sample_count, seed)
         frames, samples = self.forecast_frames(
             [df], [x_timestamp], [y_timestamp], pred_len, options, quantiles=quantiles,
-            verbose=verbose,
+            verbose=verbose, calendar=calendar,
         )  # fmt: skip
         return (frames[0], samples[0]) if return_samples else frames[0]
 
@@ -189,6 +193,7 @@ class KronosPredictor:
         quantiles: Sequence[float] | None = None,
         return_samples: bool = False,
         seed: int | None = None,
+        calendar: str | None = None,
     ) -> list[pd.DataFrame] | tuple[list[pd.DataFrame], np.ndarray]:
         """`predict` for several series in one batch; histories may differ in length (each
         result equals predicting that series alone). With `return_samples`, returns
@@ -200,8 +205,9 @@ class KronosPredictor:
         y_list = per_series(y_timestamp_list, n, "y_timestamp_list")
         options = SamplingOptions(T, top_k, top_p, sample_count, seed)
         frames, samples = self.forecast_frames(
-            df_list, x_list, y_list, pred_len, options, quantiles=quantiles, verbose=verbose
-        )
+            df_list, x_list, y_list, pred_len, options, quantiles=quantiles, verbose=verbose,
+            calendar=calendar,
+        )  # fmt: skip
         return (frames, samples) if return_samples else frames
 
     def forecast_frames(
@@ -214,13 +220,15 @@ class KronosPredictor:
         *,
         quantiles: Sequence[float] | None = None,
         verbose: bool = False,
+        calendar: str | None = None,
     ) -> tuple[list[pd.DataFrame], np.ndarray]:
         """`predict_batch` with the sampling as one value (one stamp entry, or None, per
         frame): `(frames, samples)`, always both."""
         qs = check_quantiles(quantiles, options.sample_count)
+        calendar = check_calendar(calendar, "calendar")
         pred_len = resolve_pred_len(pred_len, y_stamps)
         series = [
-            self._series(df, x, y, pred_len, i if len(dfs) > 1 else None)
+            self._series(df, x, y, pred_len, i if len(dfs) > 1 else None, calendar)
             for i, (df, x, y) in enumerate(zip(dfs, x_stamps, y_stamps))
         ]
         forecast = self.forecast_arrays(
@@ -319,7 +327,13 @@ class KronosPredictor:
         return paths.float().cpu().numpy()
 
     def _series(
-        self, df: pd.DataFrame, x_timestamp: Any, y_timestamp: Any, pred_len: int, i: int | None
+        self,
+        df: pd.DataFrame,
+        x_timestamp: Any,
+        y_timestamp: Any,
+        pred_len: int,
+        i: int | None,
+        calendar: str | None = None,
     ) -> _Series:
         where = "df" if i is None else f"df_list[{i}]"
         values = ohlcv_values(df, where)
@@ -329,7 +343,7 @@ class KronosPredictor:
                 f"{where}: {len(values)} rows but {len(x_index)} x_timestamp values"
             )
         if y_timestamp is None:
-            future = infer_future_stamps(x_index, pred_len)
+            future = infer_future_stamps(x_index, pred_len, calendar)
             y_index = future
         else:
             future = y_timestamp

@@ -1,5 +1,7 @@
-"""Timestamps of a forecast: reading them, and the future stamps of a regular history (the
-calendar features the model sees are `kronos_engine.data.features.time_features`)."""
+"""Timestamps of a forecast: reading them, and the future stamps of a history: this module picks
+the rule (an exchange calendar, `forecasting.calendars`, when one is named; else the history's
+regular frequency continued). The calendar features the model sees are
+`kronos_engine.data.features.time_features`."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from kronos_engine.errors import ForecastError
+from kronos_engine.forecasting.calendars import calendar_stamps
 
 
 def as_datetime_index(stamps: Any, what: str) -> pd.DatetimeIndex:
@@ -23,17 +26,23 @@ def as_datetime_index(stamps: Any, what: str) -> pd.DatetimeIndex:
     return index
 
 
-def infer_future_stamps(history: pd.DatetimeIndex, pred_len: int) -> pd.DatetimeIndex:
-    """The `pred_len` stamps after `history` at its regular frequency.
+def infer_future_stamps(
+    history: pd.DatetimeIndex, pred_len: int, calendar: str | None = None
+) -> pd.DatetimeIndex:
+    """The `pred_len` stamps after `history`: on `calendar`'s sessions when one is named (an
+    `exchange_calendars` name checked by `calendars.check_calendar`, or `24/7`), else at the
+    history's regular frequency.
 
     Intraday weekday bars with session gaps (nights, lunch breaks) continue on the bar times
     of day seen in the history, on business days. Otherwise a pandas-inferable frequency is
     used as is (so weekday-only daily bars continue on business days), or the one step that
-    every bar has. Exchange holidays are not known: pass `y_timestamp` to control them.
+    every bar has. Exchange holidays are not known: pass `calendar` or `y_timestamp` to control them.
     """
     if len(history) < 2:
         raise ForecastError("y_timestamp: cannot infer future timestamps from fewer than 2 rows")
     try:
+        if calendar is not None:
+            return calendar_stamps(history, pred_len, calendar)
         sessions = _session_slots(history)
         if sessions is not None:
             return _continue_sessions(history[-1], sessions, pred_len)
