@@ -17,6 +17,7 @@ from typing import Any
 from kronos_engine.cli.launch import HELP as NPROCS_HELP
 from kronos_engine.config import (
     CHOICES,
+    DEVICES,
     TrainConfig,
     coerce,
     field_type,
@@ -73,6 +74,8 @@ def _base_type(key: str) -> tuple[Any, bool]:
 def _metavar(key: str) -> str:
     if key in CHOICES:
         return "{" + ",".join(CHOICES[key]) + "}"
+    if key == "device":
+        return "{" + ",".join(DEVICES) + "}"
     tp, is_list = _base_type(key)
     if is_list:
         (item,) = typing.get_args(tp)
