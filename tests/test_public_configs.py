@@ -18,8 +18,9 @@ from test_faults_bad_input import EXIT_USAGE, _assert_untouched, snapshot
 from kronos_engine.cli.pipeline import pipeline_main
 from kronos_engine.cli.train import load_config
 from kronos_engine.cli.train import main as train_main
-from kronos_engine.config import TrainConfig, public, read_yaml_config
+from kronos_engine.config import TrainConfig, read_yaml_config
 from kronos_engine.config.loading import read_config_layers
+from kronos_engine.config.public_doc import markdown_tables
 from kronos_engine.data import generate_demo_frames
 from kronos_engine.errors import ConfigError
 from kronos_engine.models import build_predictor, build_tokenizer
@@ -274,6 +275,17 @@ def test_finetune_config_py_names_are_read_as_ours(tmp_path):
     assert (pred.grad_accum_steps, pred.batch_size) == (1, 50)
 
 
+def test_a_public_value_of_the_wrong_type_names_its_line(tmp_path, public_setup):
+    text = public_setup["config"].read_text(encoding="utf-8")
+    path = tmp_path / "c.yaml"
+    path.write_text(text.replace("train_ratio: 0.9", "train_ratio: most"), encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"c.yaml:11: data.train_ratio: expected a number"):
+        read_config_layers(path)
+    path.write_text(text.replace("batch_size: 16", "batch_size: many"), encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"c.yaml:19: training.batch_size -> batch_size: exp"):
+        read_config_layers(path)
+
+
 def test_a_key_set_by_a_public_name_and_ours_is_refused(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("weight_decay: 0.1\nadam_weight_decay: 0.2\n")
@@ -302,10 +314,10 @@ def test_device_names_one_gpu(tmp_path, capsys, public_setup):
 
 
 def test_params_md_tables_are_the_loaders(capsys):
-    """params.md's "From the public scripts" is `public.markdown_tables()` verbatim, and its
+    """params.md's "From the public scripts" is `markdown_tables()` verbatim, and its
     preset table pairs the presets whose bits agree."""
     text = (REPO / "params.md").read_text(encoding="utf-8")
-    assert public.markdown_tables() in text
+    assert markdown_tables() in text
     section = text.split("\n## Which presets pair\n", 1)[1].split("\n## ", 1)[0]
     for name, tok in TOKENIZER_PRESETS.items():
         bits = (tok["s1_bits"], tok["s2_bits"])

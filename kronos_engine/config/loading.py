@@ -61,24 +61,11 @@ def read_config_layers(path: str | os.PathLike[str]) -> ConfigLayers:
     if data is None:
         return ConfigLayers()
     keys = config_keys()
-    top = _entries(node, data, path)
     out = public.Translation()
-    own: list[tuple[str | None, str, Any, str, int, Any]] = []
-    csv_entries: dict[str, public.Entry] = {}
-    csv_layout = public.is_finetune_csv(data)
-    for name, entry in top.items():
-        if name in public.STAGE_NAMES:
-            own += _section(path, node, entry, keys, out)
-        elif csv_layout and name in public.CSV_SECTIONS and isinstance(entry.value, Mapping):
-            csv_entries.update(_entries(_child(node, name), entry.value, path, f"{name}."))
-        elif name in keys:
-            own.append((None, name, entry.value, name, entry.line, entry.text))
-        elif not public.translate_flat(entry, out):
-            out.unknown.append((name, entry.line, ""))
-    if csv_layout:
-        public.translate_csv(csv_entries, out)
-    elif "accumulation_steps" in top:  # finetune/config.py (default batch_size 50)
-        public.accumulate(top["accumulation_steps"], top.get("batch_size"), out, default=50)
+    try:
+        own = _translate(path, node, data, out, keys)
+    except public.ValueAtLine as exc:
+        raise ConfigError(f"{path}:{exc}") from None
     if out.unknown:
         raise ConfigError(_unknown_message(path, out.unknown, keys))
     layers = ConfigLayers(pipeline=dict(out.pipeline), notes=list(out.notes))
@@ -98,11 +85,37 @@ def read_config_layers(path: str | os.PathLike[str]) -> ConfigLayers:
         try:
             value = coerce(key, value, field_type(key))
         except ConfigError as exc:
-            named = f"{origin} -> " if origin.rpartition(".")[2] != key else ""
+            named = f"{origin} -> " if origin != key else ""
             raise ConfigError(f"{path}:{line}: {named}{exc}") from None
         target = layers.stages.setdefault(stage, {}) if stage else layers.shared
         target[key] = value
     return layers
+
+
+def _translate(
+    path: Path, node: yaml.Node, data: Mapping[Any, Any], out: public.Translation, keys: set[str]
+) -> list[tuple[str | None, str, Any, str, int, Any]]:
+    """Our own keys of the file as settings; public names and unknown keys go into `out`."""
+    top = _entries(node, data, path)
+    own: list[tuple[str | None, str, Any, str, int, Any]] = []
+    csv_entries: dict[str, public.Entry] = {}
+    csv_layout = public.is_finetune_csv(data)
+    for name, entry in top.items():
+        if name in public.STAGE_NAMES:
+            own += _section(path, node, entry, keys, out)
+        elif csv_layout and name in public.CSV_SECTIONS and isinstance(entry.value, Mapping):
+            csv_entries.update(_entries(_child(node, name), entry.value, path, f"{name}."))
+        elif csv_layout and name in public.CSV_SECTIONS and entry.value is None:
+            continue  # an empty public section (`experiment:` with its keys commented out)
+        elif name in keys:
+            own.append((None, name, entry.value, name, entry.line, entry.text))
+        elif not public.translate_flat(entry, out):
+            out.unknown.append((name, entry.line, ""))
+    if csv_layout:
+        public.translate_csv(csv_entries, out)
+    elif "accumulation_steps" in top:  # finetune/config.py (default batch_size 50)
+        public.accumulate(top["accumulation_steps"], top.get("batch_size"), out, default=50)
+    return own
 
 
 def _parse(path: Path) -> tuple[yaml.Node | None, Any]:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from kronos_engine.config.schema import coerce
+from kronos_engine.errors import ConfigError
 
 # The sections that mark a file as the public `finetune_csv` layout (`device:` only as a
 # mapping: our own `device` key is a string).
@@ -213,8 +214,9 @@ def translate_flat(entry: Entry, out: Translation) -> bool:
     if name in FLAT_RENAMES:
         target = FLAT_RENAMES[name]
         if name == "use_comet":
-            if _flag(entry):
-                out.set("loggers", entry, ["comet"])
+            if not _flag(entry):
+                return True  # no tracker: the default here
+            out.set("loggers", entry, ["comet"])
         elif name == "accumulation_steps":
             pass  # with batch_size: `accumulate`, called once all keys are read
         elif name == "qlib_data_path":
@@ -258,7 +260,18 @@ def translate_csv(entries: Mapping[str, Entry], out: Translation) -> None:
 
 
 def _flag(entry: Entry) -> bool:
-    return coerce(entry.name, entry.value, bool)
+    return _value(entry, bool)
+
+
+class ValueAtLine(ConfigError):
+    """A public value of the wrong type, "<line>: <key>: ..." (the loader adds the file)."""
+
+
+def _value(entry: Entry, tp: type) -> Any:
+    try:
+        return coerce(entry.name, entry.value, tp)
+    except ConfigError as exc:
+        raise ValueAtLine(f"{entry.line}: {exc}") from None
 
 
 def _ratios(entries: Mapping[str, Entry], out: Translation) -> None:
@@ -268,7 +281,7 @@ def _ratios(entries: Mapping[str, Entry], out: Translation) -> None:
         return
     ratios = []
     for name, default in zip(names, (0.9, 0.1, 0.0)):
-        ratios.append(coerce(name, entries[name].value, float) if name in entries else default)
+        ratios.append(_value(entries[name], float) if name in entries else default)
     out.settings.append((None, "split_ratios", ratios, given[0].name, given[0].line, None))
 
 
@@ -335,7 +348,7 @@ def _device(entries: Mapping[str, Entry], out: Translation) -> None:
     if use is None and index is None:
         return
     cuda = _flag(use) if use is not None else True  # the public default is true
-    number = coerce("device.device_id", index.value, int) if index is not None else 0
+    number = _value(index, int) if index is not None else 0
     device = "cpu" if not cuda else (f"cuda:{number}" if number > 0 else "auto")
     out.set("device", use or index, device)
 
@@ -343,56 +356,13 @@ def _device(entries: Mapping[str, Entry], out: Translation) -> None:
 def accumulate(entry: Entry, batch: Entry | None, out: Translation, default: int = 160) -> None:
     """The public tokenizer splits each batch into N micro-batches (a step sees batch_size
     windows); ours accumulates N micro-batches of batch_size, so the micro-batch shrinks."""
-    steps = coerce(entry.name, entry.value, int)
+    steps = _value(entry, int)
     if steps == 1:
         return
-    size = coerce(batch.name, batch.value, int) if batch is not None else default
+    size = _value(batch, int) if batch is not None else default
     if steps < 1 or size % steps:
         hint = f"an N >= 1 that divides batch_size ({size}); it becomes grad_accum_steps"
         out.unknown.append((entry.name, entry.line, hint))
         return
     out.set("tokenizer.grad_accum_steps", entry, steps)
     out.set("tokenizer.batch_size", entry, size // steps)
-
-
-def markdown_tables() -> str:
-    """The tables of params.md's "From the public scripts" (a test keeps them equal)."""
-    lines = ["### The `finetune_csv` YAML", "", "| public key | here |", "|---|---|"]
-    for name in sorted({*CSV_RENAMES, *CSV_SPECIAL}, key=_csv_order):
-        if name in CSV_RENAMES:
-            stage, _, key = CSV_RENAMES[name].rpartition(".")
-            ours = f"`{key}` in `{stage}:`" if stage else f"`{key}`"
-        else:
-            ours = CSV_SPECIAL[name]
-        lines.append(f"| `{name}` | {ours} |")
-    lines += ["", "### `finetune_csv/train_sequential.py` flags", ""]
-    lines += ["| public flag | `scripts/pipeline.py` |", "|---|---|"]
-    for flag, ours in SEQUENTIAL_FLAGS.items():
-        flag_here, _, rest = ours.partition(" ")
-        lines.append(f"| `{flag}` | `{flag_here}` {rest} |".replace("  |", " |"))
-    lines += ["", "### `finetune/config.py` keys with no key here", ""]
-    lines += ["| public `finetune/config.py` | instead |", "|---|---|"]
-    lines += [f"| `{name}` | {hint} |" for name, hint in FLAT_NONE.items()]
-    lines += ["", "### Names in the public fine-tuning config", ""]
-    lines += ["Where the public `finetune/config.py` has a key, the key here has its name (and a "]
-    lines += ["flat file with the public names is read as ours); these differ:", ""]
-    lines += ["| public `finetune/config.py` | here |", "|---|---|"]
-    for name, target in FLAT_RENAMES.items():
-        stage, _, key = target.rpartition(".")
-        ours = f"`{key}` in `{stage}:`" if stage else f"`{key}`"
-        lines.append(f"| `{name}` | {ours}{FLAT_NOTES.get(name, '')} |")
-    return "\n".join(lines) + "\n"
-
-
-FLAT_NOTES = {
-    "qlib_data_path": " (with `data_source: qlib`)",
-    "accumulation_steps": " (the public scripts accumulate in the tokenizer stage only)",
-    "use_comet": " `comet` when true",
-    "save_path": " (stages write to `<exp_dir>/<train_type>`)",
-}
-
-
-def _csv_order(name: str) -> tuple[int, str]:
-    section = name.split(".", 1)[0]
-    order = [*CSV_RENAMES, *CSV_SPECIAL]
-    return CSV_SECTIONS.index(section), str(order.index(name)).zfill(3)
