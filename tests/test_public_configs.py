@@ -310,6 +310,9 @@ def test_device_names_one_gpu(tmp_path, capsys, public_setup):
     exp = tmp_path / "exp"
     assert pipeline_main(["--device=cuda:7", f"--exp_dir={exp}", "--demo_length=200"]) == 2
     assert "device: 'cuda:7'" in _one_error(capsys)
+    args = ["--train_type=tokenizer", "--device=cuda:7", f"--exp_dir={exp}"]
+    assert train_main(args) == EXIT_USAGE
+    assert "device: 'cuda:7'" in _one_error(capsys)
     _assert_untouched(before, snapshot(tmp_path))
 
 
