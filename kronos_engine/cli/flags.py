@@ -110,7 +110,8 @@ def build_parser(
     parser.add_argument(
         "--config",
         metavar="FILE.yaml",
-        help="YAML file of key: value pairs (same keys as the flags)",
+        help="YAML file of key: value pairs (same keys as the flags; tokenizer: and predictor: "
+        "sections for one stage's values; or the public finetune_csv YAML as it is)",
     )
     parser.add_argument("--nprocs", metavar="N", help=NPROCS_HELP)  # taken out by pop_nprocs
     groups = {
