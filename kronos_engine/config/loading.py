@@ -196,9 +196,12 @@ def _hint(name: str, keys: set[str]) -> str:
     section, _, leaf = name.rpartition(".")
     if section and section not in public.STAGE_NAMES and leaf in keys:
         return f"write '{leaf}' at the top level (or in a tokenizer:/predictor: section)"
-    known = public.csv_hint(name) or public.flat_hint(leaf) or public.leaf_hint(leaf)
+    known = public.csv_hint(name) or public.flat_hint(leaf)
     if known:
-        return known if known.startswith(("use ", "no ", "drop ")) else f"use {known}"
+        return known if known.startswith(("no ", "drop ")) else f"use {known}"
+    known = public.leaf_hint(leaf, keys)
+    if known:
+        return known
     close = difflib.get_close_matches(leaf, sorted(keys), n=1, cutoff=0.8)
     return f"did you mean '{close[0]}'?" if close else ""
 

@@ -190,15 +190,20 @@ def csv_hint(name: str) -> str | None:
 
 # Names the public scripts use besides their config files' keys (`learning_rate` is the key
 # of the tokenizer stage's config dict in finetune_csv).
-OTHER_NAMES: dict[str, str] = {"learning_rate": "lr", "predictor_path": "pretrained_predictor"}
+OTHER_NAMES: dict[str, str] = {"learning_rate": "use lr"}
 
 
-def leaf_hint(leaf: str) -> str | None:
+def leaf_hint(leaf: str, keys: set[str]) -> str | None:
     """A `finetune_csv` key written without its section (a flattened public file): the hint
     of that key, so `exp_name` points at `exp_dir` and `train_ratio` at `split_ratios`."""
     for name in (*CSV_RENAMES, *CSV_SPECIAL):
-        if name.rpartition(".")[2] == leaf:
-            return csv_hint(name)
+        section, _, key = name.rpartition(".")
+        if key != leaf:
+            continue
+        hint = csv_hint(name) or ""
+        if name in CSV_RENAMES or hint.split(" ", 1)[0].rstrip(",:") in keys:
+            return f"use {hint}"
+        return f"a key of the public {section}: section ({hint})"
     return OTHER_NAMES.get(leaf)
 
 
@@ -351,6 +356,7 @@ def _device(entries: Mapping[str, Entry], out: Translation) -> None:
     number = _value(index, int) if index is not None else 0
     device = "cpu" if not cuda else (f"cuda:{number}" if number > 0 else "auto")
     out.set("device", use or index, device)
+    out.notes.append(f"device.use_cuda, device.device_id -> device {device}")
 
 
 def accumulate(entry: Entry, batch: Entry | None, out: Translation, default: int = 160) -> None:
