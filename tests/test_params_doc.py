@@ -19,6 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 PARAMS = REPO / "params.md"
 ROW = re.compile(r"^\| `(\w+)` \| ([^|]+) \| `([^`]*)` \| (.+) \|$")
 CLI_ONLY_FLAGS = {"config", "help", "skip-tokenizer", "skip-predictor", "skip-data-process"}
+CLI_ONLY_FLAGS |= {"skip-basemodel", "skip-existing"}  # the public train_sequential.py flags
 CLI_ONLY_FLAGS.add(launch.FLAG.lstrip("-"))
 
 

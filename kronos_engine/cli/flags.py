@@ -17,6 +17,7 @@ from typing import Any
 from kronos_engine.cli.launch import HELP as NPROCS_HELP
 from kronos_engine.config import (
     CHOICES,
+    DEVICES,
     TrainConfig,
     coerce,
     field_type,
@@ -73,6 +74,8 @@ def _base_type(key: str) -> tuple[Any, bool]:
 def _metavar(key: str) -> str:
     if key in CHOICES:
         return "{" + ",".join(CHOICES[key]) + "}"
+    if key == "device":
+        return "{" + ",".join(DEVICES) + "}"
     tp, is_list = _base_type(key)
     if is_list:
         (item,) = typing.get_args(tp)
@@ -107,7 +110,8 @@ def build_parser(
     parser.add_argument(
         "--config",
         metavar="FILE.yaml",
-        help="YAML file of key: value pairs (same keys as the flags)",
+        help="YAML file of key: value pairs (same keys as the flags; tokenizer: and predictor: "
+        "sections for one stage's values; or the public finetune_csv YAML as it is)",
     )
     parser.add_argument("--nprocs", metavar="N", help=NPROCS_HELP)  # taken out by pop_nprocs
     groups = {

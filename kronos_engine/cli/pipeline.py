@@ -1,5 +1,7 @@
 """`scripts/pipeline.py`: data preparation -> tokenizer -> predictor for one experiment, with the
-train command's flags (less `train_type`, set per stage) and `--skip-tokenizer`/`--skip-predictor`.
+train command's flags (less `train_type`, set per stage), `--skip-tokenizer`/`--skip-predictor`
+(`--skip-basemodel`, the public name) and `--skip-existing` (a stage whose `best/` exists).
+A flag applies to both stages; one stage's values go in the YAML's `tokenizer:`/`predictor:`.
 With `data_source: sina` or `ccxt` the data step first fetches newer bars into `data_path`
 (`data.markets`), unless `--skip-data-process` says to train on the folder as it is.
 The stage loop itself is `training.pipeline`; this module only parses, reports and closes.
@@ -8,11 +10,12 @@ The stage loop itself is `training.pipeline`; this module only parses, reports a
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 
 from kronos_engine import distenv
-from kronos_engine.cli.flags import build_parser, merged_flag_values, parse
+from kronos_engine.cli.flags import build_parser, flag_values, parse
 from kronos_engine.cli.launch import launch, pop_nprocs
 from kronos_engine.cli.shell import (
     close_executor,
@@ -21,10 +24,13 @@ from kronos_engine.cli.shell import (
     setup_logging,
 )
 from kronos_engine.config import TrainConfig
+from kronos_engine.config.loading import config_layers
 from kronos_engine.data.markets import MARKET_SOURCES, check_market, fetch_market
 from kronos_engine.training.executors import make_executor
 from kronos_engine.training.outcome import describe_results, stop_exit_code
 from kronos_engine.training.pipeline import check_stages, prepare_data, run_stages, stage_configs
+
+log = logging.getLogger("kronos_engine")
 
 
 def build_pipeline_parser(prog: str | None = None) -> argparse.ArgumentParser:
@@ -44,6 +50,18 @@ def build_pipeline_parser(prog: str | None = None) -> argparse.ArgumentParser:
     )
     stages.add_argument(
         "--skip-predictor", action="store_true", default=False, help="stop after the tokenizer"
+    )
+    stages.add_argument(
+        "--skip-basemodel",
+        action="store_true",
+        default=False,
+        help="the public train_sequential.py name of --skip-predictor",
+    )
+    stages.add_argument(
+        "--skip-existing",
+        action="store_true",
+        default=False,
+        help="skip a stage whose <exp_dir>/<stage>/best exists (as train_sequential.py does)",
     )
     stages.add_argument(
         "--skip-data-process",
@@ -69,13 +87,22 @@ def fetches_first(argv: Sequence[str], data_cfg: TrainConfig) -> bool:
 def load_pipeline_configs(
     argv: Sequence[str] | None = None,
 ) -> tuple[dict[str, TrainConfig], TrainConfig]:
-    """The validated config of every stage to run, and one for data preparation."""
+    """The validated config of every stage to run, and one for data preparation. The skip
+    options come from the flags or from a public `finetune_csv` file's `experiment:`."""
     argv = sys.argv[1:] if argv is None else argv
     args = parse(build_pipeline_parser(), argv)
+    layers = config_layers(getattr(args, "config", None))
+    if args.skip_basemodel:
+        log.info("pipeline: --skip-basemodel (train_sequential.py) is --skip-predictor here")
+    options = layers.pipeline
     return stage_configs(
-        merged_flag_values(args),
-        skip_tokenizer=args.skip_tokenizer,
-        skip_predictor=args.skip_predictor,
+        layers,
+        flag_values(args),
+        skip_tokenizer=args.skip_tokenizer or options.get("skip_tokenizer", False),
+        skip_predictor=args.skip_predictor
+        or args.skip_basemodel
+        or options.get("skip_predictor", False),
+        skip_existing=args.skip_existing or options.get("skip_existing", False),
     )
 
 

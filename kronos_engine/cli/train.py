@@ -1,7 +1,8 @@
 """`scripts/train.py`: argv -> one validated `TrainConfig` -> `TrainContextBuilder` + `Trainer`.
 
-Flags are generated from the `TrainConfig` fields (`cli.flags`); precedence (flags > `--config`
-YAML > defaults) lives in `kronos_engine.config`, every check in `training.preflight`. Every
+Flags are generated from the `TrainConfig` fields (`cli.flags`); precedence (flags > the
+`--config` YAML's section of the `train_type` (`tokenizer:`/`predictor:`) > its other keys >
+defaults) lives in `kronos_engine.config`, every check in `training.preflight`. Every
 mistake a user can make before training starts (unknown key, wrong type, impossible combination,
 missing file, unknown callback) ends the process with exactly one line `error: <message>` on
 stderr and exit code 2 (`cli.shell`), so a typo never costs a data build or a traceback to read.
@@ -11,10 +12,11 @@ checks.
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Sequence
 
-from kronos_engine.cli.flags import build_parser, merged_flag_values, parse
+from kronos_engine.cli.flags import build_parser, flag_values, parse
 from kronos_engine.cli.launch import launch, pop_nprocs
 from kronos_engine.cli.shell import (
     close_executor,
@@ -22,12 +24,15 @@ from kronos_engine.cli.shell import (
     release_output_dirs,
     setup_logging,
 )
-from kronos_engine.config import TrainConfig
+from kronos_engine.config import TrainConfig, merged_values
+from kronos_engine.config.loading import config_layers
 from kronos_engine.errors import ConfigError
 from kronos_engine.training.builder import TrainContextBuilder
 from kronos_engine.training.outcome import describe_results, stop_exit_code
 from kronos_engine.training.pipeline import run_training
 from kronos_engine.training.preflight import check
+
+log = logging.getLogger("kronos_engine")
 
 
 def load_config(argv: Sequence[str] | None = None) -> TrainConfig:
@@ -35,7 +40,13 @@ def load_config(argv: Sequence[str] | None = None) -> TrainConfig:
     file and registry checks run in `TrainContextBuilder.build` (`kronos_engine.config.check`)."""
     argv = sys.argv[1:] if argv is None else argv
     args = parse(build_parser(), argv)
-    values = merged_flag_values(args)
+    layers = config_layers(getattr(args, "config", None))
+    if layers.pipeline:  # a public finetune_csv file's experiment: switches
+        log.info(
+            "config: %s only steer scripts/pipeline.py; this run trains its train_type",
+            ", ".join(sorted(layers.pipeline)),
+        )
+    values = merged_values(layers, flag_values(args))  # the train_type's section applies
     if "train_type" not in values:
         raise ConfigError(
             "train_type: required; pass --train_type=tokenizer or --train_type=predictor "

@@ -26,9 +26,12 @@ from kronos_engine.config.choices import (
     TRAIN_TYPES,
 )
 from kronos_engine.config.loading import (
+    ConfigLayers,
     config_keys,
+    config_layers,
     load_config,
     merged_values,
+    read_config_layers,
     read_yaml_config,
     write_config,
 )
@@ -45,7 +48,7 @@ __all__ = [
     "BAD_DATA_POLICIES", "BEST_MODES", "CHOICES", "DATA_SOURCES", "DEFAULT_LR",
     "DEFAULT_MAX_GRAD_NORM", "DEVICES", "FINETUNE_METHODS", "FORECAST_VAL_METRICS", "LOGGERS",
     "NAN_POLICIES", "PRECISIONS", "PREDICTOR_PRESETS", "SAMPLING_MODES", "SCHEDULERS",
-    "TOKENIZER_PRESETS", "TRAIN_TYPES", "ConfigError", "TrainConfig",
-    "coerce", "config_keys", "field_type", "load_config",
+    "TOKENIZER_PRESETS", "TRAIN_TYPES", "ConfigError", "ConfigLayers", "TrainConfig",
+    "coerce", "config_keys", "config_layers", "read_config_layers", "field_type", "load_config",
     "merged_values", "predictor_tokenizer", "read_yaml_config", "unwrap_optional", "write_config",
 ]  # fmt: skip

@@ -9,7 +9,8 @@ DATA_SOURCES = ("demo", "csv", "qlib", "sina", "ccxt")
 SAMPLING_MODES = ("uniform", "per_symbol")
 SCHEDULERS = ("onecycle", "cosine", "constant", "sgdr", "wsd")
 PRECISIONS = ("fp32", "bf16")
-DEVICES = ("auto", "cpu", "cuda")
+# `device` also takes `cuda:N` (`rules.validate_device`); these are the names `--help` shows.
+DEVICES = ("auto", "cpu", "cuda", "cuda:N")
 BAD_DATA_POLICIES = ("error", "repair")
 NAN_POLICIES = ("stop", "skip")
 BEST_MODES = ("min", "max")
@@ -34,7 +35,6 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "sampling": SAMPLING_MODES,
     "scheduler": SCHEDULERS,
     "precision": PRECISIONS,
-    "device": DEVICES,
     "bad_data": BAD_DATA_POLICIES,
     "nan_policy": NAN_POLICIES,
     "best_mode": BEST_MODES,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from typing import TYPE_CHECKING
 
 from kronos_engine.config.choices import (
@@ -114,10 +115,24 @@ def validate(cfg: TrainConfig) -> None:
             f"{cfg.lookback_window + cfg.predict_window} exceeds max_context "
             f"{cfg.max_context}; lower the windows or raise max_context"
         )
+    validate_device(cfg)
     validate_toolbox(cfg)
     validate_market(cfg)
     validate_trackers(cfg)
     validate_forecast_metrics(cfg)
+
+
+DEVICE_NAME = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def validate_device(cfg: TrainConfig) -> None:
+    """`device` names a device kind, or one GPU (`cuda:N`, the public `device_id`); whether this
+    machine has it is `resolve_device`'s question, asked when the run starts."""
+    if not DEVICE_NAME.fullmatch(str(cfg.device)):
+        raise ConfigError(
+            f"device: '{cfg.device}' is not allowed; choose one of auto, cpu, cuda, cuda:N "
+            "(N: the GPU's index, e.g. cuda:1)"
+        )
 
 
 def validate_market(cfg: TrainConfig) -> None:

@@ -159,7 +159,8 @@ class TrainConfig:
         "stop after this many validations without improvement (default: never)")
 
     # --- system ---
-    device: str = option("auto", "system", "auto picks cuda when it is available")
+    device: str = option("auto", "system",
+        "auto picks cuda when it is available; or cpu, cuda, one GPU cuda:N")
     precision: str = option("fp32", "system", "fp32, or bf16 autocast")
     num_workers: int = option(0, "system", "DataLoader worker processes per training process")
     deterministic: bool = option(True, "system",

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from kronos_engine import distenv
-from kronos_engine.config import TrainConfig
+from kronos_engine.config import TrainConfig, merged_values
+from kronos_engine.config.loading import ConfigLayers
+from kronos_engine.config.rules import resolve_device
 from kronos_engine.errors import ConfigError
 from kronos_engine.run import outputs as run_dir
 from kronos_engine.training.preflight import check
@@ -24,29 +26,57 @@ STAGES = ("tokenizer", "predictor")
 
 
 def stage_configs(
-    values: Mapping[str, Any], *, skip_tokenizer: bool = False, skip_predictor: bool = False
+    layers: ConfigLayers,
+    flags: Mapping[str, Any],
+    *,
+    skip_tokenizer: bool = False,
+    skip_predictor: bool = False,
+    skip_existing: bool = False,
 ) -> tuple[dict[str, TrainConfig], TrainConfig]:
     """The validated config of every stage to run (by name, in order), and the one data
-    preparation uses, from the merged values shared by all stages."""
-    values = dict(values)
-    if values.pop("train_type", None) is not None:
+    preparation uses. A stage's values are the file's shared ones, its `tokenizer:` /
+    `predictor:` section over them, and the command-line `flags` over both: a flag applies to
+    every stage. `skip_existing` drops a stage whose `best/` exists (after checking its config)."""
+    shared = merged_values(layers, flags)
+    if shared.get("train_type") is not None:
         log.info("pipeline: ignoring train_type from the config; each stage sets its own")
+    exp_dir = Path(shared.get("exp_dir") or TrainConfig().exp_dir)
+    stages: dict[str, TrainConfig] = {}
+    configs = []
+    for name in STAGES:
+        if (name == "tokenizer" and skip_tokenizer) or (name == "predictor" and skip_predictor):
+            continue
+        cfg = _stage_config(merged_values(layers, flags, stage=name), name, exp_dir)
+        configs.append(cfg)
+        best = cfg.resolved_output_dir / "best"
+        if skip_existing and best.is_dir():
+            log.info("pipeline: skipping the %s stage, %s exists (--skip-existing)", name, best)
+            continue
+        stages[name] = cfg
+    if len({cfg.exp_dir for cfg in configs}) > 1:
+        raise ConfigError(
+            "exp_dir: the stages name different experiments "
+            f"({', '.join(repr(c.exp_dir) for c in configs)}); the predictor reads the "
+            "tokenizer from <exp_dir>/tokenizer/best, so set exp_dir once, outside the sections"
+        )
+    data_cfg = next(iter(stages.values()), None) or next(iter(configs), None)
+    if data_cfg is None:
+        values = {k: v for k, v in shared.items() if k != "train_type"}
+        data_cfg = TrainConfig.from_dict({"cache_dir": str(exp_dir / "cache"), **values})
+    return stages, data_cfg
+
+
+def _stage_config(values: dict[str, Any], name: str, exp_dir: Path) -> TrainConfig:
+    values.pop("train_type", None)
     for key, why in (
         ("output_dir", "each stage writes to <exp_dir>/<stage>; set exp_dir instead"),
         ("resume", "resume a single stage with scripts/train.py --resume=<its output dir>"),
     ):
         if values.get(key) is not None:
             raise ConfigError(f"{key}: not supported by the pipeline; {why}")
-    exp_dir = Path(values.get("exp_dir") or TrainConfig().exp_dir)
     if values.get("cache_dir") is None:
-        values["cache_dir"] = str(exp_dir / "cache")
-    stages: dict[str, TrainConfig] = {}
-    if not skip_tokenizer:
-        stages["tokenizer"] = TrainConfig.from_dict({**values, "train_type": "tokenizer"})
-    if not skip_predictor:
-        stages["predictor"] = TrainConfig.from_dict({**values, "train_type": "predictor"})
-    data_cfg = next(iter(stages.values()), None) or TrainConfig.from_dict(values)
-    return stages, data_cfg
+        values["cache_dir"] = str(Path(values.get("exp_dir") or exp_dir) / "cache")
+    return TrainConfig.from_dict({**values, "train_type": name})
 
 
 def check_stages(stages: Mapping[str, TrainConfig], hold: bool = True) -> None:
@@ -55,6 +85,7 @@ def check_stages(stages: Mapping[str, TrainConfig], hold: bool = True) -> None:
     trains (`<exp_dir>/tokenizer/best`, which wins over `pretrained_tokenizer`); its files are
     checked when the predictor stage starts."""
     for name, cfg in stages.items():
+        resolve_device(cfg.device)  # `cuda:1` on a machine without it: before the data
         check(cfg, tokenizer_from_earlier_stage=name == "predictor" and "tokenizer" in stages)
         if hold:
             run_dir.hold(cfg)  # until the stage ends

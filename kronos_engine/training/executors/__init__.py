@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from kronos_engine.config.rules import resolve_device
 from kronos_engine.distenv import launched_by_torchrun
 from kronos_engine.training.executors.base import Executor
 from kronos_engine.training.executors.ddp import DDPExecutor
@@ -20,19 +21,17 @@ __all__ = [
 
 
 def resolve_device_type(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        from kronos_engine.errors import ConfigError
-
-        raise ConfigError("device: 'cuda' was requested but no CUDA device is available")
-    return device
+    """The device a run trains on, by the one device rule of every command
+    (`config.rules.resolve_device`): `auto`, `cpu`, `cuda` or `cuda:N` (one line when this
+    machine lacks it)."""
+    return str(resolve_device(device, "device"))
 
 
 def make_executor(device: str = "auto", precision: str = "fp32") -> Executor:
     """DDP when launched by torchrun with more than one process, else one local process.
-    The caller owns the executor and ends it with `close` (which destroys a DDP process group)."""
+    The caller owns the executor and ends it with `close` (which destroys a DDP process group).
+    Under torchrun each process takes its `LOCAL_RANK` GPU, so `cuda:N` only says "cuda"."""
     device_type = resolve_device_type(device)
     if launched_by_torchrun():
-        return DDPExecutor(device_type, precision)
+        return DDPExecutor(torch.device(device_type).type, precision)
     return LocalExecutor(torch.device(device_type), precision)
