@@ -184,7 +184,8 @@ def run(args: argparse.Namespace) -> int:
     write_table(table, job.output)
     folder = plot_folder(args, job.output)
     if folder is not None:
-        write_plots(table, histories, folder, quantiles)
+        model = "/".join(Path(args.exp_dir or args.predictor).parts[-2:])  # a title, not a path
+        write_plots(table, histories, folder, quantiles, model)
     print(f"forecast {len(histories)} symbol(s) x {job.pred_len} bars -> {job.output}")
     return 0
 
@@ -281,6 +282,7 @@ class History:
     symbol: str
     frame: pd.DataFrame  # timestamps + six features, the last `lookback` bars
     future: pd.DatetimeIndex
+    actual: pd.DataFrame | None = None  # the data's bars after the history (`--as_of`)
 
 
 def parse_as_of(as_of: str | None) -> pd.Timestamp | None:
@@ -319,7 +321,8 @@ def collect_histories(job: Job, cutoff: pd.Timestamp | None) -> tuple[list[Histo
         except ForecastError as exc:
             skipped.append(f"{symbol}: {exc}")
             continue
-        histories.append(History(symbol, rows.iloc[-job.lookback :], future))
+        actual = frame.iloc[len(rows) : len(rows) + job.pred_len]
+        histories.append(History(symbol, rows.iloc[-job.lookback :], future, actual))
     return histories, skipped
 
 
@@ -382,8 +385,9 @@ def write_table(table: pd.DataFrame, output: Path) -> None:
 
 
 def write_plots(
-    table: pd.DataFrame, histories: list[History], folder: Path, quantiles: list[float]
-) -> None:
+    table: pd.DataFrame, histories: list[History], folder: Path, quantiles: list[float],
+    model: str = "",
+) -> None:  # fmt: skip
     """One PNG per symbol, named after it but never outside `folder` (`safe_file_names`), all
     written into a staging folder that then replaces `folder` whole."""
 
@@ -392,7 +396,9 @@ def write_plots(
     def fill(staging: Path) -> None:
         for history in histories:
             forecast = table[table["symbol"] == history.symbol].set_index("timestamp")
-            plot_forecast(history.frame, forecast, staging / names[history.symbol], quantiles)
+            title = " · ".join(filter(None, (history.symbol, model)))
+            plot_forecast(history.frame, forecast, staging / names[history.symbol], quantiles,
+                          history.actual, title)  # fmt: skip
 
     write_output_dir(folder, PLOT_COMMAND, fill, marker_beside=True)
     print(f"plots -> {folder}")
