@@ -315,11 +315,14 @@ def forecast_figure(
     x_fc = n + after.get_indexer(forecast.index)
     origin = history["close"].iloc[-1]
     ax.plot(range(n), history["close"], color="tab:blue", lw=1.2, label="history (input)")
+    ax_vol.bar(range(n), history["volume"], width=0.8, color="tab:blue", alpha=0.5,
+               label="history")  # fmt: skip
     if known is not None:
         x_true = n + after.get_indexer(pd.DatetimeIndex(known["timestamps"]))
         ax.plot([n - 1, *x_true], [origin, *known["close"]], color="black", lw=1.2,
                 label="actual")  # fmt: skip
-        ax_vol.bar(x_true - 0.2, known["volume"], width=0.4, color="black", alpha=0.6)
+        ax_vol.bar(x_true - 0.2, known["volume"], width=0.4, color="black", alpha=0.6,
+                   label="actual")  # fmt: skip
     ax.plot([n - 1, *x_fc], [origin, *forecast["close"]], color="tab:orange", lw=1.4,
             marker="." if len(x_fc) < 60 else None, label="forecast (mean)")  # fmt: skip
     if len(quantiles) >= 2:
@@ -327,9 +330,9 @@ def forecast_figure(
         ax.fill_between(x_fc, forecast[quantile_column("close", low)],
                         forecast[quantile_column("close", high)], color="tab:orange", alpha=0.25,
                         label=f"{format(low * 100, 'g')}-{format(high * 100, 'g')}% band")  # fmt: skip
-    ax_vol.bar(range(n), history["volume"], width=0.8, color="tab:blue", alpha=0.5)
     ax_vol.bar(x_fc + (0.2 if known is not None else 0), forecast["volume"],
-               width=0.4 if known is not None else 0.8, color="tab:orange", alpha=0.8)  # fmt: skip
+               width=0.4 if known is not None else 0.8, color="tab:orange", alpha=0.8,
+               label="forecast")  # fmt: skip
     for a in (ax, ax_vol):
         a.axvline(n - 0.5, color="grey", ls="--", lw=0.9)
     bar_axis((ax, ax_vol), stamps)
@@ -338,6 +341,8 @@ def forecast_figure(
     step = pd.Series(stamps).diff().median()
     ax_vol.set_xlabel(_axis_text(step))
     ax.legend(loc="best", fontsize="small")
+    ax_vol.set_ylim(0, ax_vol.get_ylim()[1] * 1.3)  # room for the legend above the bars
+    ax_vol.legend(loc="upper left", fontsize="x-small", ncol=3)
     head = f"{title} · " if title else ""
     at = f"{past[-1]:%Y-%m-%d %H:%M}".removesuffix(" 00:00")
     ax.set_title(f"{head}origin {at} · {len(forecast)} bars ahead")
