@@ -24,7 +24,7 @@ from kronos_engine.errors import PlotError
 from kronos_engine.extras import import_pyplot
 from kronos_engine.fsio import atomic_save
 from kronos_engine.layout import RunLayout
-from kronos_engine.run.outputs_guard import check_output_file
+from kronos_engine.run.outputs_guard import check_output_file, safe_file_names, write_output_dir
 
 log = logging.getLogger("kronos_engine")
 
@@ -376,3 +376,20 @@ def plot_forecast(
     finally:
         import_pyplot().close(fig)
     return out
+
+
+def write_forecast_plots(
+    folder: Path, command: str, plots: Sequence[tuple[str, Any, Any, Any]],
+    quantiles: Sequence[float] = (), model: str = "",
+) -> None:  # fmt: skip
+    """`predict --plot`: one PNG per `(symbol, history, forecast, actual)`, named after the
+    symbol but never outside `folder` (`safe_file_names`), all written into a staging folder
+    that then replaces `folder` whole (`write_output_dir`, its marker naming `command`)."""
+    names = safe_file_names([symbol for symbol, *_ in plots], ".png")
+
+    def fill(staging: Path) -> None:
+        for symbol, history, forecast, actual in plots:
+            title = " · ".join(filter(None, (symbol, model)))
+            plot_forecast(history, forecast, staging / names[symbol], quantiles, actual, title)
+
+    write_output_dir(folder, command, fill, marker_beside=True)
