@@ -1,4 +1,5 @@
-"""Loss, loss parts and learning rate of finished (or running) runs, read from `metrics.jsonl`.
+"""Loss, loss parts and learning rate of finished (or running) runs, read from `metrics.jsonl`;
+and `predict --plot`'s forecast figure (close and volume on a bar-index axis, `forecast_figure`).
 
 Only the JSONL file is needed, so a run can be plotted while it trains, on another machine, or
 years later. matplotlib is an optional extra (`pip install 'kronos-engine[plot]'`); without it
@@ -23,7 +24,7 @@ from kronos_engine.errors import PlotError
 from kronos_engine.extras import import_pyplot
 from kronos_engine.fsio import atomic_save
 from kronos_engine.layout import RunLayout
-from kronos_engine.run.outputs_guard import check_output_file
+from kronos_engine.run.outputs_guard import check_output_file, safe_file_names, write_output_dir
 
 log = logging.getLogger("kronos_engine")
 
@@ -273,35 +274,122 @@ def plot_runs(output_dirs: Sequence[str | Path], out: str | Path | None = None) 
     return out
 
 
-def plot_forecast(
-    history: Any, forecast: Any, out: str | Path, quantiles: Sequence[float] = ()
-) -> Path:
-    """One symbol's close: history, forecast mean and the outer quantile band (PNG).
+def bar_axis(axes: Sequence[Any], stamps: Any, max_labels: int = 10) -> None:
+    """Label the bar-index x axis of the last of `axes` (`data.timeutil.bar_ticks`) and mark
+    each session start on all with a faint line: a gap in wall-clock time reads as a break."""
+    from kronos_engine.data.timeutil import bar_ticks
 
-    `history` has `timestamps` and `close` columns; `forecast` is indexed by timestamp with
-    `close` and, for each quantile q, `close_q<percent>`.
-    """
+    major, labels, minor = bar_ticks(stamps, max_labels)
+    axes[-1].set_xticks(major, labels)
+    axes[-1].set_xticks(minor, minor=True)
+    for ax in axes:
+        for x in major + minor:
+            ax.axvline(x - 0.5, color="grey", lw=0.5, alpha=0.3, zorder=0)
+
+
+def forecast_figure(
+    history: Any,
+    forecast: Any,
+    quantiles: Sequence[float] = (),
+    actual: Any = None,
+    title: str = "",
+):
+    """Close (history, forecast mean and its outer quantile band, the actual bars when known)
+    above volume, on a bar-index axis labelled at session starts, titled with `title`, the
+    origin and the horizon. `history` and `actual` have `timestamps`, `close` and `volume`
+    columns; `forecast` is indexed by timestamp with `close`, `volume` and `close_q<percent>`."""
+    import pandas as pd
+
     from kronos_engine.forecasting import quantile_column
 
     plt = import_pyplot()
-    fig, ax = plt.subplots(figsize=(10, 4))
-    ax.plot(history["timestamps"], history["close"], color="tab:blue", label="history")
-    ax.plot(forecast.index, forecast["close"], color="tab:orange", label="forecast (mean)")
+    past = pd.DatetimeIndex(history["timestamps"])
+    known = actual if actual is not None and len(actual) else None
+    after = pd.DatetimeIndex(forecast.index)
+    if known is not None:
+        after = after.union(pd.DatetimeIndex(known["timestamps"]))
+    stamps, n = past.append(after), len(past)
+    fig, (ax, ax_vol) = plt.subplots(
+        2, 1, figsize=(11, 5.6), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
+    x_fc = n + after.get_indexer(forecast.index)
+    origin = history["close"].iloc[-1]
+    ax.plot(range(n), history["close"], color="tab:blue", lw=1.2, label="history (input)")
+    ax_vol.bar(range(n), history["volume"], width=0.8, color="tab:blue", alpha=0.5,
+               label="history")  # fmt: skip
+    if known is not None:
+        x_true = n + after.get_indexer(pd.DatetimeIndex(known["timestamps"]))
+        ax.plot([n - 1, *x_true], [origin, *known["close"]], color="black", lw=1.2,
+                label="actual")  # fmt: skip
+        ax_vol.bar(x_true - 0.2, known["volume"], width=0.4, color="black", alpha=0.6,
+                   label="actual")  # fmt: skip
+    ax.plot([n - 1, *x_fc], [origin, *forecast["close"]], color="tab:orange", lw=1.4,
+            marker="." if len(x_fc) < 60 else None, label="forecast (mean)")  # fmt: skip
     if len(quantiles) >= 2:
         low, high = min(quantiles), max(quantiles)
-        ax.fill_between(
-            forecast.index,
-            forecast[quantile_column("close", low)],
-            forecast[quantile_column("close", high)],
-            color="tab:orange",
-            alpha=0.25,
-            label=f"{format(low * 100, 'g')}-{format(high * 100, 'g')}% band",
-        )
+        ax.fill_between(x_fc, forecast[quantile_column("close", low)],
+                        forecast[quantile_column("close", high)], color="tab:orange", alpha=0.25,
+                        label=f"{format(low * 100, 'g')}-{format(high * 100, 'g')}% band")  # fmt: skip
+    ax_vol.bar(x_fc + (0.2 if known is not None else 0), forecast["volume"],
+               width=0.4 if known is not None else 0.8, color="tab:orange", alpha=0.8,
+               label="forecast")  # fmt: skip
+    for a in (ax, ax_vol):
+        a.axvline(n - 0.5, color="grey", ls="--", lw=0.9)
+    bar_axis((ax, ax_vol), stamps)
     ax.set_ylabel("close")
-    ax.legend(loc="best")
-    fig.autofmt_xdate()
+    ax_vol.set_ylabel("volume")
+    step = pd.Series(stamps).diff().median()
+    ax_vol.set_xlabel(_axis_text(step))
+    ax.legend(loc="best", fontsize="small")
+    ax_vol.set_ylim(0, ax_vol.get_ylim()[1] * 1.3)  # room for the legend above the bars
+    ax_vol.legend(loc="upper left", fontsize="x-small", ncol=3)
+    head = f"{title} · " if title else ""
+    at = f"{past[-1]:%Y-%m-%d %H:%M}".removesuffix(" 00:00")
+    ax.set_title(f"{head}origin {at} · {len(forecast)} bars ahead")
     fig.tight_layout()
+    return fig
+
+
+def _axis_text(step: Any) -> str:
+    """The x label: bar length and where the labels are (`data.timeutil.bar_ticks`)."""
+    import pandas as pd
+
+    if pd.isna(step) or step >= pd.Timedelta(days=1):
+        return "bar (labels at each month's first bar; weeks over a short span)"
+    length = pd.tseries.frequencies.to_offset(pd.Timedelta(step)).freqstr
+    return f"bar ({length}; labels at each day's first bar, faint lines at session starts)"
+
+
+def plot_forecast(
+    history: Any,
+    forecast: Any,
+    out: str | Path,
+    quantiles: Sequence[float] = (),
+    actual: Any = None,
+    title: str = "",
+) -> Path:
+    """`forecast_figure` written to `out` (PNG)."""
+    fig = forecast_figure(history, forecast, quantiles, actual, title)
     out = Path(out)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    try:
+        fig.savefig(out, dpi=110)
+    finally:
+        import_pyplot().close(fig)
     return out
+
+
+def write_forecast_plots(
+    folder: Path, command: str, plots: Sequence[tuple[str, Any, Any, Any]],
+    quantiles: Sequence[float] = (), model: str = "",
+) -> None:  # fmt: skip
+    """`predict --plot`: one PNG per `(symbol, history, forecast, actual)`, named after the
+    symbol but never outside `folder` (`safe_file_names`), all written into a staging folder
+    that then replaces `folder` whole (`write_output_dir`, its marker naming `command`)."""
+    names = safe_file_names([symbol for symbol, *_ in plots], ".png")
+
+    def fill(staging: Path) -> None:
+        for symbol, history, forecast, actual in plots:
+            title = " · ".join(filter(None, (symbol, model)))
+            plot_forecast(history, forecast, staging / names[symbol], quantiles, actual, title)
+
+    write_output_dir(folder, command, fill, marker_beside=True)

@@ -37,13 +37,11 @@ from kronos_engine.forecasting.options import (
 from kronos_engine.forecasting.predictor import KronosPredictor
 from kronos_engine.forecasting.timestamps import infer_future_stamps
 from kronos_engine.fsio import atomic_save
-from kronos_engine.plotting import plot_forecast
+from kronos_engine.plotting import write_forecast_plots
 from kronos_engine.run.finished import find_predictor_run
 from kronos_engine.run.outputs_guard import (
     check_output_dir,
     check_output_file,
-    safe_file_names,
-    write_output_dir,
 )
 
 log = logging.getLogger("kronos_engine")
@@ -184,7 +182,11 @@ def run(args: argparse.Namespace) -> int:
     write_table(table, job.output)
     folder = plot_folder(args, job.output)
     if folder is not None:
-        write_plots(table, histories, folder, quantiles)
+        model = "/".join(Path(args.exp_dir or args.predictor).parts[-2:])  # a title, not a path
+        forecasts = {s: part.set_index("timestamp") for s, part in table.groupby("symbol")}
+        plots = [(h.symbol, h.frame, forecasts[h.symbol], h.actual) for h in histories]
+        write_forecast_plots(folder, PLOT_COMMAND, plots, quantiles, model)
+        print(f"plots -> {folder}")
     print(f"forecast {len(histories)} symbol(s) x {job.pred_len} bars -> {job.output}")
     return 0
 
@@ -281,6 +283,7 @@ class History:
     symbol: str
     frame: pd.DataFrame  # timestamps + six features, the last `lookback` bars
     future: pd.DatetimeIndex
+    actual: pd.DataFrame | None = None  # the data's bars after the history (`--as_of`)
 
 
 def parse_as_of(as_of: str | None) -> pd.Timestamp | None:
@@ -319,7 +322,8 @@ def collect_histories(job: Job, cutoff: pd.Timestamp | None) -> tuple[list[Histo
         except ForecastError as exc:
             skipped.append(f"{symbol}: {exc}")
             continue
-        histories.append(History(symbol, rows.iloc[-job.lookback :], future))
+        actual = frame.iloc[len(rows) : len(rows) + job.pred_len]
+        histories.append(History(symbol, rows.iloc[-job.lookback :], future, actual))
     return histories, skipped
 
 
@@ -379,20 +383,3 @@ def write_table(table: pd.DataFrame, output: Path) -> None:
         atomic_save(output, lambda tmp: table.to_parquet(tmp, index=False))
     else:
         atomic_save(output, lambda tmp: table.to_csv(tmp, index=False))
-
-
-def write_plots(
-    table: pd.DataFrame, histories: list[History], folder: Path, quantiles: list[float]
-) -> None:
-    """One PNG per symbol, named after it but never outside `folder` (`safe_file_names`), all
-    written into a staging folder that then replaces `folder` whole."""
-
-    names = safe_file_names([h.symbol for h in histories], ".png")
-
-    def fill(staging: Path) -> None:
-        for history in histories:
-            forecast = table[table["symbol"] == history.symbol].set_index("timestamp")
-            plot_forecast(history.frame, forecast, staging / names[history.symbol], quantiles)
-
-    write_output_dir(folder, PLOT_COMMAND, fill, marker_beside=True)
-    print(f"plots -> {folder}")

@@ -7,7 +7,8 @@
 * `forecasts.parquet`: one row per model, symbol, origin and horizon step, streamed batch by
   batch (`ForecastSink`), so it is never held in memory whole;
 * `report.md`: the table with the best value of each metric in bold, and how it was made;
-* plots (with matplotlib): forecasts vs actuals for a few symbols, IC by date, calibration.
+* plots (with matplotlib, `evaluation.plots`): forecasts vs actuals for a few symbols, error
+  by horizon step, IC by date, cumulative IC, calibration.
 
 Everything is written into a staging folder which then replaces the output folder by renames,
 so a failed evaluation leaves an earlier `eval/` as it was.
@@ -25,8 +26,8 @@ import numpy as np
 import pandas as pd
 
 from kronos_engine.evaluation import significance as S
+from kronos_engine.evaluation.plots import PLOT_FILES, write_plots
 from kronos_engine.evaluation.scoring import METRIC_ORDER, MetricAccumulator
-from kronos_engine.extras import import_pyplot, optional_pyplot
 
 log = logging.getLogger("kronos_engine")
 
@@ -35,7 +36,6 @@ METRICS_FILE = "metrics.json"
 SIGNIFICANCE_FILE = "significance.json"
 BY_SYMBOL_FILE = "metrics_by_symbol.csv"
 REPORT_FILE = "report.md"
-PLOT_FILES = ("forecast_vs_actual.png", "ic_by_date.png", "calibration.png")
 # What an evaluation folder holds, its defining file first (how an earlier one is recognised).
 EVALUATION_FILES = (
     METRICS_FILE, BY_SYMBOL_FILE, FORECASTS_FILE, REPORT_FILE, SIGNIFICANCE_FILE, *PLOT_FILES,
@@ -249,70 +249,6 @@ def _p(p: float) -> str:
     return "p < 0.001" if p < 0.001 else f"p = {p:.2g}"
 
 
-def write_plots(folder: Path, acc: MetricAccumulator, n_symbols: int = 4) -> list[str]:
-    """Forecast vs actual (final horizon step) for a few symbols, IC by date, calibration.
-
-    Returns the files written; without matplotlib (the `plot` extra) it writes none and
-    says so in one line.
-    """
-    plt = optional_pyplot("plots")
-    if plt is None:
-        return []
-    written = []
-    symbols = sorted({s for _, s in acc.sums})[:n_symbols]
-    forecasts = pd.read_parquet(
-        folder / FORECASTS_FILE,
-        columns=["model", "symbol", "timestamp", "horizon", "close_pred", "close_true"],
-        filters=[("symbol", "in", symbols)],
-    )
-    last = forecasts[forecasts.horizon == forecasts.horizon.max()]
-    fig, axes = plt.subplots(len(symbols), 1, figsize=(10, 2.6 * len(symbols)), squeeze=False)
-    for ax, symbol in zip(axes[:, 0], symbols):
-        rows = last[last.symbol == symbol]
-        actual = rows.drop_duplicates("timestamp").sort_values("timestamp")
-        ax.plot(actual.timestamp, actual.close_true, color="black", lw=1.4, label="actual")
-        for model, part in rows.groupby("model", sort=False):
-            part = part.sort_values("timestamp")
-            ax.plot(part.timestamp, part.close_pred, lw=1, label=model)
-        ax.set_title(f"{symbol}: close forecast {int(last.horizon.max())} steps ahead")
-        ax.legend(fontsize=7, loc="best")
-    written.append(_save(fig, None, folder / "forecast_vs_actual.png"))
-
-    daily = {m: acc.daily_ic(m) for m in acc.models}
-    if any(d["rank_ic"].notna().any() for d in daily.values() if len(d)):
-        fig, ax = plt.subplots(figsize=(10, 3.5))
-        for model, d in daily.items():
-            if len(d):
-                ax.plot(d.index, d["rank_ic"], lw=1, marker=".", label=model)
-        ax.axhline(0, color="grey", lw=0.8)
-        ax.set_title("RankIC of the predicted horizon return, by origin date")
-        written.append(_save(fig, ax, folder / "ic_by_date.png"))
-
-    calibration = acc.calibration_table()
-    if len(calibration):
-        fig, ax = plt.subplots(figsize=(4.5, 4.5))
-        ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--", label="ideal")
-        for model, part in calibration.groupby("model", sort=False):
-            ax.plot(part["quantile"], part["observed"], marker="o", label=model)
-        ax.set_xlabel("forecast quantile")
-        ax.set_ylabel("share of actuals below it")
-        ax.set_title("Calibration of the close quantiles")
-        written.append(_save(fig, ax, folder / "calibration.png"))
-    return written
-
-
-def _save(fig, ax, path: Path) -> str:
-    """Legend (on `ax`), layout, PNG, close; returns the file name."""
-    plt = import_pyplot()
-
-    if ax is not None:
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path.name
-
-
 def write_evaluation(
     store: Any,
     origins: Any,
@@ -341,7 +277,7 @@ def write_evaluation(
         result.update(write_metrics(staging, acc, section))
         write_report_md(staging, result, {**info, "forecast rows": sink.rows}, section)
         if plots:
-            write_plots(staging, acc)
+            write_plots(staging, acc, staging / FORECASTS_FILE)
 
     write_output_dir(Path(output), COMMAND, fill)
     return result
