@@ -59,9 +59,11 @@ class TrainConfig:
         "extra callbacks: registered names or module:Class; repeat the flag for several")
 
     # --- data ---
-    data_source: str = option("demo", "data",
-        "where the K-lines come from: built-in synthetic demo data, CSV/Parquet, Qlib, or "
-        "fetched from Sina (sina) or a crypto exchange (ccxt) into data_path")
+    data_source: str = option("auto", "data",
+        "where the K-lines come from: auto (default: demo without data_path, csv for a "
+        "CSV/Parquet file or folder, qlib for a folder with calendars/ and features/), the "
+        "built-in synthetic demo data, CSV/Parquet, Qlib, or fetched from Sina (sina) or a "
+        "crypto exchange (ccxt) into data_path")
     data_path: str | None = option(None, "data",
         "CSV/Parquet file or folder (csv), a Qlib provider folder (qlib), or the folder "
         "fetched bars are stored in (sina, ccxt)")
