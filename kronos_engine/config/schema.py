@@ -60,7 +60,7 @@ class TrainConfig:
 
     # --- data ---
     data_source: str = option("auto", "data",
-        "where the K-lines come from: auto (default: demo without data_path, csv for a "
+        "where the K-lines come from: auto (told by data_path: demo without one, csv for a "
         "CSV/Parquet file or folder, qlib for a folder with calendars/ and features/), the "
         "built-in synthetic demo data, CSV/Parquet, Qlib, or fetched from Sina (sina) or a "
         "crypto exchange (ccxt) into data_path")
@@ -128,7 +128,8 @@ class TrainConfig:
         "frozen tokenizer of a predictor run (default: pretrained_tokenizer, else "
         "<exp_dir>/tokenizer/best)")
     max_context: int = option(512, "model",
-        "the predictor's context length; lookback_window + predict_window must fit in it")
+        "the predictor's context length: a forecast sees at most this many bars (longer "
+        "training windows train, with a warning)")
     dropout: float | None = option(None, "model",
         "override every dropout probability of the model (null keeps the preset/checkpoint values)")
     teacher_forcing: bool = option(False, "model",
