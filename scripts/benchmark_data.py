@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from kronos_engine.cli.predict import DefaultsHelpFormatter
+from kronos_engine.cli.helpformat import DefaultsHelpFormatter
 from kronos_engine.data import FEATURES, TIME_FEATURES, KlineWindowDataset, generate_demo_frames
 
 

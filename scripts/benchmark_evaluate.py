@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from kronos_engine.cli.predict import DefaultsHelpFormatter
+from kronos_engine.cli.helpformat import DefaultsHelpFormatter
 from kronos_engine.data import KlineWindowDataset, generate_demo_frames
 from kronos_engine.data.timeutil import NS_PER_SECOND
 from kronos_engine.evaluation import metrics as M

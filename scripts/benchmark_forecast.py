@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from kronos_engine.cli.predict import DefaultsHelpFormatter
+from kronos_engine.cli.helpformat import DefaultsHelpFormatter
 
 DEFAULT_CASES = ["400:100:1", "400:100:5", "480:120:1"]
 

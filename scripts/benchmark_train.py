@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from kronos_engine.cli.predict import DefaultsHelpFormatter
+from kronos_engine.cli.helpformat import DefaultsHelpFormatter
 
 
 def _current_rss_mb() -> float:

@@ -17,7 +17,7 @@ from kronos_engine.cli.train import main
 from kronos_engine.data import generate_demo_frames, write_qlib_provider
 from kronos_engine.data.sources import infer_data_source, settle_data_source
 from kronos_engine.data.spec import DataSpec
-from kronos_engine.errors import DataError, ForecastError
+from kronos_engine.errors import DataError
 
 
 def _frames():
@@ -112,5 +112,5 @@ def test_predict_tells_the_source_with_the_same_function(tmp_path):
     csvs = _csv_folder(tmp_path / "csvs")
     assert data_spec({}, _predict_args(data_path=str(csvs))).data_source == "csv"
     assert data_spec({}, _predict_args()).data_source == "demo"  # no data: the demo data
-    with pytest.raises(ForecastError, match="does not exist"):
+    with pytest.raises(DataError, match="does not exist"):
         data_spec({}, _predict_args(data_path=str(tmp_path / "nowhere")))

@@ -8,7 +8,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from kronos_engine.cli.predict import DefaultsHelpFormatter
+from kronos_engine.cli.helpformat import DefaultsHelpFormatter
 from kronos_engine.cli.shell import exit_code_for, setup_logging
 from kronos_engine.errors import BacktestError, ForecastError
 from kronos_engine.evaluation.backtest import (

@@ -16,12 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kronos_engine.cli.predict import (
-    DefaultsHelpFormatter,
-    add_sampling_arguments,
-    check_lookback,
-    forecast_flags,
-)
+from kronos_engine.cli.helpformat import DefaultsHelpFormatter
+from kronos_engine.cli.predict import add_sampling_arguments, check_lookback, forecast_flags
 from kronos_engine.cli.shell import exit_code_for, setup_logging
 from kronos_engine.data import as_data_spec, build_datasets
 from kronos_engine.data.spec import DataSpec

@@ -10,7 +10,6 @@ forecast is done, and the output file is replaced atomically.
 from __future__ import annotations
 
 import argparse
-import copy
 import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -21,6 +20,7 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
+from kronos_engine.cli.helpformat import DefaultsHelpFormatter
 from kronos_engine.cli.shell import exit_code_for, setup_logging
 from kronos_engine.config.rules import resolve_device
 from kronos_engine.data import iter_clean_frames
@@ -59,30 +59,6 @@ def run_data_keys() -> list[str]:
     return list(DataSpec.keys())
 
 
-class DefaultsHelpFormatter(argparse.HelpFormatter):
-    """`--help` shows every flag's default: `(default: X)` is added unless the help text says
-    it already or there is none to show (None, an off switch, an empty list); a flag without
-    help text shows `default: X`. The scripts' parsers all use it."""
-
-    @staticmethod
-    def _shown(action: argparse.Action) -> bool:
-        default = action.default
-        hidden = default is None or default is False or default is argparse.SUPPRESS
-        return bool(action.option_strings) and not hidden and default != []
-
-    def _format_action(self, action: argparse.Action) -> str:
-        if action.help is None and self._shown(action):
-            action = copy.copy(action)
-            action.help = "default: %(default)s"
-        return super()._format_action(action)
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        text = action.help or ""
-        if "default" in text or not self._shown(action):
-            return text
-        return f"{text} (default: %(default)s)"
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="scripts/predict.py",
@@ -94,14 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--tokenizer", help="tokenizer model folder (config.json + safetensors)")
     src.add_argument("--predictor", help="predictor model folder (config.json + safetensors)")
     data = p.add_argument_group("data (default: the run's own data settings)")
-    data.add_argument(
-        "--data_path", help="CSV/Parquet file or folder, or a Qlib provider folder (all symbols)"
-    )
-    data.add_argument(
-        "--data_source",
-        choices=("auto", "demo", "csv", "qlib"),
-        help="(default: the run's; with --data_path: auto, csv or qlib told by what it is)",
-    )
+    data.add_argument("--data_path", help="CSV/Parquet file or folder, or a Qlib provider folder")
+    data.add_argument("--data_source", choices=("auto", "demo", "csv", "qlib"),
+                      help="(default: the run's; with --data_path: auto, told by data_path)")  # fmt: skip
     data.add_argument("--instruments", help="'all' or comma-separated symbols")
     data.add_argument(
         "--freq", help="bar length of the data: 'auto' (read from it), 'day' or e.g. '5min'"
@@ -210,11 +181,9 @@ def run(args: argparse.Namespace) -> int:
         log.warning("skipped %d symbol(s): %s", len(skipped), "; ".join(skipped))
     if not histories:
         raise ForecastError("no symbol could be forecast" + (f": {skipped[0]}" if skipped else ""))
-    samples = flags.sampling.sample_count
-    log.info(
-        "forecasting %d symbol(s) x %d sample path(s) = %d forecasts of %d bars",
-        len(histories), samples, len(histories) * samples, job.pred_len,
-    )  # fmt: skip
+    n, samples = len(histories), flags.sampling.sample_count
+    log.info("forecasting %d symbol(s) x %d sample path(s) = %d forecasts of %d bars",
+             n, samples, n * samples, job.pred_len)  # fmt: skip
     table = forecast_all(job, histories, quantiles)
     write_table(table, job.output)
     folder = plot_folder(args, job.output)
@@ -287,10 +256,7 @@ def data_spec(config: Mapping[str, Any], args: argparse.Namespace) -> DataSpec:
     for key in FLAG_DATA_KEYS:
         if getattr(args, key, None) is not None:
             data[key] = getattr(args, key)
-    try:  # `data_source: auto`: told by data_path, as in training (logged)
-        return settle_data_source(DataSpec.from_mapping(data))
-    except DataError as exc:
-        raise ForecastError(str(exc)) from None
+    return settle_data_source(DataSpec.from_mapping(data))  # auto: as training tells it
 
 
 def _positive(value: int | None, default: object, flag: str) -> int:
