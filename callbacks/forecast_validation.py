@@ -94,7 +94,8 @@ class ForecastValidation(TrainCallback):
         )
         opts = ForecastOptions(
             pred_len=cfg.predict_window,
-            lookback=cfg.lookback_window,
+            # as predict.py/evaluate.py read it: a model sees at most max_context bars
+            lookback=min(cfg.lookback_window, cfg.max_context),
             sampling=self.sampling.with_seed(cfg.seed),
             batch_size=self.batch_size,
         )

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from kronos_engine.cli.helpformat import DefaultsHelpFormatter
 from kronos_engine.data import FEATURES, TIME_FEATURES, KlineWindowDataset, generate_demo_frames
 
 
@@ -40,7 +41,9 @@ def baseline_batches(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=DefaultsHelpFormatter
+    )
     parser.add_argument("--symbols", type=int, default=50)
     parser.add_argument("--length", type=int, default=5000)
     parser.add_argument("--lookback", type=int, default=90)

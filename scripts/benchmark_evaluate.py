@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from kronos_engine.cli.helpformat import DefaultsHelpFormatter
 from kronos_engine.data import KlineWindowDataset, generate_demo_frames
 from kronos_engine.data.timeutil import NS_PER_SECOND
 from kronos_engine.evaluation import metrics as M
@@ -37,7 +38,9 @@ Result = tuple[MetricAccumulator, list[pd.DataFrame]]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=DefaultsHelpFormatter
+    )
     p.add_argument("--preset", default="tiny", help="predictor preset (tiny, mini, small, base)")
     p.add_argument("--symbols", type=int, default=8)
     p.add_argument("--length", type=int, default=400, help="bars per demo symbol")

@@ -18,11 +18,15 @@ import time
 
 import torch
 
+from kronos_engine.cli.helpformat import DefaultsHelpFormatter
+
 DEFAULT_CASES = ["400:100:1", "400:100:5", "480:120:1"]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=DefaultsHelpFormatter
+    )
     p.add_argument("--preset", default="small", help="predictor preset (mini, small, base)")
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--max_context", type=int, default=512)

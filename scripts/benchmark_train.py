@@ -21,6 +21,8 @@ import time
 
 import torch
 
+from kronos_engine.cli.helpformat import DefaultsHelpFormatter
+
 
 def _current_rss_mb() -> float:
     with open("/proc/self/statm") as fh:
@@ -116,7 +118,9 @@ def one_config(args: argparse.Namespace) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=DefaultsHelpFormatter
+    )
     parser.add_argument("--preset", default="small", choices=["tiny", "mini", "small", "base"])
     parser.add_argument("--seq_len", type=int, default=128)
     parser.add_argument("--batch_size", type=int, default=8)

@@ -371,9 +371,9 @@ def _subprocess_cases(root: Path) -> dict[str, tuple[list[str], str]]:
             pred + ["--model_preset=small", f"--tokenizer_path={tok4}"],
             "model_preset: predictor s1_bits/s2_bits (10, 10) differ from the tokenizer's (4, 4)",
         ),
-        "lookback_beyond_context": (
-            tok + ["--lookback_window=600"],
-            "lookback_window: lookback_window + predict_window = 610 exceeds max_context 512",
+        "max_context_zero": (  # a longer window trains (issue 22, test_public_windows.py)
+            tok + ["--max_context=0"],
+            "max_context: must be >= 1, got 0",
         ),
         "resume_missing": (
             tok + [f"--resume={root / 'nowhere'}"],
@@ -394,7 +394,7 @@ SUBPROCESS_CASES = [
     "csv_without_data_path",
     "predictor_without_tokenizer",
     "bits_mismatch",
-    "lookback_beyond_context",
+    "max_context_zero",
     "resume_missing",
     "callback_missing",
 ]

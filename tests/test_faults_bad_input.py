@@ -176,9 +176,9 @@ def _cases(root: Path, run: Path) -> dict[str, tuple[list[str], str]]:
         ),
         "flag_wrong_type": (tok + ["--epochs=two"], "epochs: expected an integer, got 'two'"),
         "flag_bad_choice": (tok + ["--scheduler=linear"], "scheduler: 'linear' is not allowed"),
-        "lookback_beyond_max_context": (
-            tok + ["--lookback_window=600"],
-            "lookback_window: lookback_window + predict_window = 604 exceeds max_context 512",
+        "max_context_not_positive": (  # a longer window trains (issue 22)
+            tok + ["--max_context=-1"],
+            "max_context: must be >= 1, got -1",
         ),
         "predictor_without_tokenizer": (
             pred + [f"--tokenizer_path={root / 'no_tok'}"],
@@ -241,7 +241,7 @@ CASE_NAMES = [
     "yaml_unknown_key",
     "flag_wrong_type",
     "flag_bad_choice",
-    "lookback_beyond_max_context",
+    "max_context_not_positive",
     "predictor_without_tokenizer",
     "predictor_bits_mismatch",
     "tokenizer_truncated_weights",

@@ -216,10 +216,11 @@ def _cases(root: Path, run: Path, other: Path) -> dict[str, tuple[list[str], str
             + [f"--resume={sorted((run / 'checkpoints').iterdir())[0]}", f"--output_dir={other}"],
             f"is a checkpoint of run '{run}', but output_dir '{other}' holds another run",
         ),
-        # trap: data_path without data_source
-        "data_path_without_data_source": (
-            tok + [f"--data_path={_csv(root, 'plain')}"],
-            "data_path: '",
+        # trap: data_path with data_source demo (without data_source it is read: auto, issue
+        # 22, test_data_source_auto.py)
+        "data_path_with_data_source_demo": (
+            tok + ["--data_source=demo", f"--data_path={_csv(root, 'plain')}"],
+            "is set but data_source is 'demo'",
         ),
         # 7. (the YAML side is a right-thing test below); a missing symbol still names it
         "instruments_from_yaml_keep_leading_zeros": (
@@ -262,7 +263,7 @@ CASE_NAMES = [
     "tokenizer_with_the_predictor_strategy",
     "resume_a_into_run_b",
     "resume_a_step_into_run_b",
-    "data_path_without_data_source",
+    "data_path_with_data_source_demo",
     "instruments_from_yaml_keep_leading_zeros",
 ]
 

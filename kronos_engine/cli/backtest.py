@@ -8,6 +8,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
+from kronos_engine.cli.helpformat import DefaultsHelpFormatter
 from kronos_engine.cli.shell import exit_code_for, setup_logging
 from kronos_engine.errors import BacktestError, ForecastError
 from kronos_engine.evaluation.backtest import (
@@ -27,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="scripts/backtest.py",
         description="Backtest the forecasts of scripts/evaluate.py with Qlib's top-k dropout.",
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("--exp_dir", required=True, help="experiment dir evaluated by evaluate.py")
     p.add_argument("--forecasts", help="forecasts file (default <exp_dir>/eval/forecasts.parquet)")

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kronos_engine.cli.helpformat import DefaultsHelpFormatter
 from kronos_engine.cli.predict import add_sampling_arguments, check_lookback, forecast_flags
 from kronos_engine.cli.shell import exit_code_for, setup_logging
 from kronos_engine.data import as_data_spec, build_datasets
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="scripts/evaluate.py",
         description="Score a trained predictor against baselines on a held-out split.",
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("--exp_dir", required=True, help="experiment dir or predictor run dir")
     p.add_argument("--split", choices=SPLITS, default="test", help="split to evaluate on")
@@ -117,6 +119,7 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
         )
     if args.max_origins is not None:
         origins = subset_by_date(plan.store, origins, args.max_origins)
+    log_size(plan, len(origins))
     info = {**plan.info, "origins": len(origins), "models": ", ".join(plan.forecasters)}
     overall = write_evaluation(
         plan.store,
@@ -133,6 +136,18 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     print(markdown_table(overall))
     print(f"evaluated {len(origins)} origins x {len(plan.forecasters)} models -> {plan.output}")
     return overall
+
+
+def log_size(plan: Plan, origins: int) -> None:
+    """Before the forecasts: how many the sampled models make (the baselines cost ~nothing)."""
+    models = sum(isinstance(f, KronosPredictor) for f in plan.forecasters.values())
+    samples = plan.opts.sampling.sample_count
+    log.info(
+        "forecasting %d origins (%d symbols) x %d sample path(s) x %d model(s) = %d forecasts "
+        "of %d bars, plus the baselines (fewer: --stride, --max_origins)",
+        origins, plan.info["symbols"], samples, models, origins * samples * models,
+        plan.opts.pred_len,
+    )  # fmt: skip
 
 
 def _check_positive(value: Any, flag: str) -> int:

@@ -20,9 +20,11 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
+from kronos_engine.cli.helpformat import DefaultsHelpFormatter
 from kronos_engine.cli.shell import exit_code_for, setup_logging
 from kronos_engine.config.rules import resolve_device
 from kronos_engine.data import iter_clean_frames
+from kronos_engine.data.sources import settle_data_source
 from kronos_engine.data.spec import DataSpec
 from kronos_engine.errors import DataError, ForecastError, PlotError
 from kronos_engine.extras import import_pyplot
@@ -60,14 +62,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="scripts/predict.py",
         description="Forecast the next bars of every symbol with a trained tokenizer+predictor.",
+        formatter_class=DefaultsHelpFormatter,
     )
     src = p.add_argument_group("model (either --exp_dir, or --tokenizer and --predictor)")
     src.add_argument("--exp_dir", help="experiment dir or predictor run dir (uses its best/)")
     src.add_argument("--tokenizer", help="tokenizer model folder (config.json + safetensors)")
     src.add_argument("--predictor", help="predictor model folder (config.json + safetensors)")
     data = p.add_argument_group("data (default: the run's own data settings)")
-    data.add_argument("--data_path", help="CSV/Parquet file or folder (implies data_source=csv)")
-    data.add_argument("--data_source", choices=("demo", "csv", "qlib"))
+    data.add_argument("--data_path", help="CSV/Parquet file or folder, or a Qlib provider folder")
+    data.add_argument("--data_source", choices=("auto", "demo", "csv", "qlib"),
+                      help="(default: the run's; with --data_path: auto, told by data_path)")  # fmt: skip
     data.add_argument("--instruments", help="'all' or comma-separated symbols")
     data.add_argument(
         "--freq", help="bar length of the data: 'auto' (read from it), 'day' or e.g. '5min'"
@@ -178,6 +182,9 @@ def run(args: argparse.Namespace) -> int:
         log.warning("skipped %d symbol(s): %s", len(skipped), "; ".join(skipped))
     if not histories:
         raise ForecastError("no symbol could be forecast" + (f": {skipped[0]}" if skipped else ""))
+    n, samples = len(histories), flags.sampling.sample_count
+    log.info("forecasting %d symbol(s) x %d sample path(s) = %d forecasts of %d bars",
+             n, samples, n * samples, job.pred_len)  # fmt: skip
     table = forecast_all(job, histories, quantiles)
     write_table(table, job.output)
     folder = plot_folder(args, job.output)
@@ -250,12 +257,12 @@ def data_spec(config: Mapping[str, Any], args: argparse.Namespace) -> DataSpec:
     flags over them: `--data_path` alone reads every symbol of that CSV/Parquet data."""
     data = {k: config[k] for k in run_data_keys() if k in config}
     if args.data_path:
-        data.update(data_path=args.data_path, data_source=args.data_source or "csv")
+        data.update(data_path=args.data_path, data_source=args.data_source or "auto")
         data.update(instruments="all", dataset_begin_time=None, dataset_end_time=None)
     for key in FLAG_DATA_KEYS:
         if getattr(args, key, None) is not None:
             data[key] = getattr(args, key)
-    return DataSpec.from_mapping(data)
+    return settle_data_source(DataSpec.from_mapping(data))  # auto: as training tells it
 
 
 def _positive(value: int | None, default: object, flag: str) -> int:

@@ -5,7 +5,7 @@ imports the other back."""
 from __future__ import annotations
 
 TRAIN_TYPES = ("tokenizer", "predictor")
-DATA_SOURCES = ("demo", "csv", "qlib", "sina", "ccxt")
+DATA_SOURCES = ("auto", "demo", "csv", "qlib", "sina", "ccxt")  # auto: told by data_path
 SAMPLING_MODES = ("uniform", "per_symbol")
 SCHEDULERS = ("onecycle", "cosine", "constant", "sgdr", "wsd")
 PRECISIONS = ("fp32", "bf16")

@@ -107,14 +107,10 @@ def validate(cfg: TrainConfig) -> None:
             f"data_path: '{cfg.data_path}' is set but data_source is 'demo' (the built-in "
             f"synthetic data); add --data_source=csv (or qlib) to train on it"
         )
-    if cfg.data_source != "demo" and not cfg.data_path:
+    if cfg.data_source not in ("auto", "demo") and not cfg.data_path:
         raise ConfigError(f"data_path: required when data_source is '{cfg.data_source}'")
-    if cfg.lookback_window + cfg.predict_window > cfg.max_context:
-        raise ConfigError(
-            f"lookback_window: lookback_window + predict_window = "
-            f"{cfg.lookback_window + cfg.predict_window} exceeds max_context "
-            f"{cfg.max_context}; lower the windows or raise max_context"
-        )
+    if cfg.max_context < 1:
+        raise ConfigError(f"max_context: must be >= 1, got {cfg.max_context}")
     validate_device(cfg)
     validate_toolbox(cfg)
     validate_market(cfg)
@@ -133,6 +129,29 @@ def validate_device(cfg: TrainConfig) -> None:
             f"device: '{cfg.device}' is not allowed; choose one of auto, cpu, cuda, cuda:N "
             "(N: the GPU's index, e.g. cuda:1)"
         )
+
+
+def long_window_note(cfg: TrainConfig) -> str | None:
+    """The one warning of a window longer than `max_context` (None when it fits). Such windows
+    train, as in the public code (lookback 512 + predict 48 with max_context 512): the rotary
+    positions have no fixed length. A forecast sees at most the last `max_context` bars, so the
+    note says what forecasting will read."""
+    span = cfg.lookback_window + cfg.predict_window
+    if span <= cfg.max_context:
+        return None
+    note = (
+        f"lookback_window + predict_window = {span} exceeds max_context {cfg.max_context}: "
+        f"training reads these {span}-bar windows as asked (the model's rotary positions have "
+        f"no fixed length, as in the public code), but a forecast sees at most the last "
+        f"{cfg.max_context} bars (history and generated bars together)"
+    )
+    if cfg.lookback_window > cfg.max_context:
+        note += (
+            f"; forecast with --lookback {cfg.max_context} (or less) in predict.py and "
+            f"evaluate.py, and forecast validation reads the last {cfg.max_context} bars of "
+            f"each history"
+        )
+    return note
 
 
 def validate_market(cfg: TrainConfig) -> None:

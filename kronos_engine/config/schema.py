@@ -59,9 +59,11 @@ class TrainConfig:
         "extra callbacks: registered names or module:Class; repeat the flag for several")
 
     # --- data ---
-    data_source: str = option("demo", "data",
-        "where the K-lines come from: built-in synthetic demo data, CSV/Parquet, Qlib, or "
-        "fetched from Sina (sina) or a crypto exchange (ccxt) into data_path")
+    data_source: str = option("auto", "data",
+        "where the K-lines come from: auto (told by data_path: demo without one, csv for a "
+        "CSV/Parquet file or folder, qlib for a folder with calendars/ and features/), the "
+        "built-in synthetic demo data, CSV/Parquet, Qlib, or fetched from Sina (sina) or a "
+        "crypto exchange (ccxt) into data_path")
     data_path: str | None = option(None, "data",
         "CSV/Parquet file or folder (csv), a Qlib provider folder (qlib), or the folder "
         "fetched bars are stored in (sina, ccxt)")
@@ -126,7 +128,8 @@ class TrainConfig:
         "frozen tokenizer of a predictor run (default: pretrained_tokenizer, else "
         "<exp_dir>/tokenizer/best)")
     max_context: int = option(512, "model",
-        "the predictor's context length; lookback_window + predict_window must fit in it")
+        "the predictor's context length: a forecast sees at most this many bars (longer "
+        "training windows train, with a warning)")
     dropout: float | None = option(None, "model",
         "override every dropout probability of the model (null keeps the preset/checkpoint values)")
     teacher_forcing: bool = option(False, "model",

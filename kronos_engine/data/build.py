@@ -24,6 +24,7 @@ from kronos_engine.data.frequency import AUTO, FreqAgreement, freq_name, is_auto
 from kronos_engine.data.markets import MARKET_SOURCES, missing_folder_hint
 from kronos_engine.data.sampler import WindowSampler
 from kronos_engine.data.schema import TIMESTAMP, canonical_columns, parse_freq
+from kronos_engine.data.sources import settle_data_source
 from kronos_engine.data.sources_csv import iter_table_frames
 from kronos_engine.data.sources_qlib import iter_qlib_frames
 from kronos_engine.data.spec import DataSpec, as_data_spec
@@ -56,6 +57,12 @@ class LoadReport:
             "amount_derived_symbols": self.amount_derived_symbols,
             "untraded_rows_dropped": self.untraded_rows_dropped,
         }
+
+
+def settled(cfg: DataSpec | Any) -> DataSpec:
+    """``cfg`` as a spec with what the data says without reading bars settled: ``data_source:
+    auto`` (by ``data_path``, logged once), then ``freq: auto`` where the source tells it."""
+    return settle_source_freq(settle_data_source(as_data_spec(cfg)))
 
 
 def _raw_frames(cfg: DataSpec, bounds) -> Iterator[tuple[str, pd.DataFrame, str, bool]]:
@@ -92,7 +99,7 @@ def iter_clean_frames(
     cfg: DataSpec | Any, report: LoadReport | None = None
 ) -> Iterator[tuple[str, pd.DataFrame]]:
     """Clean canonical frames one symbol at a time (bounded memory for big universes)."""
-    cfg = settle_source_freq(as_data_spec(cfg))
+    cfg = settled(cfg)
     report = report if report is not None else LoadReport()
     if cfg.bad_data not in ("error", "repair"):
         raise DataError(
@@ -214,7 +221,7 @@ def _split_ranges(store: WindowStore, lookback: int) -> dict[str, str | None]:
 def build_stores(cfg: DataSpec | Any) -> tuple[dict[str, WindowStore], dict[str, Any]]:
     """Load, clean and cut every symbol into per-split stores; build the summary (its `freq`:
     the bar length read, also with `freq: auto`)."""
-    cfg = settle_source_freq(as_data_spec(cfg))
+    cfg = settled(cfg)
     plan = make_plan(
         cfg.train_time_range, cfg.val_time_range, cfg.test_time_range, cfg.split_ratios
     )
@@ -288,7 +295,7 @@ def build_stores(cfg: DataSpec | Any) -> tuple[dict[str, WindowStore], dict[str,
 
 def build_datasets(cfg: DataSpec | Any) -> DataSplits:
     """Datasets for ``cfg``'s data keys, reusing ``cfg.cache_dir`` when nothing changed."""
-    cfg = settle_source_freq(as_data_spec(cfg))
+    cfg = settled(cfg)
     stores = summary = None
     cache_state = "disabled"
     if cfg.cache_dir:

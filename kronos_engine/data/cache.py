@@ -25,6 +25,7 @@ from kronos_engine.data.features import FEATURES, TIME_FEATURES
 from kronos_engine.data.frequency import freq_name, settle_source_freq
 from kronos_engine.data.markets import MARKET_SOURCES, missing_folder_hint
 from kronos_engine.data.schema import parse_freq
+from kronos_engine.data.sources import settle_data_source
 from kronos_engine.data.sources_csv import list_table_files
 from kronos_engine.data.spec import DataSpec, as_data_spec
 from kronos_engine.data.windows import WindowStore
@@ -38,7 +39,8 @@ _CHUNK = 1 << 22
 
 def identity_of(cfg: DataSpec | Any) -> dict[str, Any]:
     """Every config key that changes the stored arrays (``clip`` does not: it is applied on read)."""
-    cfg = settle_source_freq(as_data_spec(cfg))  # demo/qlib keys as before `auto` existed
+    # demo/qlib keys as before `auto` existed (`data_source` and `freq`)
+    cfg = settle_source_freq(settle_data_source(as_data_spec(cfg), announce=False))
     ident: dict[str, Any] = {
         "format": CACHE_FORMAT,
         "data_source": cfg.data_source,
@@ -100,7 +102,7 @@ def _qlib_inputs(cfg: DataSpec) -> list[Path]:
 
 def fingerprint_inputs(cfg: DataSpec | Any) -> str:
     """A content hash of the inputs the build would read."""
-    cfg = as_data_spec(cfg)
+    cfg = settle_data_source(as_data_spec(cfg), announce=False)
     if cfg.data_source == "demo":
         return _digest({"demo": identity_of(cfg)})
     root = Path(cfg.data_path or "").expanduser()

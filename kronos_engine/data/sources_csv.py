@@ -20,7 +20,8 @@ from kronos_engine.errors import DataError
 TABLE_SUFFIXES: tuple[str, ...] = (".csv", ".csv.gz", ".csv.zip", ".parquet", ".pq")
 
 
-def _suffix(path: Path) -> str | None:
+def table_suffix(path: Path) -> str | None:
+    """The table suffix of `path` (`.csv.gz`, `.parquet`, ...), None for any other file."""
     name = path.name.lower()
     for suffix in sorted(TABLE_SUFFIXES, key=len, reverse=True):
         if name.endswith(suffix):
@@ -29,7 +30,7 @@ def _suffix(path: Path) -> str | None:
 
 
 def symbol_from_path(path: Path) -> str:
-    suffix = _suffix(path) or path.suffix
+    suffix = table_suffix(path) or path.suffix
     return path.name[: len(path.name) - len(suffix)]
 
 
@@ -41,12 +42,12 @@ def list_table_files(data_path: str | Path) -> list[Path]:
             f"data_path: '{path}' does not exist; point it to a CSV/Parquet file or folder"
         )
     if path.is_file():
-        if _suffix(path) is None:
+        if table_suffix(path) is None:
             raise DataError(
                 f"data_path: '{path}' is not a table file; allowed suffixes: {', '.join(TABLE_SUFFIXES)}"
             )
         return [path]
-    files = sorted(p for p in path.iterdir() if p.is_file() and _suffix(p) is not None)
+    files = sorted(p for p in path.iterdir() if p.is_file() and table_suffix(p) is not None)
     if not files:
         raise DataError(
             f"data_path: folder '{path}' holds no {'/'.join(TABLE_SUFFIXES)} files; "
@@ -57,7 +58,7 @@ def list_table_files(data_path: str | Path) -> list[Path]:
 
 def read_table(path: Path) -> pd.DataFrame:
     """Read a file with symbol codes kept as text (so '000001' keeps its zeros)."""
-    suffix = _suffix(path)
+    suffix = table_suffix(path)
     try:
         if suffix in (".parquet", ".pq"):
             frame = pd.read_parquet(path)
@@ -101,7 +102,7 @@ def iter_table_frames(
         origin = str(path)
         stem = symbol_from_path(path)
         frame: pd.DataFrame | None = None
-        if _suffix(path) in (".parquet", ".pq"):
+        if table_suffix(path) in (".parquet", ".pq"):
             frame = read_table(path)
             symbol_col = find_symbol_column(list(frame.columns))
         else:

@@ -21,7 +21,7 @@ class DataSpec:
     """Where the bars come from, how they are cleaned, split and cut into windows."""
 
     # --- the source ---
-    data_source: str = "demo"
+    data_source: str = "auto"  # told by data_path (`sources.settle_data_source`)
     data_path: str | None = None
     instruments: str = "all"
     freq: str = "auto"

@@ -18,8 +18,12 @@ from torch.utils.data import DataLoader
 from kronos_engine.callback import CallbackList, TrainCallback
 from kronos_engine.config import TrainConfig
 from kronos_engine.config.loading import write_config
+from kronos_engine.config.rules import long_window_note
 from kronos_engine.context import TrainContext
 from kronos_engine.data.frequency import is_auto
+from kronos_engine.data.sources import AUTO as AUTO_SOURCE
+from kronos_engine.data.sources import settle_data_source
+from kronos_engine.data.spec import DataSpec
 from kronos_engine.layout import RunLayout
 from kronos_engine.registry import CALLBACKS, STRATEGIES
 from kronos_engine.rng import seed_everything
@@ -93,6 +97,7 @@ class TrainContextBuilder:
         if self.executor is None:
             self.executor = make_executor(cfg.device, cfg.precision)
         executor = self.executor
+        cfg = self._settle_source(cfg, executor.is_main)
         _configure_determinism(cfg)
         seed_everything(cfg.seed)
         callbacks = CallbackList(self.default_callbacks() + self._resolve_user_callbacks())
@@ -137,6 +142,19 @@ class TrainContextBuilder:
                 log.info("resumed from %s at step %d", checkpoint, ctx.global_step)
         self._prepare_output_dir(ctx)
         return ctx
+
+    def _settle_source(self, cfg: TrainConfig, is_main: bool) -> TrainConfig:
+        """`data_source: auto` -> the source `data_path` holds, logged once, before the cache
+        identity and `config.yaml` see it (forecasting then reads the data as training did);
+        and the one warning of a window longer than `max_context`."""
+        note = long_window_note(cfg)
+        if note and is_main:
+            log.warning("%s", note)
+        if cfg.data_source != AUTO_SOURCE:
+            return cfg
+        spec = settle_data_source(DataSpec.from_mapping(cfg.to_dict()), announce=is_main)
+        self.cfg = dataclasses.replace(cfg, data_source=spec.data_source)
+        return self.cfg
 
     def default_callbacks(self) -> list[TrainCallback]:
         """The built-ins a config asks for; `CallbackList` orders them by their roles."""
@@ -187,7 +205,7 @@ class TrainContextBuilder:
         return cls(self.cfg)
 
     def _load_data(self, executor: Executor):
-        from kronos_engine.data import DataSpec, build_datasets
+        from kronos_engine.data import build_datasets
 
         spec = DataSpec.from_mapping(self.cfg.to_dict())
         # Rank 0 builds (and caches) first so that ranks never write the cache concurrently.

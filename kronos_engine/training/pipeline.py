@@ -122,17 +122,6 @@ def run_training(builder):
     `TrainContext`. The caller closes `builder.executor` (set once made, also on a failure)."""
     from kronos_engine.training.trainer import Trainer
 
-    cfg = builder.cfg
     ctx = builder.build()
-    if ctx.is_main:
-        log.info(
-            "%s: %d steps (%d per epoch), %d process(es) on %s, writing to %s",
-            cfg.train_type,
-            ctx.total_steps,
-            ctx.steps_per_epoch,
-            ctx.world_size,
-            ctx.executor.device,
-            ctx.output_dir,
-        )
-    Trainer(ctx).fit()
+    Trainer(ctx).fit()  # says the run's size and time (`trainer.RunEstimate`)
     return ctx

@@ -89,12 +89,64 @@ def _library_log_handler() -> logging.Handler | None:
     return handler
 
 
+def _duration(seconds: float) -> str:
+    if seconds < 10:
+        return f"{seconds:.2g} s"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+class RunEstimate:
+    """Before long work the run says its size, and after its first steps (`steps`, or
+    `seconds` of wall clock) the time it needs. Rank 0 only; it reads the clock and nothing
+    else (no RNG, no metrics record), so an exact resume is unchanged."""
+
+    def __init__(self, steps: int = 5, seconds: float = 30.0) -> None:
+        self.steps, self.seconds = steps, seconds
+        self.first, self.t0, self.done = 0, 0.0, False
+
+    def begin(self, ctx: TrainContext) -> None:
+        cfg, per_epoch = ctx.cfg, ctx.steps_per_epoch
+        whole = cfg.epochs * per_epoch
+        size = f"{cfg.epochs} epochs x {per_epoch} steps"
+        if ctx.total_steps < whole:
+            size = f"max_steps; {size} would be {whole}"
+        resumed = f", resuming at step {ctx.global_step}" if ctx.global_step else ""
+        log.info(
+            "%s: %d steps (%s)%s, %d process(es) on %s, writing to %s",
+            cfg.train_type, ctx.total_steps, size, resumed, ctx.world_size, ctx.executor.device,
+            ctx.output_dir,
+        )  # fmt: skip
+        self.first, self.t0, self.done = ctx.global_step, time.perf_counter(), False
+
+    def step(self, ctx: TrainContext) -> None:
+        """After an optimizer step: once enough steps are timed, one line with the estimate."""
+        if self.done:
+            return
+        taken, elapsed = ctx.global_step - self.first, time.perf_counter() - self.t0
+        if taken < self.steps and elapsed < self.seconds:
+            return
+        self.done = True
+        left = ctx.total_steps - ctx.global_step
+        if left > 0:
+            per_step = elapsed / max(taken, 1)
+            log.info(
+                "about %s per step (the first %d steps): the run needs about %s more "
+                "(%d steps; validation and checkpoints not included)",
+                _duration(per_step), taken, _duration(per_step * left), left,
+            )  # fmt: skip
+
+
 class Trainer:
     """Runs `ctx` to completion: `Trainer(ctx).fit()`."""
 
     def __init__(self, ctx: TrainContext) -> None:
         self.ctx = ctx
         self.meter = StepMeter()
+        self.estimate = RunEstimate()
         self._window_t0 = time.perf_counter()
 
     # ------------------------------------------------------------------ top level
@@ -102,14 +154,8 @@ class Trainer:
         ctx = self.ctx
         handler = _library_log_handler() if ctx.is_main else None
         try:
-            if handler is not None:
-                log.info(
-                    "%s: %d steps, writing to %s",
-                    ctx.cfg.train_type,
-                    ctx.total_steps,
-                    ctx.output_dir,
-                )
-            if ctx.is_main:  # peft's line, for every finetune_method
+            if ctx.is_main:  # the run's size; peft's line, for every finetune_method
+                self.estimate.begin(ctx)
                 log.info("%s", describe_parameters(ctx.unwrapped_model))
             ctx.callbacks.fire("on_train_begin", ctx)
             while not self._finished():
@@ -211,6 +257,8 @@ class Trainer:
         self.meter.reset()
 
         ctx.callbacks.fire("on_step_end", ctx)
+        if ctx.is_main:
+            self.estimate.step(ctx)
         if cfg.max_steps is not None and ctx.global_step >= cfg.max_steps:
             ctx.request_stop(StopReason.MAX_STEPS)
         self._window_t0 = time.perf_counter()
