@@ -38,6 +38,11 @@ class RunLockedError(ConfigError):
     """Another live process holds the output dir."""
 
 
+class ConfigLineError(ConfigError):
+    """A config file value of the wrong type, "<line>: <key>: ..." (the loader adds the file
+    name in front): raised where the file's lines are known, named where the file is."""
+
+
 class DataError(UserError, ValueError):
     """Bad or unusable input data.
 

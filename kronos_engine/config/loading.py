@@ -21,7 +21,7 @@ import yaml
 from kronos_engine import fsio
 from kronos_engine.config import public
 from kronos_engine.config.schema import TrainConfig, coerce, field_type, unwrap_optional
-from kronos_engine.errors import ConfigError
+from kronos_engine.errors import ConfigError, ConfigLineError
 
 log = logging.getLogger("kronos_engine")
 
@@ -64,7 +64,7 @@ def read_config_layers(path: str | os.PathLike[str]) -> ConfigLayers:
     out = public.Translation()
     try:
         own = _translate(path, node, data, out, keys)
-    except public.ValueAtLine as exc:
+    except ConfigLineError as exc:
         raise ConfigError(f"{path}:{exc}") from None
     if out.unknown:
         raise ConfigError(_unknown_message(path, out.unknown, keys))

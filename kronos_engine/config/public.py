@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from kronos_engine.config.schema import coerce
-from kronos_engine.errors import ConfigError
+from kronos_engine.errors import ConfigError, ConfigLineError
 
 # The sections that mark a file as the public `finetune_csv` layout (`device:` only as a
 # mapping: our own `device` key is a string).
@@ -268,15 +268,11 @@ def _flag(entry: Entry) -> bool:
     return _value(entry, bool)
 
 
-class ValueAtLine(ConfigError):
-    """A public value of the wrong type, "<line>: <key>: ..." (the loader adds the file)."""
-
-
 def _value(entry: Entry, tp: type) -> Any:
     try:
         return coerce(entry.name, entry.value, tp)
     except ConfigError as exc:
-        raise ValueAtLine(f"{entry.line}: {exc}") from None
+        raise ConfigLineError(f"{entry.line}: {exc}") from None
 
 
 def _ratios(entries: Mapping[str, Entry], out: Translation) -> None:
