@@ -329,7 +329,7 @@ def test_the_readme_runs_in_order(tmp_path, monkeypatch):
         timings[first] = time.perf_counter() - start
     sys.modules.pop("my_callbacks", None)
     for made in ("outputs/demo/forecast.csv", "outputs/demo/forecast.parquet", "compare.png",
-                 "outputs/demo/eval/metrics.json", "outputs/api/best", "outputs/ranked/predictor/best",
+                 "outputs/demo/eval/metrics.json", "outputs/api/tokenizer/best", "outputs/ranked/predictor/best",
                  "outputs/tracked/tokenizer/tensorboard", "outputs/two_procs/tokenizer/best"):  # fmt: skip
         assert (cwd / made).exists(), made
     print("\n".join(f"{t:7.1f} s  {cmd}" for cmd, t in timings.items()))
