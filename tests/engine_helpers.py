@@ -126,3 +126,12 @@ def evaluated_qlib_experiment(root: Path) -> dict[str, Any]:
     origins = plan_origins(store, 20, 5)
     write_evaluation(store, origins, forecasters, opts, exp / "eval", {}, False, False)
     return {"exp": exp, "provider": provider, "frames": frames}
+
+
+def only_error_line(capsys) -> str:
+    """The one `error:` line a command printed (and no traceback)."""
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err, err
+    return lines[0]

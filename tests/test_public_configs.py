@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from engine_helpers import only_error_line
 from test_faults_bad_input import EXIT_USAGE, _assert_untouched, snapshot
 
 from kronos_engine.cli.pipeline import pipeline_main
@@ -131,12 +132,7 @@ def public_setup(tmp_path_factory) -> dict:
     return {"root": root, "config": root / "config.yaml", "csv": csv}
 
 
-def _one_error(capsys) -> str:
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err, err
-    return lines[0]
+_one_error = only_error_line
 
 
 def test_public_finetune_csv_yaml_trains_its_two_stages(public_setup, capsys, caplog):

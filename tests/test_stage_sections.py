@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from engine_helpers import only_error_line
+from test_cli_pipeline import TINY_YAML
 from test_faults_bad_input import EXIT_USAGE, _assert_untouched, snapshot
 
 from kronos_engine.cli.pipeline import load_pipeline_configs, pipeline_main
@@ -17,18 +19,7 @@ from kronos_engine.cli.train import load_config
 from kronos_engine.cli.train import main as train_main
 from kronos_engine.errors import ConfigError
 
-TINY = """\
-model_preset: tiny
-demo_symbols: 2
-demo_length: 300
-lookback_window: 30
-predict_window: 5
-batch_size: 16
-epochs: 1
-max_steps: 3
-log_interval: 1
-progress_bar: false
-"""
+TINY = TINY_YAML.replace("max_steps: 4", "max_steps: 3")  # the pipeline tests' tiny run
 
 SECTIONS = TINY + textwrap.dedent(
     """\
@@ -49,12 +40,7 @@ def _write(root: Path, text: str, name: str = "c.yaml") -> Path:
     return path
 
 
-def _one_error(capsys) -> str:
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err, err
-    return lines[0]
+_one_error = only_error_line
 
 
 def test_pipeline_trains_each_stage_with_its_section(tmp_path, capsys):
