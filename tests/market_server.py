@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 import urllib.parse
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 Answer = tuple[int, str] | tuple[int, str, dict[str, str]]
@@ -74,12 +79,6 @@ def json_body(payload: Any) -> str:
 def kill_download_midway(server: Loopback, requests: int, argv: list[str]) -> None:
     """Run `scripts/download.py argv` in a subprocess, SIGKILL it once `server` has seen
     `requests` requests (the last one stalled by a fault), then let the server go on."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    from pathlib import Path
-
     script = Path(__file__).resolve().parents[1] / "scripts" / "download.py"
     proc = subprocess.Popen(
         [sys.executable, str(script), *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE

@@ -24,6 +24,12 @@ ALLOWED_VALUES = (
 ALLOWED_OHLC = "allowed: low <= min(open, close) and max(open, close) <= high"
 
 
+def amount_unavailable(amount: np.ndarray) -> bool:
+    """An amount column that says "not available": empty, or all zero (the public README's
+    convention); such a column is derived as mean price x volume, as an absent one is."""
+    return bool(np.all(np.isnan(amount) | (amount == 0)))
+
+
 def invalid_cells(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """`(nonfinite, nonpositive)` masks over `(rows, 6)` feature values: non-finite or beyond
     float32; prices <= 0 or volume/amount < 0 (a NaN is only non-finite)."""

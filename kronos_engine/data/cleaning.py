@@ -40,6 +40,7 @@ import pandas as pd
 from kronos_engine.data.bars import (
     ALLOWED_VALUES,
     F32_MAX,
+    amount_unavailable,
     first_ohlc_problem,
     first_value_problem,
     invalid_cells,
@@ -164,8 +165,7 @@ def clean_frame(
     values = np.full((len(df), len(FEATURES)), np.nan)
     for name in names:
         values[:, FEATURES.index(name)] = parse_numbers(df[name], name, where)
-    amount = values[:, 5]
-    amount_absent = "amount" not in names or bool(np.all(np.isnan(amount) | (amount == 0)))
+    amount_absent = "amount" not in names or amount_unavailable(values[:, 5])
 
     lo, hi = bounds
     keep = np.ones(len(ns), dtype=bool)

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from kronos_engine.data.bars import first_bar_problem
+from kronos_engine.data.bars import amount_unavailable, first_bar_problem
 from kronos_engine.data.features import AMOUNT, PRICE_FEATURES, VOLUME
 from kronos_engine.errors import ForecastError
 from kronos_engine.forecasting.forecast import COLUMNS
@@ -58,12 +58,12 @@ def ohlcv_values(df: pd.DataFrame, where: str = "df") -> np.ndarray:
 
 
 def _no_amount(column: pd.Series) -> bool:
-    """An amount column that says "not available": all zero or empty (`data/cleaning.py`)."""
+    """`bars.amount_unavailable` for a DataFrame column (the rule training data follows)."""
     try:
         values = column.to_numpy(dtype=np.float64)
     except (TypeError, ValueError):
         return False  # not numbers: refused with the other columns
-    return bool(np.all(np.isnan(values) | (values == 0)))
+    return amount_unavailable(values)
 
 
 def history_stamps(df: pd.DataFrame, x_timestamp: Any, where: str) -> pd.DatetimeIndex:
