@@ -31,15 +31,23 @@ def freq_name(freq: str) -> str:
     return AUTO if is_auto(freq) else parse_freq(freq).name
 
 
+def most_common_gap(ns: np.ndarray) -> int | None:
+    """The most common positive spacing (ns) of two bars of one day in sorted naive int64 ns
+    stamps (ties: the shortest), or None when no day has two bars."""
+    same_day = (ns[1:] // _DAY_NS) == (ns[:-1] // _DAY_NS)
+    gaps = np.diff(ns)[same_day]
+    gaps = gaps[gaps > 0]
+    if gaps.size == 0:
+        return None
+    values, counts = np.unique(gaps, return_counts=True)
+    return int(values[np.argmax(counts)])
+
+
 def detect_freq(ns: np.ndarray, where: str) -> Freq:
     """The bar length of one symbol's sorted naive timestamps (int64 ns)."""
-    days = ns // _DAY_NS
-    same_day = days[1:] == days[:-1]
-    gaps = np.diff(ns)[same_day]
-    if gaps.size == 0:
+    gap = most_common_gap(ns)
+    if gap is None:
         return Freq("day", None)
-    values, counts = np.unique(gaps, return_counts=True)
-    gap = int(values[np.argmax(counts)])  # the most common; ties: the shortest
     if gap % _MINUTE_NS:
         raise DataError(
             f"{where}: bars {gap / 1e9:g} s apart most often; freq: auto reads bar lengths of "

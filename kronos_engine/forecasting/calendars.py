@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from kronos_engine.data.frequency import most_common_gap
 from kronos_engine.errors import ConfigError, ForecastError
 from kronos_engine.extras import require
 
@@ -86,15 +87,8 @@ def bar_length(history: pd.DatetimeIndex) -> pd.Timedelta | None:
     """The most common spacing of two bars of one day (nights and lunch breaks are rarer), or
     None for daily bars: the rule of `freq: auto` (`data.frequency`)."""
     wall = history.tz_localize(None) if history.tz is not None else history
-    ns = wall.as_unit("ns").asi8
-    day = pd.Timedelta(days=1).value
-    same_day = (ns[1:] // day) == (ns[:-1] // day)
-    gaps = np.diff(ns)[same_day]
-    gaps = gaps[gaps > 0]
-    if gaps.size == 0:
-        return None
-    values, counts = np.unique(gaps, return_counts=True)
-    return pd.Timedelta(int(values[np.argmax(counts)]), unit="ns")
+    gap = most_common_gap(wall.as_unit("ns").asi8)
+    return None if gap is None else pd.Timedelta(gap, unit="ns")
 
 
 def _library(name: str, flag: str) -> Any:
