@@ -165,9 +165,27 @@ def test_bad_config_under_torchrun_is_one_line(tmp_path):
     proc = torchrun(TRAIN, "--train_type=tokenizer", "--batch_size=abc", cwd=tmp_path)
     assert proc.returncode != 0
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
-    # (stderr shown on failure: this failed once in a fresh-clone .ci/run, cause not found yet)
     assert errors == ["error: batch_size: expected an integer, got 'abc'"], proc.stderr[-3000:]
     # torchrun's own agent adds a ChildFailedError report naming our exit code.
+    assert "exitcode: 2" in proc.stderr
+
+
+def test_bad_config_line_survives_a_slow_rank_0(tmp_path):
+    """torchrun stops every worker once one exits. Rank 1 finds the same config error but does
+    not report it (rank 0 does): if rank 1 exited first, the agent stopped rank 0 before it
+    said why (seen as a flaky failure of the test above on a loaded machine). Rank 0 is
+    delayed here so that rank 1 always finishes first."""
+    wrapper = tmp_path / "slow_rank0_train.py"
+    wrapper.write_text(
+        "import os, runpy, sys, time\n"
+        "if os.environ.get('RANK') == '0':\n"
+        "    time.sleep(3)\n"
+        f"sys.argv[0] = {str(TRAIN)!r}\n"
+        f"runpy.run_path({str(TRAIN)!r}, run_name='__main__')\n"
+    )
+    proc = torchrun(wrapper, "--train_type=tokenizer", "--batch_size=abc", cwd=tmp_path)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == ["error: batch_size: expected an integer, got 'abc'"], proc.stderr[-3000:]
     assert "exitcode: 2" in proc.stderr
 
 

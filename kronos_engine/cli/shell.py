@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+import time
 
 from kronos_engine import distenv
 from kronos_engine.errors import TrainingError, UserError
@@ -19,6 +20,7 @@ from kronos_engine.run import outputs as run_outputs
 
 EXIT_USAGE = 2  # bad config / input: nothing was trained
 EXIT_FAILED = 1  # training failed (non-finite loss, empty validation, an unwritable output dir)
+PEER_REPORT_GRACE_S = 15.0  # how long another rank leaves a usage error to rank 0 (see below)
 
 
 def setup_logging() -> None:
@@ -39,6 +41,17 @@ def report_error(exc: BaseException, same_on_every_rank: bool = False) -> None:
         print(f"error: {message}", file=sys.stderr, flush=True)
     elif not same_on_every_rank and _distributed_started():
         print(f"error: rank {distenv.rank()}: {message}", file=sys.stderr, flush=True)
+    elif not same_on_every_rank and isinstance(exc, UserError):
+        _leave_the_report_to_rank0(message)
+
+
+def _leave_the_report_to_rank0(message: str) -> None:
+    """Before the process group, a usage error of another rank is rank 0's to say. The launcher
+    stops every worker once one exits, so exiting at once could stop rank 0 before it prints
+    (a slow rank 0 then left no line at all): wait for that stop instead, and speak only if it
+    never comes, i.e. rank 0 did not fail and the error is this rank's own."""
+    time.sleep(PEER_REPORT_GRACE_S)
+    print(f"error: rank {distenv.rank()}: {message}", file=sys.stderr, flush=True)
 
 
 def _distributed_started() -> bool:
