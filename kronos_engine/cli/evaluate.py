@@ -31,6 +31,7 @@ from kronos_engine.evaluation.report import (
     write_evaluation,
 )
 from kronos_engine.evaluation.rolling import ForecastOptions
+from kronos_engine.evaluation.scaling import parse_scaling
 from kronos_engine.forecasting import KronosPredictor, find_predictor_run
 from kronos_engine.forecasting.options import check_pred_len
 from kronos_engine.layout import RunLayout, stage_run
@@ -80,6 +81,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="seed of the block bootstrap behind the significance intervals (recorded in "
         "metrics.json)",
     )
+    p.add_argument(
+        "--volatility",
+        action="store_true",
+        help="also score each model's realised-volatility forecast over the horizon (from its "
+        "sample paths: needs --sample_count >= 2) and the historical one: volatility.json",
+    )
+    p.add_argument(
+        "--scaling",
+        metavar="N,N,...",
+        help="test-time scaling: IC, RankIC and CRPS of each sampled model at these sample "
+        "counts (e.g. 1,5,10,20): scaling.json, scaling.png",
+    )
+    p.add_argument("--scaling_seeds", type=int, help="seeds per --scaling count (default: 3)")
     p.add_argument("--output", help="output folder (default <exp_dir>/eval)")
     p.add_argument("--no_plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
@@ -95,6 +109,7 @@ class Plan:
     opts: Any
     output: Path
     info: dict[str, Any]
+    scaling: Any = None  # `evaluation.scaling.ScalingPlan` of --scaling
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -131,6 +146,7 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
         plots=not args.no_plots,
         progress=not args.no_progress,
         bootstrap_seed=args.bootstrap_seed,
+        scaling=plan.scaling,
     )
 
     print(markdown_table(overall))
@@ -182,6 +198,7 @@ def resolve(args: argparse.Namespace) -> Plan:
     baselines = _baselines(args.baselines)
     compared = [_named(item) for item in args.compare]
     _check_names(args, baselines, [name for name, _ in compared])
+    scaling = _check_tasks(args, flags.sampling.sample_count, not args.no_model or bool(compared))
     if not args.no_model or compared:  # a Kronos model sees at most max_context bars
         source = " (the run's lookback_window)" if args.lookback is None else ""
         check_lookback(lookback, flags.max_context, source)
@@ -198,7 +215,7 @@ def resolve(args: argparse.Namespace) -> Plan:
             forecasters[name] = BASELINES[name]()
     store = load_split(DataSpec.from_mapping(run_info.config), args.split, lookback, pred_len)
     sampling = flags.sampling
-    opts = ForecastOptions(pred_len, lookback, sampling, flags.batch_size)
+    opts = ForecastOptions(pred_len, lookback, sampling, flags.batch_size, args.volatility)
     info = {
         "run": str(run_info.run_dir),
         "split": args.split,
@@ -210,7 +227,7 @@ def resolve(args: argparse.Namespace) -> Plan:
         f"seed={sampling.seed}",
         "symbols": len(store.symbols),
     }
-    return Plan(store, forecasters, opts, output, info)
+    return Plan(store, forecasters, opts, output, info, scaling)
 
 
 def _baselines(text: str) -> list[str]:
@@ -308,3 +325,21 @@ def load_split(data: Any, split: str, lookback: int, pred_len: int) -> Any:
             "share in split_ratios, or use --split val)"
         )
     return dataset.store
+
+
+def _check_tasks(args: argparse.Namespace, sample_count: int, sampled: bool) -> Any:
+    """`--volatility` and `--scaling` (the plan, or None), refused before any work where
+    they cannot be defined: scaling a sampled model, a model's volatility two paths."""
+    plan = parse_scaling(args.scaling, args.scaling_seeds)
+    if plan is not None and not sampled:
+        raise EvaluationError(
+            "--scaling: needs a sampled model (the run's, without --no_model, or a --compare); "
+            "the baselines are deterministic"
+        )
+    if args.volatility and sampled and sample_count < 2:
+        raise EvaluationError(
+            f"--volatility: needs --sample_count >= 2, got {sample_count}: a model's "
+            "volatility forecast is the mean realised variance over its sample paths, and one "
+            "path is one draw, not a forecast of it"
+        )
+    return plan

@@ -47,6 +47,9 @@ class _PointBaseline:
     """A deterministic forecaster: subclasses give the ``(pred_len, 6)`` path of one history."""
 
     name = "baseline"
+    # Sample paths are copies of one line: no spread, so no volatility forecast of their own
+    # (`evaluation.volatility` gives them the historical one) and no test-time scaling.
+    deterministic = True
 
     def path(self, values: np.ndarray, pred_len: int) -> np.ndarray:
         raise NotImplementedError

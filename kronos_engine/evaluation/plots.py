@@ -1,6 +1,6 @@
 """The PNG plots of an evaluation folder (`evaluation.report`), with matplotlib (the `plot`
 extra): forecast vs actual, error by horizon step, IC by origin date and cumulative IC,
-calibration. Time axes are bar indices labelled at session starts (`data.timeutil.bar_ticks`),
+calibration, and (`--scaling`) the metrics against the sample count. Time axes are bar indices labelled at session starts (`data.timeutil.bar_ticks`),
 so nights, weekends and lunch breaks of intraday bars take no width.
 """
 
@@ -168,6 +168,32 @@ def _ic_plots(plt: Any, folder: Path, daily: dict[str, pd.DataFrame]) -> list[st
     axes[1].set_xlabel("origin date")
     written.append(_save(fig, None, folder / "cumulative_ic.png"))
     return written
+
+
+def scaling_plot(folder: Path, summary: list[dict], name: str) -> str | None:
+    """IC, RankIC and CRPS against the sample count, one line per model with the std over
+    seeds as error bars (`evaluation.scaling`'s summary rows); None without matplotlib."""
+    plt = optional_pyplot(name)
+    if plt is None:
+        return None
+    panels = (("ic", "IC"), ("rank_ic", "RankIC"), ("crps", "CRPS (2+ paths)"))
+    counts = sorted({row["sample_count"] for row in summary})
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for ax, (metric, label) in zip(axes, panels):
+        for model in dict.fromkeys(row["model"] for row in summary):
+            rows = [r for r in summary if r["model"] == model and np.isfinite(r[f"{metric}_mean"])]
+            x = [r["sample_count"] for r in rows]
+            y = [r[f"{metric}_mean"] for r in rows]
+            err = [r[f"{metric}_std"] if np.isfinite(r[f"{metric}_std"]) else 0.0 for r in rows]
+            ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=model)
+        ax.set_xscale("log")
+        ax.set_xticks(counts, [str(c) for c in counts])
+        ax.minorticks_off()
+        ax.set_xlabel("sample paths per forecast")
+        ax.set_title(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("mean over seeds (bars: std)")
+    return _save(fig, axes[0], folder / name)
 
 
 def _save(fig, ax, path: Path) -> str:

@@ -8,7 +8,9 @@
   batch (`ForecastSink`), so it is never held in memory whole;
 * `report.md`: the table with the best value of each metric in bold, and how it was made;
 * plots (with matplotlib, `evaluation.plots`): forecasts vs actuals for a few symbols, error
-  by horizon step, IC by date, cumulative IC, calibration.
+  by horizon step, IC by date, cumulative IC, calibration;
+* with `--volatility`, `volatility.json` (`evaluation.volatility`); with `--scaling`,
+  `scaling.json` and `scaling.png` (`evaluation.scaling`), each also a part of `report.md`.
 
 Everything is written into a staging folder which then replaces the output folder by renames,
 so a failed evaluation leaves an earlier `eval/` as it was.
@@ -26,7 +28,15 @@ import numpy as np
 import pandas as pd
 
 from kronos_engine.evaluation import significance as S
-from kronos_engine.evaluation.plots import PLOT_FILES, write_plots
+from kronos_engine.evaluation import volatility as V
+from kronos_engine.evaluation.plots import PLOT_FILES, scaling_plot, write_plots
+from kronos_engine.evaluation.scaling import (
+    SCALING_FILE,
+    SCALING_PLOT,
+    ScalingPlan,
+    run_scaling,
+    scaling_markdown,
+)
 from kronos_engine.evaluation.scoring import METRIC_ORDER, MetricAccumulator
 
 log = logging.getLogger("kronos_engine")
@@ -39,6 +49,7 @@ REPORT_FILE = "report.md"
 # What an evaluation folder holds, its defining file first (how an earlier one is recognised).
 EVALUATION_FILES = (
     METRICS_FILE, BY_SYMBOL_FILE, FORECASTS_FILE, REPORT_FILE, SIGNIFICANCE_FILE, *PLOT_FILES,
+    V.VOLATILITY_FILE, SCALING_FILE, SCALING_PLOT,
 )  # fmt: skip
 COMMAND = "evaluate"  # the command named by the folder's marker (`run.outputs_guard`)
 
@@ -86,8 +97,7 @@ def write_metrics(
     }
     (folder / METRICS_FILE).write_text(json.dumps(payload, indent=1), encoding="utf-8")
     if significance is not None:
-        text = json.dumps(_json_tree(significance), indent=1)
-        (folder / SIGNIFICANCE_FILE).write_text(text, encoding="utf-8")
+        _write_json(folder / SIGNIFICANCE_FILE, significance)
     table = acc.by_symbol()
     columns = ["model", "symbol"] + [c for c in METRIC_ORDER if c in table.columns]
     table[columns].to_csv(folder / BY_SYMBOL_FILE, index=False, float_format="%.6g")
@@ -146,8 +156,10 @@ def write_report_md(
     overall: dict[str, dict[str, float]],
     info: dict[str, Any],
     significance: dict | None = None,
+    extra: list[str] | None = None,
 ) -> None:
-    """`report.md`: the verdict first (does the model beat naive?), then the table."""
+    """`report.md`: the verdict first (does the model beat naive?), then the table; `extra`:
+    lines of further parts (volatility, test-time scaling) at the end."""
     lines = ["# Forecast evaluation", ""]
     for key, value in info.items():
         lines.append(f"- {key}: {value}")
@@ -172,6 +184,7 @@ def write_report_md(
     ]
     if significance is not None:
         lines += significance_markdown(significance)
+    lines += extra or []
     (folder / REPORT_FILE).write_text("\n".join(lines), encoding="utf-8")
 
 
@@ -187,6 +200,10 @@ def _json_tree(value: Any) -> Any:
     if isinstance(value, float):
         return _json_value(value)
     return value
+
+
+def _write_json(path: Path, tree: Any) -> None:
+    path.write_text(json.dumps(_json_tree(tree), indent=1), encoding="utf-8")
 
 
 def significance_markdown(section: dict, metric: str = "mae") -> list[str]:
@@ -259,13 +276,17 @@ def write_evaluation(
     plots: bool = True,
     progress: bool = True,
     bootstrap_seed: int = 0,
+    scaling: ScalingPlan | None = None,
 ) -> dict[str, dict[str, float]]:
     """Run the rolling evaluation and write every file of `output` (atomically replaced, with
-    the marker of an evaluation folder); `bootstrap_seed` seeds the significance intervals."""
+    the marker of an evaluation folder); `bootstrap_seed` seeds the significance intervals.
+    With `opts.volatility` the volatility part, with `scaling` the test-time scaling part
+    (each sampled model, i.e. not a deterministic baseline)."""
     from kronos_engine.evaluation.rolling import run_rolling
     from kronos_engine.run.outputs_guard import write_output_dir
 
     result: dict[str, dict[str, float]] = {}
+    sampled = {n: f for n, f in forecasters.items() if not getattr(f, "deterministic", False)}
 
     def fill(staging: Path) -> None:
         sink = ForecastSink(staging / FORECASTS_FILE)
@@ -275,7 +296,18 @@ def write_evaluation(
             sink.close()
         section = S.section_of(acc, opts.pred_len, bootstrap_seed)
         result.update(write_metrics(staging, acc, section))
-        write_report_md(staging, result, {**info, "forecast rows": sink.rows}, section)
+        extra: list[str] = []
+        if opts.volatility:
+            vol = V.volatility_section(acc, list(sampled))
+            _write_json(staging / V.VOLATILITY_FILE, vol)
+            extra += V.volatility_markdown(vol)
+        if scaling is not None:
+            scaled = run_scaling(store, origins, sampled, opts, scaling, progress)
+            _write_json(staging / SCALING_FILE, scaled)
+            extra += scaling_markdown(scaled)
+            if plots:
+                scaling_plot(staging, scaled["summary"], SCALING_PLOT)
+        write_report_md(staging, result, {**info, "forecast rows": sink.rows}, section, extra)
         if plots:
             write_plots(staging, acc, staging / FORECASTS_FILE)
 

@@ -22,6 +22,7 @@ from kronos_engine.evaluation import metrics as M
 from kronos_engine.evaluation.baselines import Forecaster
 from kronos_engine.evaluation.origins import Origins
 from kronos_engine.evaluation.scoring import Batch, MetricAccumulator
+from kronos_engine.evaluation.volatility import historical_vol, path_vol
 from kronos_engine.forecasting.forecast import COLUMNS, Forecast, quantile_column
 from kronos_engine.forecasting.options import SamplingOptions, check_count, check_pred_len
 
@@ -38,12 +39,14 @@ class ForecastOptions:
     reproducible for a given `batch_size` and every model sees the same seeds on the same
     origins. The sampling fields may be given as keywords instead of `sampling`
     (`ForecastOptions(pred_len=4, lookback=20, seed=1)`), with the evaluation's default seed 0.
+    `volatility`: also each origin's realised-volatility forecast (`evaluation.volatility`).
     """
 
     pred_len: int
     lookback: int
     sampling: SamplingOptions
     batch_size: int = 64
+    volatility: bool = False
 
     def __init__(
         self,
@@ -51,6 +54,7 @@ class ForecastOptions:
         lookback: int,
         sampling: SamplingOptions | None = None,
         batch_size: int = 64,
+        volatility: bool = False,
         **sampling_fields: Any,
     ) -> None:
         if sampling is not None and sampling_fields:
@@ -61,6 +65,7 @@ class ForecastOptions:
             SamplingOptions(**{"seed": 0, **sampling_fields}) if sampling is None else sampling
         )
         self.batch_size = check_count(batch_size, "batch_size")
+        self.volatility = bool(volatility)
 
     @property
     def quantiles(self) -> tuple[float, ...]:
@@ -103,6 +108,8 @@ def iter_batches(
                 close_origin=close_hist[:, -1],
                 scale=M.mase_scale(close_hist),
             )
+            if opts.volatility:
+                common["vol_hist"] = historical_vol(close_hist, h)
             sampling = opts.batch_sampling(b)
             for name, forecaster in forecasters.items():
                 core = cores[name]
@@ -179,11 +186,15 @@ def _scored(
     opts: ForecastOptions,
     common: dict,
 ) -> Batch:
-    crps = None
+    crps = vol = None
+    paths = samples[..., CLOSE].astype(np.float64)  # (B, S, H)
     if opts.sampling.sample_count > 1:
-        paths = samples[..., CLOSE].astype(np.float64)  # (B, S, H)
         crps = M.crps_ensemble(np.moveaxis(paths, 1, -1), common["close_true"])
-    return Batch(name, close_pred=close_pred, quantiles=quantiles, crps=crps, **common)
+    if opts.volatility:
+        vol = path_vol(common["close_origin"], paths)
+    return Batch(
+        name, close_pred=close_pred, quantiles=quantiles, crps=crps, vol_pred=vol, **common
+    )
 
 
 def run_rolling(

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from kronos_engine.evaluation import metrics as M
+from kronos_engine.evaluation.volatility import origin_volatility, realised_vol
 from kronos_engine.forecasting.forecast import quantile_column
 
 
@@ -30,6 +31,8 @@ class Batch:
     scale: np.ndarray  # (B,) MASE denominators
     quantiles: dict[float, np.ndarray] = field(default_factory=dict)  # q -> (B, H)
     crps: np.ndarray | None = None  # (B, H)
+    vol_pred: np.ndarray | None = None  # (B,) volatility forecast from the sample paths
+    vol_hist: np.ndarray | None = None  # (B,) the lookback's (`evaluation.volatility`)
 
     def table(self) -> pd.DataFrame:
         """One row per origin and horizon step (the `forecasts.parquet` layout)."""
@@ -65,6 +68,7 @@ class MetricAccumulator:
         self.calibration: dict[str, dict[float, list[float]]] = defaultdict(dict)
         self.returns: dict[str, list[pd.DataFrame]] = defaultdict(list)
         self.losses: dict[str, list[pd.DataFrame]] = defaultdict(list)  # per-origin loss sums
+        self.volatility: dict[str, list[pd.DataFrame]] = defaultdict(list)  # per origin
         self.sampled = False
 
     def add(self, batch: Batch) -> None:
@@ -95,6 +99,13 @@ class MetricAccumulator:
                 hits[0] += float((true <= values).sum())
                 hits[1] += true.size
         self.losses[batch.model].append(_origin_losses(batch, err, scale))
+        if batch.vol_pred is not None and batch.vol_hist is not None:
+            vol_true = realised_vol(batch.close_origin, true)
+            self.volatility[batch.model].append(
+                origin_volatility(
+                    batch.symbols, batch.origin_ns, batch.vol_pred, vol_true, batch.vol_hist
+                )
+            )
         self.returns[batch.model].append(
             pd.DataFrame(
                 {
@@ -128,6 +139,11 @@ class MetricAccumulator:
         if self.sampled:
             out["crps"] = sums["crps"] / n
         return out.sort_index()
+
+    def volatility_table(self, model: str) -> pd.DataFrame:
+        """One row per (symbol, origin): `vol_pred`, `vol_true`, `vol_hist` (with
+        `ForecastOptions(volatility=True)`; `evaluation.volatility`)."""
+        return pd.concat(self.volatility[model], ignore_index=True)
 
     def horizon_returns(self, model: str) -> pd.DataFrame:
         return pd.concat(self.returns[model], ignore_index=True)
