@@ -259,9 +259,12 @@ def write_evaluation(
     plots: bool = True,
     progress: bool = True,
     bootstrap_seed: int = 0,
+    shard: Any = None,
 ) -> dict[str, dict[str, float]]:
     """Run the rolling evaluation and write every file of `output` (atomically replaced, with
-    the marker of an evaluation folder); `bootstrap_seed` seeds the significance intervals."""
+    the marker of an evaluation folder); `bootstrap_seed` seeds the significance intervals.
+    `shard` (`forecasting.shards.Shard`, rank 0's): the other ranks forecast their batches
+    through `run_rolling` with theirs, and only this one writes."""
     from kronos_engine.evaluation.rolling import run_rolling
     from kronos_engine.run.outputs_guard import write_output_dir
 
@@ -270,7 +273,7 @@ def write_evaluation(
     def fill(staging: Path) -> None:
         sink = ForecastSink(staging / FORECASTS_FILE)
         try:
-            acc = run_rolling(store, origins, forecasters, opts, sink, progress)
+            acc = run_rolling(store, origins, forecasters, opts, sink, progress, shard)
         finally:
             sink.close()
         section = S.section_of(acc, opts.pred_len, bootstrap_seed)

@@ -183,11 +183,13 @@ class MetricAccumulator:
         """One row per (model, symbol), with `skill` against naive on that symbol."""
         rows = []
         returns = {m: self.horizon_returns(m) for m in self.models}
+        # Each symbol's rows, found once per model (in their order): a filter per symbol
+        # would scan every row for each symbol, quadratic in the symbols.
+        where = {m: r.groupby("symbol", sort=False).indices for m, r in returns.items()}
+        empty = np.zeros(0, dtype=np.int64)
         for (model, symbol), acc in self.sums.items():
-            r = returns[model]
-            rows.append(
-                {"model": model, "symbol": symbol, **self._values(acc, r[r.symbol == symbol])}
-            )
+            r = returns[model].iloc[where[model].get(symbol, empty)]
+            rows.append({"model": model, "symbol": symbol, **self._values(acc, r)})
         table = pd.DataFrame(rows)
         naive = table[table.model == "naive"].set_index("symbol")["mae"]
         table["skill"] = 1.0 - table["mae"] / table["symbol"].map(naive)
