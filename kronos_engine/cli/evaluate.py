@@ -4,7 +4,8 @@ origins, written to `<exp_dir>/eval/`.
 
 Data are read exactly as the run read them (its config: source, symbols, splits, bad-row
 policy, cache), and lookback / `pred_len` default to the run's windows, so `--exp_dir` alone
-works.
+works. `--nprocs N` shares the batches of origins out over N processes (`cli.processes`); rank
+0 writes the one process's files.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 from kronos_engine.cli.forecast_flags import add_sampling_arguments, check_lookback, forecast_flags
 from kronos_engine.cli.helpformat import DefaultsHelpFormatter
-from kronos_engine.cli.processes import join, launch_if_asked, leave
+from kronos_engine.cli.processes import finish, join, launch_if_asked, leave
 from kronos_engine.cli.shell import exit_code_for, setup_logging
 from kronos_engine.data import as_data_spec, build_datasets
 from kronos_engine.data.spec import DataSpec
@@ -136,6 +137,7 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     shard = join()
     if shard is not None and not shard.is_main:
         run_rolling(plan.store, origins, plan.forecasters, plan.opts, progress=False, shard=shard)
+        finish(shard)
         return {}
     overall = write_evaluation(
         plan.store,
@@ -152,6 +154,7 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
 
     print(markdown_table(overall))
     print(f"evaluated {len(origins)} origins x {len(plan.forecasters)} models -> {plan.output}")
+    finish(shard)
     return overall
 
 

@@ -34,7 +34,7 @@ from kronos_engine.cli.forecast_flags import (
 )
 from kronos_engine.cli.forecast_job import History, Job, collect_histories, parse_as_of
 from kronos_engine.cli.helpformat import DefaultsHelpFormatter
-from kronos_engine.cli.processes import join, launch_if_asked, leave
+from kronos_engine.cli.processes import finish, join, launch_if_asked, leave
 from kronos_engine.cli.shell import exit_code_for, setup_logging
 from kronos_engine.data.sources import settle_data_source
 from kronos_engine.data.spec import DataSpec
@@ -149,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
     shard = join()
     table = forecast_all(job, histories, quantiles, shard)
     if table is None:  # another rank than 0: its forecasts went to rank 0
+        finish(shard)
         return 0
     write_table(table, job.output)
     folder = plot_folder(args, job.output)
@@ -159,6 +160,7 @@ def run(args: argparse.Namespace) -> int:
         write_forecast_plots(folder, PLOT_COMMAND, plots, quantiles, model)
         print(f"plots -> {folder}")
     print(f"forecast {len(histories)} symbol(s) x {job.pred_len} bars -> {job.output}")
+    finish(shard)
     return 0
 
 

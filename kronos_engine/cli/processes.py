@@ -86,6 +86,15 @@ def join() -> Shard | None:
     return Shard(dist.get_rank(), dist.get_world_size(), _gather)
 
 
+def finish(shard: Shard | None) -> None:
+    """After a rank's last collective: wait for every rank (rank 0 has written), so that no
+    rank tears the group down while a peer still talks to it."""
+    if shard is not None and shard.world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
 def leave() -> None:
     """Leave the process group (if this process joined one)."""
     import torch.distributed as dist

@@ -41,8 +41,9 @@ class ForecastOptions:
     Each value follows the forecasting rules (`forecasting.options`: a `batch_size` of 0 is
     refused, not read as 1). A forecaster with the array core samples each origin from the
     stream of (its symbol, its origin time, `sampling.seed`), so no number depends on
-    `batch_size`; one with only `predict_batch` gets seed `sampling.seed + b` for batch `b`
-    (reproducible for a given `batch_size`). The sampling fields may be given as keywords instead of `sampling`
+    `batch_size` (a `predict_batch` that takes `keys` gets them too); one whose `predict_batch`
+    does not gets seed `sampling.seed + b` for batch `b` (reproducible for a given
+    `batch_size`). The sampling fields may be given as keywords instead of `sampling`
     (`ForecastOptions(pred_len=4, lookback=20, seed=1)`), with the evaluation's default seed 0.
     """
 
@@ -91,7 +92,7 @@ def iter_batches(
 
     Each forecaster gets the batch as arrays (`forecast_arrays`: the store's float32 rows and
     epoch seconds, and the symbols as `keys` when it takes them); one that only has
-    `predict_batch`, or overrides it, gets DataFrames. With a `shard` of several processes,
+    `predict_batch`, or overrides it, gets DataFrames (and the keys likewise). With a `shard` of several processes,
     this rank forecasts its batches and rank 0 yields every batch in order (others: none).
     """
     lookback, h = opts.lookback, opts.pred_len
@@ -122,8 +123,10 @@ def iter_batches(
                 forecast = core(*inputs, h, opts.sampling, **keys)
                 out.append(_batch(name, forecast, opts, common))
             else:
-                sampling = opts.batch_sampling(b)
-                out.append(_frames_batch(name, forecaster, inputs, h, sampling, opts, common))
+                keys = common["symbols"] if _takes_keys(forecaster.predict_batch) else None
+                sampling = opts.sampling if keys is not None else opts.batch_sampling(b)
+                batch = _frames_batch(name, forecaster, inputs, h, sampling, opts, common, keys)
+                out.append(batch)
         return out
 
     main = shard is None or shard.is_main
@@ -137,13 +140,14 @@ def iter_batches(
                 yield batch
 
 
-def _takes_keys(core: Callable[..., Forecast]) -> bool:
-    """Whether an array core takes the origins' symbols (`keys=`) for its sampling streams."""
+def _takes_keys(method: Callable[..., Any]) -> bool:
+    """Whether a forecaster's method takes the origins' symbols (`keys=`, or any keyword) for
+    its sampling streams."""
     try:
-        parameters = inspect.signature(core).parameters
+        parameters = inspect.signature(method).parameters.values()
     except (TypeError, ValueError):
         return False
-    return "keys" in parameters
+    return any(p.name == "keys" or p.kind is p.VAR_KEYWORD for p in parameters)
 
 
 def _array_core(forecaster: Any) -> Callable[..., Forecast] | None:
@@ -175,8 +179,10 @@ def _frames_batch(
     sampling: SamplingOptions,
     opts: ForecastOptions,
     common: dict,
+    keys: list[str] | None = None,
 ) -> Batch:
-    """A `predict_batch`-only forecaster: one DataFrame per origin, as `KronosPredictor` takes."""
+    """A `predict_batch`-only forecaster: one DataFrame per origin, as `KronosPredictor` takes
+    (with the symbols as `keys` when it takes them)."""
     values, x_seconds, y_seconds = inputs
     frames = [pd.DataFrame(v, columns=COLUMNS) for v in values.astype(np.float64)]
     x_stamps = [pd.Series((t * NS_PER_SECOND).astype("datetime64[ns]")) for t in x_seconds]
@@ -194,6 +200,7 @@ def _frames_batch(
         quantiles=list(opts.quantiles) or None,
         return_samples=True,
         seed=sampling.seed,
+        **({} if keys is None else {"keys": keys}),
     )
     close_pred = np.stack([f["close"].to_numpy(np.float64) for f in frames_out])
     quantiles = {
