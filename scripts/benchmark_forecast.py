@@ -15,13 +15,16 @@ Each case is `context:pred_len:sample_count`; `max_context` is 512 (the public d
 process, end to end (start-up included), on a demo experiment trained for one step (tokenizer
 `base`, predictor `--preset`) in a temporary folder; the outputs compared byte for byte, the
 cost per forecast (one process, minus an `evaluate --no_model` run: start-up, data, baselines)
-and what a CSI 300 daily test split (300 symbols x 250 origins) would cost at that rate.
+and what a CSI 300 daily test split (300 symbols x 250 origins) would cost at that rate. One
+process is also timed with one thread (`OMP_NUM_THREADS=1`, what each worker gets), so the
+gain of the processes is told apart from that of fewer threads per process.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -121,11 +124,14 @@ SCRIPTS = Path(__file__).resolve().parent
 CSI300_ORIGINS = 300 * 250
 
 
-def timed_command(script: str, *args: str, cwd: Path) -> float:
+def timed_command(script: str, *args: str, cwd: Path, threads: int | None = None) -> float:
+    """Wall seconds of one command (`threads`: its OMP_NUM_THREADS; `--nprocs` workers get 1)."""
+    env = dict(os.environ, **({} if threads is None else {"OMP_NUM_THREADS": str(threads)}))
     start = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, str(SCRIPTS / script), *args], cwd=cwd, capture_output=True, text=True
-    )
+        [sys.executable, str(SCRIPTS / script), *args], cwd=cwd, capture_output=True, text=True,
+        env=env,
+    )  # fmt: skip
     took = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"{script} {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
@@ -163,6 +169,7 @@ def compare_processes(args: argparse.Namespace) -> int:
         eval_args += ["--no_progress", *sampling, *batch]
         base = timed_command("evaluate.py", *eval_args, "--no_model", "--output=e0", cwd=root)
         one = timed_command("evaluate.py", *eval_args, "--output=e1", cwd=root)
+        one_1t = timed_command("evaluate.py", *eval_args, "--output=e3", cwd=root, threads=1)
         two = timed_command("evaluate.py", *eval_args, "--output=e2", "--nprocs=2", cwd=root)
         origins = json.loads((root / "e1" / "metrics.json").read_text())["naive"]["origins"]
         per_origin = (one - base) / origins
@@ -171,8 +178,11 @@ def compare_processes(args: argparse.Namespace) -> int:
             "command": "evaluate", "preset": args.preset, "origins": int(origins),
             "lookback": args.lookback, "pred_len": args.pred_len,
             "sample_count": args.sample_count, "batch_size": args.batch_size,
-            "no_model_s": round(base, 2), "nprocs1_s": round(one, 2), "nprocs2_s": round(two, 2),
-            "speedup": round(one / two, 2), "identical": same_files(root / "e1", root / "e2"),
+            "no_model_s": round(base, 2), "nprocs1_s": round(one, 2),
+            "nprocs1_1thread_s": round(one_1t, 2), "nprocs2_s": round(two, 2),
+            "speedup": round(one / two, 2), "speedup_vs_1thread": round(one_1t / two, 2),
+            "identical": same_files(root / "e1", root / "e2"),
+            "identical_1thread": same_files(root / "e1", root / "e3"),
             "ms_per_origin_1": round(1000 * per_origin, 1),
             "ms_per_origin_2": round(1000 * per_origin_2, 1),
             "csi300_min_1": round(CSI300_ORIGINS * per_origin / 60, 1),
@@ -180,11 +190,13 @@ def compare_processes(args: argparse.Namespace) -> int:
         }), flush=True)  # fmt: skip
         pred_args = ["--exp_dir=exp", *sampling, "--batch_size=1"]
         one = timed_command("predict.py", *pred_args, "--output=p1.csv", cwd=root)
+        one_1t = timed_command("predict.py", *pred_args, "--output=p3.csv", cwd=root, threads=1)
         two = timed_command("predict.py", *pred_args, "--output=p2.csv", "--nprocs=2", cwd=root)
         print(json.dumps({
             "command": "predict", "preset": args.preset, "symbols": args.symbols,
-            "nprocs1_s": round(one, 2), "nprocs2_s": round(two, 2),
-            "speedup": round(one / two, 2),
+            "nprocs1_s": round(one, 2), "nprocs1_1thread_s": round(one_1t, 2),
+            "nprocs2_s": round(two, 2), "speedup": round(one / two, 2),
+            "speedup_vs_1thread": round(one_1t / two, 2),
             "identical": same_files(root / "p1.csv", root / "p2.csv"),
         }), flush=True)  # fmt: skip
     finally:

@@ -106,7 +106,7 @@ def sample_keyed(
     u = keyed_uniform(keys.to(logits.device), draw) * cdf[:, -1]
     token = torch.searchsorted(cdf, u[:, None], right=True)[:, 0]
     width = probs.shape[-1]
-    last = width - 1 - (probs > 0).flip(-1).to(torch.uint8).argmax(dim=-1)  # last drawable id
+    last = width - 1 - (probs > 0).flip(-1).int().argmax(dim=-1)  # the last drawable id
     return torch.minimum(token, last)[:, None]
 
 
