@@ -10,6 +10,13 @@ in one run on one machine, with the two outputs compared for identity.
 and one DatetimeIndex per origin, through `predict_batch` (which reads them back into numpy).
 It lives only here, as the "before" of this benchmark. Weights are random (tokenizer `tiny`
 for the `tiny` predictor, `base` otherwise): speed and exactness do not depend on training.
+
+    python scripts/benchmark_evaluate.py --bookkeeping 300 1000 2000
+
+`--bookkeeping`: the per-symbol metrics table (`MetricAccumulator.by_symbol`) for that many
+symbols (`--dates` cross-sections each), against the per-symbol filter it replaced
+(`by_symbol_filtered`, kept only here), with the two tables compared. (`--nprocs` for evaluate
+and predict: `scripts/benchmark_forecast.py --processes`.)
 """
 
 from __future__ import annotations
@@ -52,6 +59,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max_context", type=int, default=512)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--repeats", type=int, default=1, help="best of this many timings")
+    p.add_argument("--bookkeeping", type=int, nargs="+", metavar="SYMBOLS",
+                   help="time the per-symbol metrics for these symbol counts instead")  # fmt: skip
+    p.add_argument("--dates", type=int, default=20, help="origins per symbol (--bookkeeping)")
     return p.parse_args(argv)
 
 
@@ -60,7 +70,7 @@ def dataframe_path(store, origins, forecasters, opts: ForecastOptions) -> Result
     acc, tables = MetricAccumulator(), []
     lookback, h, s = opts.lookback, opts.pred_len, opts.sampling
     steps = np.arange(h, dtype=np.int64)
-    for b, start in enumerate(range(0, len(origins), opts.batch_size)):
+    for start in range(0, len(origins), opts.batch_size):
         part = origins.take(np.arange(start, min(start + opts.batch_size, len(origins))))
         hist_rows = part.row[:, None] - np.arange(lookback - 1, -1, -1, dtype=np.int64)
         target_rows = part.row[:, None] + 1 + steps
@@ -83,7 +93,8 @@ def dataframe_path(store, origins, forecasters, opts: ForecastOptions) -> Result
             out, samples = forecaster.predict_batch(
                 frames, x_stamps, y_stamps, h, T=s.T, top_k=s.top_k, top_p=s.top_p,
                 sample_count=s.sample_count, verbose=False,
-                quantiles=list(opts.quantiles) or None, return_samples=True, seed=s.seed + b,
+                quantiles=list(opts.quantiles) or None, return_samples=True, seed=s.seed,
+                keys=common["symbols"],
             )  # fmt: skip
             close_pred = np.stack([f["close"].to_numpy(np.float64) for f in out])
             quantiles = {
@@ -131,10 +142,63 @@ def identical(old: Result, new: Result) -> bool:
     )
 
 
+def by_symbol_filtered(acc: MetricAccumulator) -> pd.DataFrame:
+    """`MetricAccumulator.by_symbol` as it was: each symbol's horizon returns found by a filter
+    over every origin of its model (quadratic in the symbols). Only the "before" here."""
+    rows = []
+    returns = {m: acc.horizon_returns(m) for m in acc.models}
+    for (model, symbol), sums in acc.sums.items():
+        r = returns[model][returns[model].symbol == symbol]
+        direction = M.direction_accuracy(r["pred_return"], r["true_return"])
+        rows.append({"model": model, "symbol": symbol, **acc._values(sums, direction, len(r))})
+    table = pd.DataFrame(rows)
+    naive = table[table.model == "naive"].set_index("symbol")["mae"]
+    table["skill"] = 1.0 - table["mae"] / table["symbol"].map(naive)
+    table.loc[~(table["symbol"].map(naive) > 0), "skill"] = np.nan
+    return table.sort_values(["symbol", "model"], kind="stable").reset_index(drop=True)
+
+
+def synthetic_accumulator(symbols: int, dates: int = 4, h: int = 5) -> MetricAccumulator:
+    """Three models' forecasts of `dates` cross-sections of `symbols` symbols, 64 a batch."""
+    rng = np.random.default_rng(0)
+    acc = MetricAccumulator()
+    symbol = np.tile(np.arange(symbols), dates)
+    origin = np.repeat(np.arange(dates), symbols).astype(np.int64) * 86_400 * NS_PER_SECOND
+    true = 100 + rng.normal(0, 1, (symbol.size, h)).cumsum(axis=1)
+    for start in range(0, symbol.size, 64):
+        i = np.arange(start, min(symbol.size, start + 64))
+        for model in ("kronos", "naive", "drift"):
+            acc.add(Batch(model, [f"S{s:05d}" for s in symbol[i]], origin[i],
+                          np.zeros((i.size, h), np.int64), true[i] + rng.normal(0, 1, (i.size, h)),
+                          true[i], true[i, 0] - 0.5, np.abs(rng.normal(1, 0.1, i.size))))  # fmt: skip
+    return acc
+
+
+def bookkeeping(counts: list[int], dates: int) -> None:
+    header = ("symbols", "origins", "rows", "filtered_s", "linear_s", "speedup", "identical")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for n in counts:
+        acc = synthetic_accumulator(n, dates)
+        old, t_old = timed(by_symbol_filtered, 1, acc)
+        new, t_new = timed(MetricAccumulator.by_symbol, 1, acc)
+        try:
+            pd.testing.assert_frame_equal(old, new, check_exact=True)
+            same = True
+        except AssertionError:
+            same = False
+        origins = len(acc.horizon_returns("naive"))
+        row = (n, origins, len(new), f"{t_old:.2f}", f"{t_new:.3f}", f"{t_old / t_new:.0f}x", same)
+        print("| " + " | ".join(str(v) for v in row) + " |", flush=True)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.bookkeeping:
+        bookkeeping(args.bookkeeping, args.dates)
+        return 0
     torch.manual_seed(0)
     tok = build_tokenizer("tiny" if args.preset == "tiny" else "base")
     model = KronosPredictor(build_predictor(args.preset), tok, "cpu", args.max_context)

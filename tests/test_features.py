@@ -40,7 +40,7 @@ def model_view(predictor: KronosPredictor, history: pd.DataFrame, future: pd.Ser
     """What `predict` hands the model for a DataFrame, stopped before the model runs."""
     seen = {}
 
-    def capture(contexts, stamps, pred_len, options, verbose):
+    def capture(contexts, stamps, pred_len, options, verbose, keys):
         seen.update(contexts=contexts, stamps=stamps, options=options)
         raise Captured
 

@@ -4,7 +4,8 @@ origins, written to `<exp_dir>/eval/`.
 
 Data are read exactly as the run read them (its config: source, symbols, splits, bad-row
 policy, cache), and lookback / `pred_len` default to the run's windows, so `--exp_dir` alone
-works.
+works. `--nprocs N` shares the batches of origins out over N processes (`cli.processes`); rank
+0 writes the one process's files.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kronos_engine.cli.forecast_flags import add_sampling_arguments, check_lookback, forecast_flags
 from kronos_engine.cli.helpformat import DefaultsHelpFormatter
-from kronos_engine.cli.predict import add_sampling_arguments, check_lookback, forecast_flags
+from kronos_engine.cli.processes import finish, join, launch_if_asked, leave
 from kronos_engine.cli.shell import exit_code_for, setup_logging
 from kronos_engine.data import as_data_spec, build_datasets
 from kronos_engine.data.spec import DataSpec
@@ -30,8 +32,8 @@ from kronos_engine.evaluation.report import (
     markdown_table,
     write_evaluation,
 )
-from kronos_engine.evaluation.rolling import ForecastOptions
-from kronos_engine.evaluation.scaling import parse_scaling
+from kronos_engine.evaluation.rolling import ForecastOptions, run_rolling
+from kronos_engine.evaluation.scaling import parse_scaling, run_scaling
 from kronos_engine.forecasting import KronosPredictor, find_predictor_run
 from kronos_engine.forecasting.options import check_pred_len
 from kronos_engine.layout import RunLayout, stage_run
@@ -116,15 +118,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     setup_logging()
     try:
-        args = build_parser().parse_args(argv)
+        code, args = launch_if_asked("evaluate", argv, build_parser().parse_args, planned)
+        if args is None:  # --nprocs: the workers evaluated
+            return code
         run(args)
         return 0
     except (SystemExit, KeyboardInterrupt, Exception) as exc:
         return exit_code_for(exc)
+    finally:
+        leave()
 
 
-def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
-
+def planned(args: argparse.Namespace) -> tuple[Plan, Any]:
+    """Every check, the split read and its origins: what is evaluated (nothing is run)."""
     plan = resolve(args)
     origins = plan_origins(plan.store, plan.opts.lookback, plan.opts.pred_len, args.stride)
     if not len(origins):
@@ -134,8 +140,24 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
         )
     if args.max_origins is not None:
         origins = subset_by_date(plan.store, origins, args.max_origins)
+    return plan, origins
+
+
+def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """Evaluate; under `--nprocs`/torchrun each rank forecasts its share of the batches and
+    rank 0 alone writes (the other ranks return `{}`)."""
+    plan, origins = planned(args)
     log_size(plan, len(origins))
     info = {**plan.info, "origins": len(origins), "models": ", ".join(plan.forecasters)}
+    shard = join()
+    if shard is not None and not shard.is_main:
+        run_rolling(plan.store, origins, plan.forecasters, plan.opts, progress=False, shard=shard)
+        if plan.scaling is not None:  # the same runs as rank 0's, in the same order
+            run_scaling(
+                plan.store, origins, plan.forecasters, plan.opts, plan.scaling, False, shard
+            )
+        finish(shard)
+        return {}
     overall = write_evaluation(
         plan.store,
         origins,
@@ -147,10 +169,12 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
         progress=not args.no_progress,
         bootstrap_seed=args.bootstrap_seed,
         scaling=plan.scaling,
+        shard=shard,
     )
 
     print(markdown_table(overall))
     print(f"evaluated {len(origins)} origins x {len(plan.forecasters)} models -> {plan.output}")
+    finish(shard)
     return overall
 
 

@@ -3,8 +3,8 @@
 The parent (after the config passed its checks) starts the workers through torch's own elastic
 launcher (`elastic_launch`, what `torchrun --standalone --nproc_per_node=N` runs: a c10d
 rendezvous on 127.0.0.1 with a free port). Each worker runs the normal entry
-(`python -m kronos_engine.cli.worker train|pipeline ARGS`: `cli.train.main` / `cli.pipeline.main`)
-with the torchrun environment, so it is one DDP rank.
+(`python -m kronos_engine.cli.worker train|pipeline|predict|evaluate ARGS`: that command's `main`)
+with the torchrun environment, so it is one DDP rank (predict/evaluate: one shard, `cli.processes`).
 
 Exit codes: the parent returns the workers' code (0; 1 for a failed run; 2 for a usage error;
 128+signal for a preempted run). A SIGTERM/SIGINT to the parent is forwarded by the elastic
@@ -74,7 +74,7 @@ def pop_nprocs(argv: Sequence[str]) -> tuple[int | None, list[str]]:
 
 
 def launch(command: str, argv: Sequence[str], nprocs: int) -> int:
-    """Run `command` ('train' or 'pipeline') with `argv` in `nprocs` local processes; returns
+    """Run `command` (a `cli.worker.COMMANDS` name) with `argv` in `nprocs` local processes; returns
     the exit code for the parent."""
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError

@@ -5,6 +5,11 @@ and bad-row policy), by default with the run's own data settings, so `--exp_dir`
 forecasts the bars after the run's data. Symbols too short for the lookback, or whose future
 timestamps cannot be told, are named in one line and skipped; nothing is written until every
 forecast is done, and the output file is replaced atomically.
+
+`--nprocs N` (or torchrun) shards the symbols' batches over N processes (`cli.processes`);
+rank 0 writes the same file, byte for byte, as one process: each symbol samples from its own
+stream (its symbol, its last bar's time and `--seed`), so no number depends on the batch,
+`--batch_size` or the rank.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,24 +25,26 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
+from kronos_engine import distenv
+from kronos_engine.cli.forecast_flags import (
+    ForecastFlags,
+    add_sampling_arguments,
+    check_lookback,
+    forecast_flags,
+)
+from kronos_engine.cli.forecast_job import History, Job, collect_histories, parse_as_of
 from kronos_engine.cli.helpformat import DefaultsHelpFormatter
+from kronos_engine.cli.processes import finish, join, launch_if_asked, leave
 from kronos_engine.cli.shell import exit_code_for, setup_logging
-from kronos_engine.config.rules import resolve_device
-from kronos_engine.data import iter_clean_frames
 from kronos_engine.data.sources import settle_data_source
 from kronos_engine.data.spec import DataSpec
-from kronos_engine.errors import DataError, ForecastError, PlotError
+from kronos_engine.errors import ForecastError, PlotError
 from kronos_engine.extras import import_pyplot
 from kronos_engine.forecasting.calendars import check_calendar
 from kronos_engine.forecasting.forecast import COLUMNS
-from kronos_engine.forecasting.options import (
-    SamplingOptions,
-    check_count,
-    check_pred_len,
-    check_quantiles,
-)
+from kronos_engine.forecasting.options import check_pred_len, check_quantiles
 from kronos_engine.forecasting.predictor import KronosPredictor
-from kronos_engine.forecasting.timestamps import infer_future_stamps
+from kronos_engine.forecasting.shards import Shard, in_order
 from kronos_engine.fsio import atomic_save
 from kronos_engine.plotting import write_forecast_plots
 from kronos_engine.run.finished import find_predictor_run
@@ -90,82 +97,30 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def add_sampling_arguments(group: Any, *, batch_size: int, batch_help: str) -> None:
-    """The sampling, batching and device flags of every command that forecasts."""
-    group.add_argument("--sample_count", type=int, default=1, help="sample paths per forecast")
-    group.add_argument("--T", type=float, default=1.0, help="sampling temperature")
-    group.add_argument("--top_k", type=int, default=0, help="top-k sampling (1 = greedy)")
-    group.add_argument("--top_p", type=float, default=0.9, help="nucleus sampling threshold")
-    group.add_argument("--seed", type=int, default=0, help="seed of the sampling")
-    group.add_argument("--batch_size", type=int, default=batch_size, help=batch_help)
-    group.add_argument("--max_context", type=int, default=512, help="model context in tokens")
-    group.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    group.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                       help="bf16: the predictor under bf16 autocast")  # fmt: skip
-
-
-def sampling_options(args: argparse.Namespace) -> SamplingOptions:
-    """The sampling flags of `add_sampling_arguments` as one value (a bad one names its flag)."""
-    return SamplingOptions.named(
-        "--", T=args.T, top_k=args.top_k, top_p=args.top_p, sample_count=args.sample_count,
-        seed=args.seed,
-    )  # fmt: skip
-
-
-@dataclass(frozen=True)
-class ForecastFlags:
-    """The flags of `add_sampling_arguments`, checked by the forecasting rules before any
-    work: the sampling, the batch size and the `KronosPredictor` keywords."""
-
-    sampling: SamplingOptions
-    batch_size: int
-    max_context: int
-    model: dict[str, Any]  # device, max_context, precision
-
-
-def forecast_flags(args: argparse.Namespace) -> ForecastFlags:
-    """`add_sampling_arguments`' flags, each refused in one line naming it when bad."""
-    sampling = sampling_options(args)
-    batch_size = check_count(args.batch_size, "--batch_size")
-    max_context = check_count(args.max_context, "--max_context")
-    device = resolve_device(args.device, "--device", ForecastError)
-    model = dict(device=device, max_context=max_context, precision=args.precision)
-    return ForecastFlags(sampling, batch_size, max_context, model)
-
-
-def check_lookback(lookback: int, max_context: int, source: str) -> None:
-    """The model sees at most `max_context` bars: a longer lookback would be cut silently."""
-    if lookback > max_context:
-        raise ForecastError(
-            f"--lookback: {lookback}{source} exceeds --max_context {max_context}; the model "
-            f"would see only the last {max_context} bars. Lower --lookback to at most "
-            f"{max_context} or raise --max_context to at least {lookback}"
-        )
-
-
-@dataclass
-class Job:
-    """What to forecast: the model, data settings and forecast options, resolved."""
-
-    predictor: KronosPredictor
-    data: DataSpec
-    lookback: int
-    pred_len: int
-    output: Path
-    flags: ForecastFlags
-    calendar: str | None = None  # --calendar: the exchange whose sessions the future follows
-
-
 def main(argv: Sequence[str] | None = None) -> int:
 
     setup_logging()
     try:
-        return run(build_parser().parse_args(argv))
+        code, args = launch_if_asked("predict", argv, build_parser().parse_args, prepare)
+        return code if args is None else run(args)
     except (SystemExit, KeyboardInterrupt, Exception) as exc:
         return exit_code_for(exc)  # a ForecastError: one line, exit 2
+    finally:
+        leave()
 
 
-def run(args: argparse.Namespace) -> int:
+@dataclass
+class Prepared:
+    """A checked command: the job, the histories to forecast and the quantile columns."""
+
+    job: Job
+    histories: list[History]
+    quantiles: list[float]
+
+
+def prepare(args: argparse.Namespace, report: bool = False) -> Prepared:
+    """Every check, then the data read: what is forecast (nothing is run or written).
+    `report`: log the skipped symbols (the process that forecasts, not the `--nprocs` check)."""
     if args.plot is not None:
         try:
             import_pyplot()  # before any work: a missing matplotlib is one line, not a late failure
@@ -178,14 +133,24 @@ def run(args: argparse.Namespace) -> int:
     cutoff = parse_as_of(args.as_of)
     job = resolve_job(args, flags)
     histories, skipped = collect_histories(job, cutoff)
-    if skipped:
+    if skipped and report:
         log.warning("skipped %d symbol(s): %s", len(skipped), "; ".join(skipped))
     if not histories:
         raise ForecastError("no symbol could be forecast" + (f": {skipped[0]}" if skipped else ""))
-    n, samples = len(histories), flags.sampling.sample_count
+    return Prepared(job, histories, quantiles)
+
+
+def run(args: argparse.Namespace) -> int:
+    prepared = prepare(args, report=distenv.is_rank0())
+    job, histories, quantiles = prepared.job, prepared.histories, prepared.quantiles
+    n, samples = len(histories), job.flags.sampling.sample_count
     log.info("forecasting %d symbol(s) x %d sample path(s) = %d forecasts of %d bars",
              n, samples, n * samples, job.pred_len)  # fmt: skip
-    table = forecast_all(job, histories, quantiles)
+    shard = join()
+    table = forecast_all(job, histories, quantiles, shard)
+    if table is None:  # another rank than 0: its forecasts went to rank 0
+        finish(shard)
+        return 0
     write_table(table, job.output)
     folder = plot_folder(args, job.output)
     if folder is not None:
@@ -195,6 +160,7 @@ def run(args: argparse.Namespace) -> int:
         write_forecast_plots(folder, PLOT_COMMAND, plots, quantiles, model)
         print(f"plots -> {folder}")
     print(f"forecast {len(histories)} symbol(s) x {job.pred_len} bars -> {job.output}")
+    finish(shard)
     return 0
 
 
@@ -285,102 +251,40 @@ def _parse_quantiles(text: str | None) -> list[float]:
         ) from None
 
 
-@dataclass
-class History:
-    symbol: str
-    frame: pd.DataFrame  # timestamps + six features, the last `lookback` bars
-    future: pd.DatetimeIndex
-    actual: pd.DataFrame | None = None  # the data's bars after the history (`--as_of`)
+def forecast_all(
+    job: Job, histories: list[History], quantiles: list[float], shard: Shard | None = None
+) -> pd.DataFrame | None:
+    """Forecast in batches of `--batch_size` symbols; one long table (on rank 0 of a job of
+    several processes, each running every `world`-th batch; None on the other ranks). Each
+    symbol is keyed by its name in the sampling, so a batch's members never change a number."""
+    size, options = job.flags.batch_size, job.flags.sampling
+    starts = range(0, len(histories), size)
 
-
-def parse_as_of(as_of: str | None) -> pd.Timestamp | None:
-    """`--as_of` as a wall-clock time: the data's timestamps are naive wall-clock times (a UTC
-    offset in the data keeps its wall time), so an offset here would compare other instants."""
-    if not as_of:
-        return None
-    try:
-        cutoff = pd.Timestamp(as_of)
-    except (ValueError, TypeError, OverflowError):
-        cutoff = None
-    if cutoff is None or cutoff is pd.NaT:
-        raise ForecastError(
-            f"--as_of: '{as_of}' is not a date or datetime; use e.g. 2024-03-01 or "
-            "'2024-03-01 15:00'"
+    def one_batch(b: int) -> list[pd.DataFrame]:
+        chunk = histories[starts[b] : starts[b] + size]
+        frames, _ = job.predictor.forecast_frames(
+            [h.frame[COLUMNS] for h in chunk],
+            [h.frame["timestamps"] for h in chunk],
+            [h.future for h in chunk],
+            job.pred_len,
+            options,
+            quantiles=quantiles,
+            keys=[h.symbol for h in chunk],
         )
-    if cutoff.tz is not None:
-        raise ForecastError(
-            f"--as_of: '{as_of}' has a time zone, but the data's timestamps are wall-clock "
-            "times without one; give the wall-clock time of the data, without an offset"
-        )
-    return cutoff
+        out = []
+        for history, frame in zip(chunk, frames):
+            frame = frame.reset_index(names="timestamp")
+            frame.insert(0, "symbol", history.symbol)
+            out.append(frame)
+        return out
 
-
-def collect_histories(job: Job, cutoff: pd.Timestamp | None) -> tuple[list[History], list[str]]:
-    """The last `lookback` bars (up to `cutoff`, `--as_of`) of each symbol and its future
-    stamps (on `--calendar`'s sessions where the data stop)."""
-    histories, skipped = [], []
-    for symbol, frame in _clean_frames(job.data):
-        rows = frame if cutoff is None else frame[frame["timestamps"] <= cutoff]
-        if len(rows) < job.lookback:
-            skipped.append(f"{symbol} has {len(rows)} bars, lookback is {job.lookback}")
-            continue
-        try:
-            future = _future_stamps(frame, rows, job)
-        except ForecastError as exc:
-            skipped.append(f"{symbol}: {exc}")
-            continue
-        actual = frame.iloc[len(rows) : len(rows) + job.pred_len]
-        histories.append(History(symbol, rows.iloc[-job.lookback :], future, actual))
-    return histories, skipped
-
-
-def _clean_frames(data: DataSpec) -> Iterator[tuple[str, pd.DataFrame]]:
-
-    if data.data_source == "demo" and data.data_path:  # the training config's wording
-        raise ForecastError(
-            f"data_path: '{data.data_path}' is set but data_source is 'demo' (the built-in "
-            f"synthetic data); add --data_source=csv (or qlib) to train on it"
-        )
-    if data.data_source != "demo" and not data.data_path:
-        raise ForecastError(f"data_path: required when data_source is '{data.data_source}'")
-    try:
-        yield from iter_clean_frames(data)
-    except DataError as exc:
-        raise ForecastError(str(exc)) from None
-
-
-def _future_stamps(frame: pd.DataFrame, rows: pd.DataFrame, job: Job) -> pd.DatetimeIndex:
-    """The data's own next timestamps when it goes on past the history (exact sessions and
-    holidays), else `--calendar`'s next bars, else the history's frequency continued."""
-    pred_len = job.pred_len
-    after = frame["timestamps"].iloc[len(rows) : len(rows) + pred_len]
-    if len(after) == pred_len:
-        return pd.DatetimeIndex(after, name="timestamps")
-    history = pd.DatetimeIndex(rows["timestamps"])
-    return infer_future_stamps(history, pred_len, job.calendar)
-
-
-def forecast_all(job: Job, histories: list[History], quantiles: list[float]) -> pd.DataFrame:
-    """Forecast in batches of `--batch_size` symbols; one long table."""
-    parts, size = [], job.flags.batch_size
-    options = job.flags.sampling
-    with tqdm(total=len(histories), desc="symbols", unit="symbol") as bar:
-        for start in range(0, len(histories), size):
-            chunk = histories[start : start + size]
-            frames, _ = job.predictor.forecast_frames(
-                [h.frame[COLUMNS] for h in chunk],
-                [h.frame["timestamps"] for h in chunk],
-                [h.future for h in chunk],
-                job.pred_len,
-                options.with_seed(options.seed + start),
-                quantiles=quantiles,
-            )
-            for history, frame in zip(chunk, frames):
-                frame = frame.reset_index(names="timestamp")
-                frame.insert(0, "symbol", history.symbol)
-                parts.append(frame)
-            bar.update(len(chunk))
-    return pd.concat(parts, ignore_index=True)
+    parts: list[pd.DataFrame] = []
+    main = shard is None or shard.is_main
+    with tqdm(total=len(histories), desc="symbols", unit="symbol", disable=not main) as bar:
+        for frames in in_order(len(starts), one_batch, shard):
+            parts.extend(frames)
+            bar.update(len(frames))
+    return pd.concat(parts, ignore_index=True) if main else None
 
 
 def write_table(table: pd.DataFrame, output: Path) -> None:

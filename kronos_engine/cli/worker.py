@@ -1,13 +1,18 @@
-"""What each `--nprocs` worker runs: `python -m kronos_engine.cli.worker train|pipeline ARGS`,
+"""What each `--nprocs` worker runs: `python -m kronos_engine.cli.worker train|pipeline|predict|evaluate ARGS`,
 the normal entry of that command under the torchrun environment the elastic agent set."""
 
 from __future__ import annotations
 
 import sys
 
-from kronos_engine.cli import pipeline, train
+from kronos_engine.cli import evaluate, pipeline, predict, train
 
-COMMANDS = {"train": train.main, "pipeline": pipeline.pipeline_main}
+COMMANDS = {
+    "train": train.main,
+    "pipeline": pipeline.pipeline_main,
+    "predict": predict.main,
+    "evaluate": evaluate.main,
+}
 
 
 def run(args: list[str]) -> int:

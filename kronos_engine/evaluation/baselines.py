@@ -40,6 +40,8 @@ class Forecaster(Protocol):
         y_seconds: np.ndarray,
         pred_len: int,
         options: SamplingOptions,
+        *,
+        keys: Sequence[Any] | None = None,  # the origins' symbols, for per-series streams
     ) -> Forecast: ...
 
 
@@ -61,8 +63,10 @@ class _PointBaseline:
         y_seconds: Any,
         pred_len: int,
         options: SamplingOptions,
+        *,
+        keys: Sequence[Any] | None = None,
     ) -> Forecast:
-        """`KronosPredictor.forecast_arrays` for a deterministic forecast: the stamps and the
+        """`KronosPredictor.forecast_arrays` for a deterministic forecast: the stamps, keys and
         sampling are ignored but `sample_count`, whose samples are copies of the one path
         (float32 bars, the path computed in float64)."""
         bars = [np.asarray(v, dtype=np.float32).astype(np.float64) for v in values]

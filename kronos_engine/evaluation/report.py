@@ -35,6 +35,7 @@ from kronos_engine.evaluation.scaling import (
     SCALING_PLOT,
     ScalingPlan,
     run_scaling,
+    sampled_models,
     scaling_markdown,
 )
 from kronos_engine.evaluation.scoring import METRIC_ORDER, MetricAccumulator
@@ -277,21 +278,24 @@ def write_evaluation(
     progress: bool = True,
     bootstrap_seed: int = 0,
     scaling: ScalingPlan | None = None,
+    shard: Any = None,
 ) -> dict[str, dict[str, float]]:
     """Run the rolling evaluation and write every file of `output` (atomically replaced, with
     the marker of an evaluation folder); `bootstrap_seed` seeds the significance intervals.
     With `opts.volatility` the volatility part, with `scaling` the test-time scaling part
-    (each sampled model, i.e. not a deterministic baseline)."""
+    (each sampled model, i.e. not a deterministic baseline). `shard` (`forecasting.shards.Shard`,
+    rank 0's): the other ranks forecast their batches through `run_rolling` with theirs, and
+    only this one writes."""
     from kronos_engine.evaluation.rolling import run_rolling
     from kronos_engine.run.outputs_guard import write_output_dir
 
     result: dict[str, dict[str, float]] = {}
-    sampled = {n: f for n, f in forecasters.items() if not getattr(f, "deterministic", False)}
+    sampled = sampled_models(forecasters)
 
     def fill(staging: Path) -> None:
         sink = ForecastSink(staging / FORECASTS_FILE)
         try:
-            acc = run_rolling(store, origins, forecasters, opts, sink, progress)
+            acc = run_rolling(store, origins, forecasters, opts, sink, progress, shard)
         finally:
             sink.close()
         section = S.section_of(acc, opts.pred_len, bootstrap_seed)
@@ -302,7 +306,7 @@ def write_evaluation(
             _write_json(staging / V.VOLATILITY_FILE, vol)
             extra += V.volatility_markdown(vol)
         if scaling is not None:
-            scaled = run_scaling(store, origins, sampled, opts, scaling, progress)
+            scaled = run_scaling(store, origins, sampled, opts, scaling, progress, shard)
             _write_json(staging / SCALING_FILE, scaled)
             extra += scaling_markdown(scaled)
             if plots:

@@ -4,10 +4,14 @@ in batches, scored as they come (`evaluation.scoring`).
 Memory stays bounded on long splits: origins are forecast `batch_size` at a time, each batch's
 rows go straight to a `sink` (the Parquet writer) and into `MetricAccumulator`, which keeps
 only per-symbol sums and one horizon return per origin (for IC and direction accuracy).
+
+Across processes (`shard`, `forecasting.shards`) each rank forecasts every `world`-th batch and
+rank 0 scores and writes them all in batch order: the same files as one process.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +29,7 @@ from kronos_engine.evaluation.scoring import Batch, MetricAccumulator
 from kronos_engine.evaluation.volatility import historical_vol, path_vol
 from kronos_engine.forecasting.forecast import COLUMNS, Forecast, quantile_column
 from kronos_engine.forecasting.options import SamplingOptions, check_count, check_pred_len
+from kronos_engine.forecasting.shards import Shard, in_order
 
 CLOSE = COLUMNS.index("close")
 
@@ -35,9 +40,11 @@ class ForecastOptions:
     batches of `batch_size` origins, with the `sampling` options.
 
     Each value follows the forecasting rules (`forecasting.options`: a `batch_size` of 0 is
-    refused, not read as 1). Batch `b` samples with seed `sampling.seed + b`, so a run is
-    reproducible for a given `batch_size` and every model sees the same seeds on the same
-    origins. The sampling fields may be given as keywords instead of `sampling`
+    refused, not read as 1). A forecaster with the array core samples each origin from the
+    stream of (its symbol, its origin time, `sampling.seed`), so no number depends on
+    `batch_size` (a `predict_batch` that takes `keys` gets them too); one whose `predict_batch`
+    does not gets seed `sampling.seed + b` for batch `b` (reproducible for a given
+    `batch_size`). The sampling fields may be given as keywords instead of `sampling`
     (`ForecastOptions(pred_len=4, lookback=20, seed=1)`), with the evaluation's default seed 0.
     `volatility`: also each origin's realised-volatility forecast (`evaluation.volatility`).
     """
@@ -72,7 +79,8 @@ class ForecastOptions:
         return M.EVAL_QUANTILES if self.sampling.sample_count > 1 else ()
 
     def batch_sampling(self, b: int) -> SamplingOptions:
-        """The sampling of batch `b` (seed `seed + b`; no seed stays unseeded)."""
+        """The sampling of batch `b` for a `predict_batch`-only forecaster (seed `seed + b`;
+        no seed stays unseeded)."""
         seed = self.sampling.seed
         return self.sampling.with_seed(None if seed is None else seed + b)
 
@@ -83,42 +91,70 @@ def iter_batches(
     forecasters: Mapping[str, Forecaster],
     opts: ForecastOptions,
     progress: bool = True,
+    shard: Shard | None = None,
 ) -> Iterator[Batch]:
     """Forecast every origin with every forecaster, `opts.batch_size` origins at a time.
 
     Each forecaster gets the batch as arrays (`forecast_arrays`: the store's float32 rows and
-    epoch seconds); one that only has `predict_batch`, or overrides it, gets DataFrames.
+    epoch seconds, and the symbols as `keys` when it takes them); one that only has
+    `predict_batch`, or overrides it, gets DataFrames (and the keys likewise). With a `shard` of several processes,
+    this rank forecasts its batches and rank 0 yields every batch in order (others: none).
     """
     lookback, h = opts.lookback, opts.pred_len
     steps = np.arange(h, dtype=np.int64)
-    total = len(origins) * len(forecasters)
+    starts = range(0, len(origins), opts.batch_size)
     cores = {name: _array_core(f) for name, f in forecasters.items()}  # decided once, not per batch
-    with tqdm(total=total, desc="evaluate", unit="forecast", disable=not progress) as bar:
-        for b, start in enumerate(range(0, len(origins), opts.batch_size)):
-            part = origins.take(np.arange(start, min(start + opts.batch_size, len(origins))))
-            hist_rows = part.row[:, None] - np.arange(lookback - 1, -1, -1, dtype=np.int64)
-            target_rows = part.row[:, None] + 1 + steps
-            inputs = (store.values[hist_rows], store.stamps[hist_rows], store.stamps[target_rows])
-            close_hist = inputs[0][:, :, CLOSE].astype(np.float64)
-            common = dict(
-                symbols=[store.symbols[s] for s in part.symbol],
-                origin_ns=inputs[1][:, -1] * NS_PER_SECOND,
-                target_ns=inputs[2] * NS_PER_SECOND,
-                close_true=store.values[target_rows, CLOSE].astype(np.float64),
-                close_origin=close_hist[:, -1],
-                scale=M.mase_scale(close_hist),
-            )
-            if opts.volatility:
-                common["vol_hist"] = historical_vol(close_hist, h)
-            sampling = opts.batch_sampling(b)
-            for name, forecaster in forecasters.items():
-                core = cores[name]
-                if core is not None:
-                    forecast = core(*inputs, h, sampling)
-                    yield _batch(name, forecast, opts, common)
-                else:
-                    yield _frames_batch(name, forecaster, inputs, h, sampling, opts, common)
-                bar.update(len(part))
+
+    def one_batch(b: int) -> list[Batch]:
+        start = starts[b]
+        part = origins.take(np.arange(start, min(start + opts.batch_size, len(origins))))
+        hist_rows = part.row[:, None] - np.arange(lookback - 1, -1, -1, dtype=np.int64)
+        target_rows = part.row[:, None] + 1 + steps
+        inputs = (store.values[hist_rows], store.stamps[hist_rows], store.stamps[target_rows])
+        close_hist = inputs[0][:, :, CLOSE].astype(np.float64)
+        common = dict(
+            symbols=[store.symbols[s] for s in part.symbol],
+            origin_ns=inputs[1][:, -1] * NS_PER_SECOND,
+            target_ns=inputs[2] * NS_PER_SECOND,
+            close_true=store.values[target_rows, CLOSE].astype(np.float64),
+            close_origin=close_hist[:, -1],
+            scale=M.mase_scale(close_hist),
+        )
+        if opts.volatility:
+            common["vol_hist"] = historical_vol(close_hist, h)
+        out = []
+        for name, forecaster in forecasters.items():
+            core = cores[name]
+            if core is not None:
+                keys = {"keys": common["symbols"]} if _takes_keys(core) else {}
+                forecast = core(*inputs, h, opts.sampling, **keys)
+                out.append(_batch(name, forecast, opts, common))
+            else:
+                keys = common["symbols"] if _takes_keys(forecaster.predict_batch) else None
+                sampling = opts.sampling if keys is not None else opts.batch_sampling(b)
+                batch = _frames_batch(name, forecaster, inputs, h, sampling, opts, common, keys)
+                out.append(batch)
+        return out
+
+    main = shard is None or shard.is_main
+    total = len(origins) * len(forecasters)
+    with tqdm(
+        total=total, desc="evaluate", unit="forecast", disable=not (progress and main)
+    ) as bar:
+        for batches in in_order(len(starts), one_batch, shard):
+            for batch in batches:
+                bar.update(len(batch.symbols))
+                yield batch
+
+
+def _takes_keys(method: Callable[..., Any]) -> bool:
+    """Whether a forecaster's method takes the origins' symbols (`keys=`, or any keyword) for
+    its sampling streams."""
+    try:
+        parameters = inspect.signature(method).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "keys" or p.kind is p.VAR_KEYWORD for p in parameters)
 
 
 def _array_core(forecaster: Any) -> Callable[..., Forecast] | None:
@@ -150,8 +186,10 @@ def _frames_batch(
     sampling: SamplingOptions,
     opts: ForecastOptions,
     common: dict,
+    keys: list[str] | None = None,
 ) -> Batch:
-    """A `predict_batch`-only forecaster: one DataFrame per origin, as `KronosPredictor` takes."""
+    """A `predict_batch`-only forecaster: one DataFrame per origin, as `KronosPredictor` takes
+    (with the symbols as `keys` when it takes them)."""
     values, x_seconds, y_seconds = inputs
     frames = [pd.DataFrame(v, columns=COLUMNS) for v in values.astype(np.float64)]
     x_stamps = [pd.Series((t * NS_PER_SECOND).astype("datetime64[ns]")) for t in x_seconds]
@@ -169,6 +207,7 @@ def _frames_batch(
         quantiles=list(opts.quantiles) or None,
         return_samples=True,
         seed=sampling.seed,
+        **({} if keys is None else {"keys": keys}),
     )
     close_pred = np.stack([f["close"].to_numpy(np.float64) for f in frames_out])
     quantiles = {
@@ -204,12 +243,14 @@ def run_rolling(
     opts: ForecastOptions,
     sink: Callable[[pd.DataFrame], None] | None = None,
     progress: bool = True,
+    shard: Shard | None = None,
 ) -> MetricAccumulator:
-    """Forecast all origins with all forecasters; each batch's rows go to `sink`."""
+    """Forecast all origins with all forecasters; each batch's rows go to `sink` (on rank 0
+    of a `shard` of several processes; the other ranks' accumulators stay empty)."""
     if not len(origins):
         raise ValueError("no origin to evaluate")
     acc = MetricAccumulator()
-    for batch in iter_batches(store, origins, forecasters, opts, progress):
+    for batch in iter_batches(store, origins, forecasters, opts, progress, shard):
         acc.add(batch)
         if sink is not None:
             sink(batch.table())

@@ -5,10 +5,12 @@ change as the sample paths per forecast grow (`evaluate.py --scaling 1,5,10,20
 Each (sample count, seed) pair is one more rolling evaluation of the same origins, scored by
 `MetricAccumulator` like the main one (the point forecast is the mean path, so more paths
 average more draws). The baselines are left out: their paths are deterministic, so no count
-changes them. CRPS needs two or more paths, so a count of 1 has none. Seeds: run `i` samples
-its batch `b` with seed ``--seed + i * batches + b`` (`batches` = the evaluation's batch
-count), so no two runs share a batch's seed and run 0 is the main evaluation's sampling; every
-count is run with the same seeds. Mean and std (ddof 1; none with one seed) over the seeds.
+changes them. CRPS needs two or more paths, so a count of 1 has none. Seeds: run `i` has the
+base seed ``--seed + i * batches`` (`batches` = the evaluation's batch count): a model samples
+each origin from the stream of (its symbol, its origin, that seed), and a forecaster that
+samples per batch (seed + b) shares no batch seed with another run either; run 0 is the main
+evaluation's sampling, and every count is run with the same seeds. Mean and std (ddof 1; none
+with one seed) over the seeds. Under `--nprocs` each run is sharded like the main one.
 """
 
 from __future__ import annotations
@@ -79,12 +81,15 @@ def run_scaling(
     opts: Any,
     plan: ScalingPlan,
     progress: bool = True,
+    shard: Any = None,
 ) -> dict[str, Any]:
     """Forecast `origins` with each sampled model of `forecasters` at every sample count of
     `plan` and each of its seeds; the `scaling.json` section (each run and the mean and std
-    over seeds per count)."""
+    over seeds per count). Under `shard` (`forecasting.shards.Shard`) every rank calls this
+    and forecasts its share of each run; rank 0 gets the section, the others `{}`."""
     from kronos_engine.evaluation.rolling import ForecastOptions, run_rolling
 
+    forecasters = sampled_models(forecasters)
     if opts.sampling.seed is None:
         raise ValueError("test-time scaling needs a sampling seed (reproducible runs)")
     seeds = run_seeds(opts.sampling, plan.seeds, math.ceil(len(origins) / opts.batch_size))
@@ -93,7 +98,10 @@ def run_scaling(
         for seed in seeds:
             sampling = dataclasses.replace(opts.sampling, sample_count=count, seed=seed)
             run_opts = ForecastOptions(opts.pred_len, opts.lookback, sampling, opts.batch_size)
-            overall = run_rolling(store, origins, forecasters, run_opts, None, progress).overall()
+            acc = run_rolling(store, origins, forecasters, run_opts, None, progress, shard)
+            if shard is not None and not shard.is_main:
+                continue
+            overall = acc.overall()
             for model, values in overall.items():
                 record = {k: values.get(k, math.nan) for k in METRICS}
                 runs.append({"model": model, "sample_count": count, "seed": seed, **record})
@@ -101,6 +109,8 @@ def run_scaling(
                     "scaling: %s, %d path(s), seed %d: IC %.4g, RankIC %.4g, CRPS %.4g",
                     model, count, seed, record["ic"], record["rank_ic"], record["crps"],
                 )  # fmt: skip
+    if shard is not None and not shard.is_main:
+        return {}
     return {
         "sample_counts": list(plan.sample_counts),
         "seeds": seeds,
@@ -109,6 +119,11 @@ def run_scaling(
         "summary": summarise(runs),
         "runs": runs,
     }
+
+
+def sampled_models(forecasters: Mapping[str, Any]) -> dict[str, Any]:
+    """The forecasters whose paths change with the sample count (not a deterministic baseline)."""
+    return {n: f for n, f in forecasters.items() if not getattr(f, "deterministic", False)}
 
 
 def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -156,22 +156,21 @@ class MetricAccumulator:
             [M.daily_ic(*args, method="pearson"), M.daily_ic(*args, method="spearman")], axis=1
         )
 
-    def _values(self, acc: dict[str, float], returns: pd.DataFrame) -> dict[str, float]:
+    def _values(self, acc: dict[str, float], direction: float, origins: int) -> dict[str, float]:
+        """The metrics of one sum table, its direction accuracy and its number of origins."""
         n = acc["n"]
         out = {
             "mae": acc["abs"] / n,
             "rmse": float(np.sqrt(acc["sq"] / n)),
             "mape": acc["ape"] / acc["ape_n"] if acc["ape_n"] else np.nan,
             "mase": acc["scaled"] / acc["scaled_n"] if acc["scaled_n"] else np.nan,
-            "direction_accuracy": M.direction_accuracy(
-                returns["pred_return"], returns["true_return"]
-            ),
+            "direction_accuracy": direction,
         }
         if self.sampled:
             out["crps"] = acc["crps"] / n
             for key in M.INTERVALS:
                 out[key] = acc[key] / n
-        out["origins"] = float(len(returns))
+        out["origins"] = float(origins)
         return out
 
     def overall(self) -> dict[str, dict[str, float]]:
@@ -183,7 +182,9 @@ class MetricAccumulator:
                 if m == model:
                     for k in self.SUMS:
                         total[k] += acc[k]
-            result[model] = self._values(total, self.horizon_returns(model))
+            r = self.horizon_returns(model)
+            direction = M.direction_accuracy(r["pred_return"], r["true_return"])
+            result[model] = self._values(total, direction, len(r))
             daily = self.daily_ic(model)
             if daily.notna().any().any():
                 result[model]["ic"], result[model]["icir"] = M.ic_summary(daily["ic"])
@@ -198,12 +199,12 @@ class MetricAccumulator:
     def by_symbol(self) -> pd.DataFrame:
         """One row per (model, symbol), with `skill` against naive on that symbol."""
         rows = []
-        returns = {m: self.horizon_returns(m) for m in self.models}
+        # One pass over each model's origins for every symbol at once: a filter per symbol
+        # would scan every origin for each symbol, quadratic in the symbols.
+        direction = {m: _direction_by_symbol(self.horizon_returns(m)) for m in self.models}
         for (model, symbol), acc in self.sums.items():
-            r = returns[model]
-            rows.append(
-                {"model": model, "symbol": symbol, **self._values(acc, r[r.symbol == symbol])}
-            )
+            accuracy, origins = direction[model].get(symbol, (np.nan, 0))
+            rows.append({"model": model, "symbol": symbol, **self._values(acc, accuracy, origins)})
         table = pd.DataFrame(rows)
         naive = table[table.model == "naive"].set_index("symbol")["mae"]
         table["skill"] = 1.0 - table["mae"] / table["symbol"].map(naive)
@@ -218,6 +219,17 @@ class MetricAccumulator:
             for q, (hits, n) in sorted(table.items())
         ]
         return pd.DataFrame(rows, columns=["model", "quantile", "observed"])
+
+
+def _direction_by_symbol(returns: pd.DataFrame) -> dict[str, tuple[float, int]]:
+    """symbol -> (direction accuracy, origins) of one model's horizon returns: the numbers of
+    `metrics.direction_accuracy` on each symbol's rows (a share of whole counts: exact)."""
+    codes, names = pd.factorize(returns["symbol"])
+    pred = returns["pred_return"].to_numpy(np.float64)
+    true = returns["true_return"].to_numpy(np.float64)
+    hits = np.bincount(codes, weights=np.sign(pred) == np.sign(true), minlength=len(names))
+    counts = np.bincount(codes, minlength=len(names))
+    return {name: (float(hits[i] / counts[i]), int(counts[i])) for i, name in enumerate(names)}
 
 
 def _origin_losses(batch: Batch, err: np.ndarray, scale: np.ndarray) -> pd.DataFrame:

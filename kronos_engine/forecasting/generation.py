@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from kronos_engine.forecasting.options import SamplingOptions
-from kronos_engine.forecasting.sampling import sample_from_logits
+from kronos_engine.forecasting.sampling import sample_from_logits, sample_keyed, substream
 from kronos_engine.models.kv_cache import KVCache
 from kronos_engine.models.predictor import Kronos
 from kronos_engine.models.tokenizer import KronosTokenizer
@@ -97,8 +97,11 @@ def generate_paths(
     use_cache: bool = True,
     precision: str = "fp32",
     on_step: Callable[[], None] | None = None,
+    keys: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """`generate` with the sampling as one value (its `seed` is not read: pass `generator`)."""
+    """`generate` with the sampling as one value (its `seed` is not read: pass `generator`,
+    or `keys`: one int64 key per context (`sampling.series_key`), from which each sample path
+    draws its own tokens, whatever else is in the batch; `generator` is then not read)."""
     _check_batch(contexts, stamps, pred_len, max_context)
     lengths = [int(c.shape[0]) for c in contexts]
     sample_count = options.sample_count
@@ -106,7 +109,7 @@ def generate_paths(
         s1, s2 = generate_ids(
             tokenizer, model, contexts, stamps, pred_len, options, max_context=max_context,
             clip=clip, generator=generator, use_cache=use_cache, precision=precision,
-            on_step=on_step,
+            on_step=on_step, keys=keys,
         )  # fmt: skip
         rows = [n for n in lengths for _ in range(sample_count)]
         z = decode_future(tokenizer, s1, s2, rows, pred_len, max_context)
@@ -127,11 +130,14 @@ def generate_ids(
     use_cache: bool = True,
     precision: str = "fp32",
     on_step: Callable[[], None] | None = None,
+    keys: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Encode the histories and sample `pred_len` tokens after each (models in eval mode):
     left-padded `(N * sample_count, C_max + pred_len)` s1 and s2 ids."""
     sample_count = options.sample_count
-    draw = _drawer(options, generator)
+    if keys is not None and keys.shape != (len(contexts),):
+        raise ValueError(f"keys: expected one per context ({len(contexts)}), got {keys.shape}")
+    draw = _drawer(options, generator, keys)
     s1, s2 = encode_left_padded(tokenizer, contexts, pred_len, sample_count, clip)
     stamp = _left_pad([s.to(s1.device) for s in stamps], s1.shape[1]).long()
     stamp = stamp.repeat_interleave(sample_count, dim=0)
@@ -357,6 +363,16 @@ def auto_regressive_inference(
     return z.reshape(batch, sample_count, *z.shape[1:]).mean(dim=1)
 
 
-def _drawer(options: SamplingOptions, generator: torch.Generator | None) -> Draw:
+def _drawer(
+    options: SamplingOptions, generator: torch.Generator | None, keys: torch.Tensor | None
+) -> Draw:
+    """Each call draws one token per row. With `keys`, row r (series r // S, sample path
+    r % S) draws from its own stream, and the n-th call reads the n-th uniform of it."""
     T, top_k, top_p = options.T, options.top_k, options.top_p
-    return lambda logits: sample_from_logits(logits, T, top_k, top_p, generator)
+    if keys is None:
+        return lambda logits: sample_from_logits(logits, T, top_k, top_p, generator)
+    count = options.sample_count
+    paths = torch.arange(count, dtype=torch.long, device=keys.device).repeat(len(keys))
+    rows = substream(keys.long().repeat_interleave(count), paths)
+    calls = iter(range(1 << 62))
+    return lambda logits: sample_keyed(logits, rows, next(calls), T, top_k, top_p)

@@ -13,6 +13,14 @@ than `max_context` is read as the public predictor reads it (the predictor sees 
 Underneath is an array core, `forecast_arrays` (bars and epoch seconds in, a `Forecast` of
 sample paths out), which the DataFrame methods call after reading their frames and which the
 rolling evaluation calls directly; the sampling travels as one `SamplingOptions` value.
+
+Each forecast draws its tokens from its own random stream, keyed by the seed and the series'
+identity: `(key, origin)`, where `origin` is the epoch second of the history's last bar and
+`key` is the series' entry in `keys=` (e.g. its symbol), or without `keys` its position in
+`df_list` (0 for `predict`). So a series' sample paths do not depend on what else is in the
+batch: forecasting a list in chunks, one at a time or across processes gives the same numbers
+when each series keeps its key (pass `keys=`). Without a seed the stream's base is drawn from
+torch's global generator (`torch.manual_seed` makes it repeatable).
 """
 
 from __future__ import annotations
@@ -48,6 +56,7 @@ from kronos_engine.forecasting.inputs import (
 )
 from kronos_engine.forecasting.options import SamplingOptions, check_count, check_quantiles
 from kronos_engine.forecasting.pairing import check_tokenizer_pairing
+from kronos_engine.forecasting.sampling import series_key
 from kronos_engine.forecasting.timestamps import as_datetime_index, infer_future_stamps
 from kronos_engine.models import Kronos, KronosTokenizer
 
@@ -161,6 +170,7 @@ class KronosPredictor:
         return_samples: bool = False,
         seed: int | None = None,
         calendar: str | None = None,
+        key: Any = None,
     ) -> pd.DataFrame | tuple[pd.DataFrame, np.ndarray]:
         """Forecast `pred_len` bars after `df` (the mean over `sample_count` sample paths).
 
@@ -169,12 +179,13 @@ class KronosPredictor:
         `exchange_calendars` name such as `XSHG`, or `24/7`) to that exchange's next sessions
         and bar times (`forecasting.calendars`). With `quantiles`, adds
         `<column>_q<percent>` columns; with `return_samples`, returns `(frame, samples)` where
-        `samples` is `(sample_count, pred_len, 6)` on the price scale.
+        `samples` is `(sample_count, pred_len, 6)` on the price scale. `key` names the series
+        in its random stream (default 0: `predict_batch`'s first series).
         """
         options = SamplingOptions(T, top_k, top_p, sample_count, seed)
         frames, samples = self.forecast_frames(
             [df], [x_timestamp], [y_timestamp], pred_len, options, quantiles=quantiles,
-            verbose=verbose, calendar=calendar,
+            verbose=verbose, calendar=calendar, keys=None if key is None else [key],
         )  # fmt: skip
         return (frames[0], samples[0]) if return_samples else frames[0]
 
@@ -194,10 +205,12 @@ class KronosPredictor:
         return_samples: bool = False,
         seed: int | None = None,
         calendar: str | None = None,
+        keys: Sequence[Any] | None = None,
     ) -> list[pd.DataFrame] | tuple[list[pd.DataFrame], np.ndarray]:
         """`predict` for several series in one batch; histories may differ in length (each
-        result equals predicting that series alone). With `return_samples`, returns
-        `(frames, samples)` with `samples` `(n_series, sample_count, pred_len, 6)`."""
+        result equals predicting that series alone, with its key). With `return_samples`,
+        returns `(frames, samples)` with `samples` `(n_series, sample_count, pred_len, 6)`.
+        `keys` (one per frame, e.g. symbols) name the series in their random streams."""
         if not isinstance(df_list, (list, tuple)) or not df_list:
             raise ForecastError("df_list must be a non-empty list of DataFrames")
         n = len(df_list)
@@ -206,7 +219,7 @@ class KronosPredictor:
         options = SamplingOptions(T, top_k, top_p, sample_count, seed)
         frames, samples = self.forecast_frames(
             df_list, x_list, y_list, pred_len, options, quantiles=quantiles, verbose=verbose,
-            calendar=calendar,
+            calendar=calendar, keys=keys,
         )  # fmt: skip
         return (frames, samples) if return_samples else frames
 
@@ -221,6 +234,7 @@ class KronosPredictor:
         quantiles: Sequence[float] | None = None,
         verbose: bool = False,
         calendar: str | None = None,
+        keys: Sequence[Any] | None = None,
     ) -> tuple[list[pd.DataFrame], np.ndarray]:
         """`predict_batch` with the sampling as one value (one stamp entry, or None, per
         frame): `(frames, samples)`, always both."""
@@ -233,7 +247,7 @@ class KronosPredictor:
         ]
         forecast = self.forecast_arrays(
             [s.values for s in series], [s.x_seconds for s in series],
-            [s.y_seconds for s in series], pred_len, options, verbose=verbose,
+            [s.y_seconds for s in series], pred_len, options, verbose=verbose, keys=keys,
         )  # fmt: skip
         frames = forecast_frames_of(forecast, [s.future for s in series], qs)
         return frames, forecast.samples
@@ -247,6 +261,7 @@ class KronosPredictor:
         options: SamplingOptions,
         *,
         verbose: bool = False,
+        keys: Sequence[Any] | None = None,
     ) -> Forecast:
         """The array core under the DataFrame API: forecast `pred_len` bars after each history.
 
@@ -254,8 +269,11 @@ class KronosPredictor:
         histories have one length), `x_seconds[i]` `(C_i,)` their naive epoch seconds and
         `y_seconds[i]` `(pred_len,)` those of the bars to forecast. Each history is normalised
         with its own mean and std (float32, `features.normalise`), the paths are denormalised.
+        Series i samples from the stream of `(keys[i], x_seconds[i][-1])` (`keys`: None is
+        the positions 0, 1, ...) and the seed.
         """
         inputs = self.model_inputs(values, x_seconds, y_seconds, pred_len)
+        streams = self._stream_keys(options, keys, x_seconds)
         longest = max(len(x) for x in inputs.contexts)
         if longest > self.max_context:
             warnings.warn(
@@ -266,7 +284,7 @@ class KronosPredictor:
                 UserWarning,
                 stacklevel=2,
             )
-        paths = self._generate(inputs.contexts, inputs.stamps, pred_len, options, verbose)
+        paths = self._generate(inputs.contexts, inputs.stamps, pred_len, options, verbose, streams)
         samples = np.stack(
             [p * s + m for p, s, m in zip(paths.astype(np.float32), inputs.scales, inputs.means)]
         )
@@ -301,6 +319,19 @@ class KronosPredictor:
         return inputs
 
     # ---- internals -----------------------------------------------------------------------
+    def _stream_keys(
+        self, options: SamplingOptions, keys: Sequence[Any] | None, x_seconds: Sequence[Any]
+    ) -> torch.Tensor:
+        """One int64 stream key per series: `series_key(seed, (key, origin second))`."""
+        if keys is not None and (isinstance(keys, (str, bytes)) or len(keys) != len(x_seconds)):
+            raise ForecastError(f"keys: expected one per series ({len(x_seconds)}), got {keys!r}")
+        names = range(len(x_seconds)) if keys is None else keys
+        seed = options.seed
+        if seed is None:  # the global generator picks the base: torch.manual_seed repeats it
+            seed = int(torch.randint(0, 2**63 - 1, (1,)).item())
+        streams = [series_key(seed, (k, int(xs[-1]))) for k, xs in zip(names, x_seconds)]
+        return torch.tensor(streams, dtype=torch.long, device=self.device)
+
     def _generate(
         self,
         contexts: list[np.ndarray],
@@ -308,6 +339,7 @@ class KronosPredictor:
         pred_len: int,
         options: SamplingOptions,
         verbose: bool,
+        keys: torch.Tensor,
     ) -> np.ndarray:
         with tqdm(total=pred_len, desc="forecast", disable=not verbose, leave=False) as bar:
             paths = generate_paths(
@@ -319,10 +351,10 @@ class KronosPredictor:
                 options,
                 max_context=self.max_context,
                 clip=self.clip,
-                generator=options.generator(self.device),
                 use_cache=self.use_cache,
                 precision=self.precision,
                 on_step=bar.update,
+                keys=keys,
             )
         return paths.float().cpu().numpy()
 
