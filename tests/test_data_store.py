@@ -31,6 +31,8 @@ from kronos_engine.data import (
     build_datasets,
     generate_demo_frames,
     load_frames,
+    open_splits,
+    prepare_store,
 )
 from kronos_engine.data import cache as cache_mod
 from kronos_engine.data.build import settled
@@ -280,6 +282,17 @@ def test_an_old_format_entry_is_left_and_the_store_built_beside(tmp_path):
     assert sorted(p.name for p in old.iterdir()) == ["manifest.json", "train.npz"]
     assert (old / "train.npz").read_bytes() == b"old bytes"
     assert built.train.store.source.parent.parent == old.parent != built.train.store.source
+
+
+def test_an_entry_replaced_after_it_was_prepared_is_not_mapped(tmp_path):
+    data = _csv_folder(tmp_path / "data")
+    spec = DataSpec.from_mapping(_spec(data, cache_dir=str(tmp_path / "cache")))
+    prepared = prepare_store(spec)  # local rank 0 of one run ...
+    path = data / "CD.csv"
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    assert prepare_store(spec).state == "built"  # ... another run rebuilds the entry ...
+    with pytest.raises(DataError, match="replaced by another run"):
+        open_splits(spec, prepared)  # ... before this run's ranks mapped it
 
 
 def test_a_mapped_store_pickles_as_its_folder(tmp_path):

@@ -27,6 +27,7 @@ import logging
 import os
 import shutil
 import socket
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -157,7 +158,7 @@ def find_entry(
         if manifest.get("fingerprint") != fingerprint:
             log.info("cache %s: input files changed; rebuilding", folder)
             return None
-        if file_stats(folder) != manifest["files"]:
+        if file_stats(folder) != manifest["files"] or not manifest["build_id"]:
             log.warning("cache %s: an array file was changed or damaged; rebuilding", folder)
             return None
         return folder, manifest
@@ -166,13 +167,25 @@ def find_entry(
         return None
 
 
-def map_entry(folder: Path, manifest: dict[str, Any], owner: Any = None) -> dict[str, WindowStore]:
-    """Every split of an entry, memory-mapped read-only; a damaged one raises ``DataError``."""
+def map_entry(
+    folder: Path, build_id: str, owner: Any = None
+) -> tuple[dict[str, WindowStore], dict[str, Any]]:
+    """Every split of the entry's build ``build_id`` memory-mapped read-only, and its manifest;
+    an entry another run replaced since it was prepared, or a damaged one, is one line."""
     try:
-        return {
+        manifest = read_manifest(folder)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cache {folder}: unreadable manifest ({exc}); run again") from None
+    if manifest.get("build_id") != build_id:
+        raise DataError(
+            f"cache {folder}: replaced by another run while this one opened it; run again"
+        )
+    try:
+        stores = {
             name: WindowStore.map(folder / name, info["symbols"], manifest["window_len"], owner)
             for name, info in manifest["splits"].items()
         }
+        return stores, manifest
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise DataError(f"cache {folder}: cannot be mapped ({exc}); remove the folder") from None
 
@@ -227,6 +240,7 @@ def publish(
     """Write the manifest of the finished build in ``tmp`` (last) and rename it into place."""
     manifest = {
         "format": CACHE_FORMAT,
+        "build_id": uuid.uuid4().hex,  # which build a process mapped (see `map_entry`)
         "identity": identity,
         "fingerprint": fingerprint,
         "fields": list(FEATURES),

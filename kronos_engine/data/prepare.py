@@ -57,6 +57,7 @@ class PreparedStore:
 
     folder: Path
     state: str
+    build_id: str  # the manifest's: a store replaced after it was prepared is not mapped
     owner: TemporaryStore | None = None
 
 
@@ -87,6 +88,10 @@ def _build(cfg: DataSpec, cache_dir: Path | str, identity: dict, fingerprint: st
         return cache_mod.publish(tmp, identity, fingerprint, records, cfg.window_len, summary)
 
 
+def _prepared(folder: Path, state: str, owner: TemporaryStore | None = None) -> PreparedStore:
+    return PreparedStore(folder, state, cache_mod.read_manifest(folder)["build_id"], owner)
+
+
 def prepare_store(cfg: DataSpec | Any) -> PreparedStore:
     """Validate ``cfg.cache_dir``'s entry (cheap: manifest, input sizes and times) or build one
     streaming; without ``cache_dir``, build into a temporary folder. One process per machine
@@ -101,22 +106,21 @@ def prepare_store(cfg: DataSpec | Any) -> PreparedStore:
         except BaseException:
             owner.remove()
             raise
-        return PreparedStore(folder, "disabled", owner)
+        return _prepared(folder, "disabled", owner)
     fingerprint = cache_mod.fingerprint_inputs(cfg)
     found = cache_mod.find_entry(cfg.cache_dir, identity, fingerprint)
     if found is not None:
         log.info("reusing cached splits from %s", found[0])
-        return PreparedStore(found[0], "hit")
+        return PreparedStore(found[0], "hit", found[1]["build_id"])
     folder = _build(cfg, cfg.cache_dir, identity, fingerprint)
     log.info("cached splits in %s", folder)
-    return PreparedStore(folder, "built")
+    return _prepared(folder, "built")
 
 
 def open_splits(cfg: DataSpec | Any, prepared: PreparedStore) -> DataSplits:
     """Map a prepared store read-only into the run's datasets (no copy of the arrays)."""
     cfg = settled(cfg)
-    manifest = cache_mod.read_manifest(prepared.folder)
-    stores = cache_mod.map_entry(prepared.folder, manifest, prepared.owner)
+    stores, manifest = cache_mod.map_entry(prepared.folder, prepared.build_id, prepared.owner)
     summary = dict(manifest["summary"])
     summary["cache"] = prepared.state
     datasets = {

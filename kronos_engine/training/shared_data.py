@@ -30,12 +30,13 @@ def load_shared_splits(spec: DataSpec, executor: Any) -> DataSplits:
             prepared = prepare_store(spec)
         except Exception as exc:  # every rank stops with this line (see `_raise_first`)
             own_error, failure = exc, _describe(exc)
-    sent = (failure, None if prepared is None else (str(prepared.folder), prepared.state))
+    where = None if prepared is None else (str(prepared.folder), prepared.state, prepared.build_id)
+    sent = (failure, where)
     outcomes = executor.all_gather_object(sent)
     _raise_first(outcomes, rank, own_error)
     if prepared is None:
-        folder, state = outcomes[rank - local][1]
-        prepared = PreparedStore(Path(folder), state)
+        folder, state, build_id = outcomes[rank - local][1]
+        prepared = PreparedStore(Path(folder), state, build_id)
     splits = None
     try:
         splits = open_splits(spec, prepared)
