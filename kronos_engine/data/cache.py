@@ -172,6 +172,19 @@ def map_entry(
 ) -> tuple[dict[str, WindowStore], dict[str, Any]]:
     """Every split of the entry's build ``build_id`` memory-mapped read-only, and its manifest;
     an entry another run replaced since it was prepared, or a damaged one, is one line."""
+    manifest = _manifest_of_build(folder, build_id)
+    try:
+        stores = {
+            name: WindowStore.map(folder / name, info["symbols"], manifest["window_len"], owner)
+            for name, info in manifest["splits"].items()
+        }
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"cache {folder}: cannot be mapped ({exc}); remove the folder") from None
+    _manifest_of_build(folder, build_id)  # still that build: the files mapped are its files
+    return stores, manifest
+
+
+def _manifest_of_build(folder: Path, build_id: str) -> dict[str, Any]:
     try:
         manifest = read_manifest(folder)
     except (OSError, ValueError) as exc:
@@ -180,14 +193,7 @@ def map_entry(
         raise DataError(
             f"cache {folder}: replaced by another run while this one opened it; run again"
         )
-    try:
-        stores = {
-            name: WindowStore.map(folder / name, info["symbols"], manifest["window_len"], owner)
-            for name, info in manifest["splits"].items()
-        }
-        return stores, manifest
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise DataError(f"cache {folder}: cannot be mapped ({exc}); remove the folder") from None
+    return manifest
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
