@@ -28,6 +28,7 @@ import numpy as np
 from kronos_engine.data.features import FEATURES
 from kronos_engine.data.windows import ARRAY_NAMES
 from kronos_engine.errors import DataError
+from kronos_engine.fsio import atomic_save
 
 HEADER_BYTES = 128  # every header of the shapes stored here (npy 1.0 pads to 64-byte blocks)
 ARRAY_FILES = tuple(f"{name}.npy" for name in ARRAY_NAMES)
@@ -74,15 +75,15 @@ class GrowingNpy:
         self._fh.close()
         if order is None:
             return
-        tmp = self.path.with_name(f".sorting-{self.path.name}")
-        with open(self.path, "rb") as src, open(tmp, "wb") as dst:
-            dst.write(_header(self.dtype, (self.rows, *self.tail)))
-            for start, count in order:
-                src.seek(HEADER_BYTES + start * self.row_bytes)
-                dst.write(src.read(count * self.row_bytes))
-            dst.flush()
-            os.fsync(dst.fileno())
-        os.replace(tmp, self.path)
+
+        def rewrite(tmp: Path) -> None:
+            with open(self.path, "rb") as src, open(tmp, "wb") as dst:
+                dst.write(_header(self.dtype, (self.rows, *self.tail)))
+                for start, count in order:
+                    src.seek(HEADER_BYTES + start * self.row_bytes)
+                    dst.write(src.read(count * self.row_bytes))
+
+        atomic_save(self.path, rewrite)
 
     def abandon(self) -> None:
         if not self._fh.closed:
