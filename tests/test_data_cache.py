@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import zipfile
 
 import numpy as np
 import pandas as pd
@@ -50,15 +49,14 @@ def test_csv_cache_is_reused_then_rebuilt_when_a_file_changes(tmp_path, csv_dir)
     assert manifest["identity"]["data_path"] == str(csv_dir.resolve())
     assert manifest["splits"]["val"]["windows"] == len(first.val)
     for split in ("train", "val", "test"):
-        with zipfile.ZipFile(entries[0] / f"{split}.npz") as archive:
-            assert sorted(archive.namelist()) == [
-                "row_offsets.npy",
-                "stamps.npy",
-                "values.npy",
-                "window_offsets.npy",
-            ]
-        with np.load(entries[0] / f"{split}.npz", allow_pickle=False) as arrays:
-            assert arrays["values"].dtype == np.float32
+        assert sorted(p.name for p in (entries[0] / split).iterdir()) == [
+            "row_offsets.npy",
+            "stamps.npy",
+            "values.npy",
+            "window_offsets.npy",
+        ]
+        values = np.load(entries[0] / split / "values.npy", mmap_mode="r", allow_pickle=False)
+        assert values.dtype == np.float32
 
     second = build_datasets(cfg)
     assert second.summary["cache"] == "hit"
@@ -125,11 +123,13 @@ def test_demo_cache_depends_on_seed_and_size(tmp_path):
 
 def test_damaged_cache_is_rebuilt(tmp_path, csv_dir):
     cfg = _cfg(data_source="csv", data_path=str(csv_dir), cache_dir=str(tmp_path / "cache"))
-    first = build_datasets(cfg)
+    build_datasets(cfg)
+    # Mapped, not copied: a write into the entry's files would change `first` too.
+    first = build_datasets(_cfg(data_source="csv", data_path=str(csv_dir)))
     (entry,) = list((tmp_path / "cache").iterdir())
-    blob = bytearray((entry / "val.npz").read_bytes())
+    blob = bytearray((entry / "val" / "values.npy").read_bytes())
     blob[len(blob) // 2] ^= 0xFF
-    (entry / "val.npz").write_bytes(bytes(blob))
+    (entry / "val" / "values.npy").write_bytes(bytes(blob))
     again = build_datasets(cfg)
     assert again.summary["cache"] == "built"
     _same(first, again)

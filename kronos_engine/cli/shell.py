@@ -35,7 +35,9 @@ def report_error(exc: BaseException, same_on_every_rank: bool = False) -> None:
     """One line from rank 0. Once the process group exists another rank reports too (prefixed
     with its rank): its error may be its own (its data, disk or files), and rank 0 would then
     only see a closed connection. Errors from all-reduced values (`same_on_every_rank`) and
-    config errors (before the process group) come from rank 0 alone."""
+    config errors (before the process group) come from rank 0 alone, as does an error marked
+    `same_on_every_rank` (a peer raising the line rank 0 reports: the data build's)."""
+    same_on_every_rank = same_on_every_rank or getattr(exc, "same_on_every_rank", False)
     message = " ".join(str(exc).split()) or type(exc).__name__
     if distenv.is_rank0():
         print(f"error: {message}", file=sys.stderr, flush=True)

@@ -1,4 +1,5 @@
-"""From a ``DataSpec`` to train/val/test window datasets (the engine's one entry point).
+"""From a ``DataSpec`` to clean frames and, streamed one symbol at a time, the on-disk window
+store of every split (``write_splits``); ``prepare.py`` maps it into datasets.
 
 Every entry point also takes a training config (or a mapping of config keys): it is read as
 the ``DataSpec`` of the same keys (``as_data_spec``).
@@ -16,7 +17,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from kronos_engine.data import cache as cache_mod
 from kronos_engine.data.cleaning import REPAIR_KINDS, clean_frame
 from kronos_engine.data.demo import generate_demo_frames
 from kronos_engine.data.features import FEATURES
@@ -29,8 +29,9 @@ from kronos_engine.data.sources_csv import iter_table_frames
 from kronos_engine.data.sources_qlib import iter_qlib_frames
 from kronos_engine.data.spec import DataSpec, as_data_spec
 from kronos_engine.data.splits import SplitPlan, make_plan, segments_for
+from kronos_engine.data.store import SplitWriter
 from kronos_engine.data.timeutil import NS_PER_SECOND, time_bounds
-from kronos_engine.data.windows import KlineWindowDataset, WindowStore
+from kronos_engine.data.windows import KlineWindowDataset
 from kronos_engine.errors import DataError
 
 log = logging.getLogger("kronos_engine.data")
@@ -207,70 +208,50 @@ def _zero_window_hint(name: str, cfg: DataSpec, plan: SplitPlan) -> str:
     )
 
 
-def _split_ranges(store: WindowStore, lookback: int) -> dict[str, str | None]:
+def _target_range(record: dict[str, Any]) -> dict[str, str | None]:
     """First and last predicted timestamp of a split, for the summary."""
-    if store.num_windows == 0:
+    first, last = record["first_target"], record["last_target"]
+    if first is None:
         return {"first_target": None, "last_target": None}
-    firsts = store.row_offsets[:-1] + lookback
-    lasts = store.row_offsets[1:] - 1
-    first = pd.Timestamp(int(store.stamps[firsts].min()) * NS_PER_SECOND)
-    last = pd.Timestamp(int(store.stamps[lasts].max()) * NS_PER_SECOND)
-    return {"first_target": str(first), "last_target": str(last)}
+    return {
+        "first_target": str(pd.Timestamp(int(first) * NS_PER_SECOND)),
+        "last_target": str(pd.Timestamp(int(last) * NS_PER_SECOND)),
+    }
 
 
-def build_stores(cfg: DataSpec | Any) -> tuple[dict[str, WindowStore], dict[str, Any]]:
-    """Load, clean and cut every symbol into per-split stores; build the summary (its `freq`:
-    the bar length read, also with `freq: auto`)."""
+def write_splits(cfg: DataSpec | Any, folder: Path) -> tuple[dict[str, dict[str, Any]], dict]:
+    """Load, clean and cut every symbol into the per-split stores under ``folder``, appending
+    one symbol at a time (peak memory: the largest symbol, not the market); return each split's
+    manifest record and the summary (its `freq`: the bar length read, also with `freq: auto`)."""
     cfg = settled(cfg)
     plan = make_plan(
         cfg.train_time_range, cfg.val_time_range, cfg.test_time_range, cfg.split_ratios
     )
     window_len = cfg.window_len
     report = LoadReport()
-    segments: dict[str, list[tuple[str, np.ndarray, np.ndarray]]] = {n: [] for n in plan.names}
     dropped: dict[str, str] = {}
-    for symbol, frame in iter_clean_frames(cfg, report):
-        ns = frame[TIMESTAMP].to_numpy(dtype="datetime64[ns]").view(np.int64)
-        if len(ns) < window_len:
-            dropped[symbol] = f"{len(ns)} rows; a window needs {window_len}"
-            continue
-        values = frame[list(FEATURES)].to_numpy(dtype=np.float32)
-        seconds = ns // NS_PER_SECOND
-        used = False
-        for name, (start, end) in segments_for(plan, ns, cfg.lookback_window).items():
-            if end - start >= window_len:
-                segments[name].append((symbol, values[start:end], seconds[start:end]))
-                used = True
-        if not used:
-            dropped[symbol] = "no window in any split"
-    if report.symbols_loaded == 0:
-        raise DataError(
-            f"{cfg.data_source}: no symbols loaded from data_path '{cfg.data_path}' with "
-            f"instruments '{cfg.instruments}' in [{cfg.dataset_begin_time}, {cfg.dataset_end_time}]"
-        )
-    if dropped:
-        log.warning(
-            "dropped %d of %d symbols too short for a %d-row window: %s",
-            len(dropped),
-            report.symbols_loaded,
-            window_len,
-            ", ".join(f"{s} ({r})" for s, r in list(dropped.items())[:10])
-            + (" ..." if len(dropped) > 10 else ""),
-        )
-    stores = {}
-    for name in plan.names:
-        order = sorted(segments[name], key=lambda seg: seg[0])
-        stores[name] = WindowStore.from_segments(order, window_len)
-        segments[name] = []  # free the per-symbol copies early
-        if stores[name].num_windows == 0:
-            hint = _zero_window_hint(name, cfg, plan)
-            if dropped:  # name the culprits too (an empty or short file), not only the cause
-                shown = ", ".join(f"{s} ({r})" for s, r in list(dropped.items())[:5])
-                more = f" and {len(dropped) - 5} more" if len(dropped) > 5 else ""
-                source = f"data_path '{cfg.data_path}'" if cfg.data_path else cfg.data_source
-                hint += f"; too short in {source}: {shown}{more}"
-            raise DataError(hint)
-    used = set().union(*(set(s.symbols) for s in stores.values()))
+    writers = {n: SplitWriter(folder / n, window_len, cfg.lookback_window) for n in plan.names}
+    try:
+        for symbol, frame in iter_clean_frames(cfg, report):
+            ns = frame[TIMESTAMP].to_numpy(dtype="datetime64[ns]").view(np.int64)
+            if len(ns) < window_len:
+                dropped[symbol] = f"{len(ns)} rows; a window needs {window_len}"
+                continue
+            values = frame[list(FEATURES)].to_numpy(dtype=np.float32)
+            seconds = ns // NS_PER_SECOND
+            used = False
+            for name, (start, end) in segments_for(plan, ns, cfg.lookback_window).items():
+                if end - start >= window_len:
+                    writers[name].append(symbol, values[start:end], seconds[start:end])
+                    used = True
+            if not used:
+                dropped[symbol] = "no window in any split"
+        _check_loaded(cfg, plan, report, dropped, writers)
+        records = {name: writers[name].finish() for name in plan.names}
+    finally:
+        for writer in writers.values():
+            writer.abandon()
+    used_symbols = set().union(*(set(r["symbols"]) for r in records.values()))
     summary: dict[str, Any] = {
         "source": cfg.data_source,
         "data_path": cfg.data_path,
@@ -282,45 +263,39 @@ def build_stores(cfg: DataSpec | Any) -> tuple[dict[str, WindowStore], dict[str,
         "predict_window": cfg.predict_window,
         "bad_data": cfg.bad_data,
         "split": plan.describe(),
-        "symbols_used": len(used),
+        "symbols_used": len(used_symbols),
         "symbols_dropped": dict(sorted(dropped.items())),
-        "symbols": {n: len(s.symbols) for n, s in stores.items()},
-        "windows": {n: s.num_windows for n, s in stores.items()},
-        "rows": {n: int(s.values.shape[0]) for n, s in stores.items()},
-        "targets": {n: _split_ranges(s, cfg.lookback_window) for n, s in stores.items()},
+        "symbols": {n: len(r["symbols"]) for n, r in records.items()},
+        "windows": {n: r["windows"] for n, r in records.items()},
+        "rows": {n: r["rows"] for n, r in records.items()},
+        "targets": {n: _target_range(r) for n, r in records.items()},
         **report.as_dict(),
     }
-    return stores, summary
+    return records, summary
 
 
-def build_datasets(cfg: DataSpec | Any) -> DataSplits:
-    """Datasets for ``cfg``'s data keys, reusing ``cfg.cache_dir`` when nothing changed."""
-    cfg = settled(cfg)
-    stores = summary = None
-    cache_state = "disabled"
-    if cfg.cache_dir:
-        identity = cache_mod.identity_of(cfg)
-        content = cache_mod.fingerprint_inputs(cfg)
-        hit = cache_mod.load_entry(cfg.cache_dir, identity, content)
-        if hit is not None:
-            stores, summary = hit
-            cache_state = "hit"
-            log.info("reusing cached splits from %s", cache_mod.entry_dir(cfg.cache_dir, identity))
-    if stores is None:
-        stores, summary = build_stores(cfg)
-        if cfg.cache_dir:
-            folder = cache_mod.save_entry(cfg.cache_dir, identity, content, stores, summary)
-            cache_state = "built"
-            log.info("cached splits in %s", folder)
-    summary = dict(summary)
-    summary["cache"] = cache_state
-    datasets = {
-        name: KlineWindowDataset(store, cfg.lookback_window, cfg.predict_window, cfg.clip)
-        for name, store in stores.items()
-    }
-    log.info(
-        "data: %s windows (train/val/test) over %d symbols",
-        "/".join(str(summary["windows"].get(n, "-")) for n in ("train", "val", "test")),
-        summary["symbols_used"],
-    )
-    return DataSplits(datasets["train"], datasets["val"], datasets.get("test"), summary)
+def _check_loaded(cfg, plan, report, dropped, writers) -> None:
+    """No symbol at all, or a split without a window, is one line (naming the short files)."""
+    if report.symbols_loaded == 0:
+        raise DataError(
+            f"{cfg.data_source}: no symbols loaded from data_path '{cfg.data_path}' with "
+            f"instruments '{cfg.instruments}' in [{cfg.dataset_begin_time}, {cfg.dataset_end_time}]"
+        )
+    if dropped:
+        log.warning(
+            "dropped %d of %d symbols too short for a %d-row window: %s",
+            len(dropped),
+            report.symbols_loaded,
+            cfg.window_len,
+            ", ".join(f"{s} ({r})" for s, r in list(dropped.items())[:10])
+            + (" ..." if len(dropped) > 10 else ""),
+        )
+    for name in plan.names:
+        if not writers[name].segments:  # every stored segment holds at least one window
+            hint = _zero_window_hint(name, cfg, plan)
+            if dropped:  # name the culprits too (an empty or short file), not only the cause
+                shown = ", ".join(f"{s} ({r})" for s, r in list(dropped.items())[:5])
+                more = f" and {len(dropped) - 5} more" if len(dropped) > 5 else ""
+                source = f"data_path '{cfg.data_path}'" if cfg.data_path else cfg.data_source
+                hint += f"; too short in {source}: {shown}{more}"
+            raise DataError(hint)

@@ -11,7 +11,9 @@ vectorised numpy, so there is no per-sample pandas and no randomness in ``__geti
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,6 +23,8 @@ from kronos_engine.data.features import FEATURES, normalise, stamp_seconds, time
 from kronos_engine.data.schema import TIMESTAMP
 from kronos_engine.data.timeutil import NS_PER_SECOND
 from kronos_engine.errors import DataError
+
+ARRAY_NAMES: tuple[str, ...] = ("values", "stamps", "row_offsets", "window_offsets")
 
 # NORM_EPS is defined in features.py; cleaning.check_scale still imports it from here.
 
@@ -35,6 +39,10 @@ class WindowStore:
     row_offsets: np.ndarray  # int64 (S + 1,)
     window_offsets: np.ndarray  # int64 (S + 1,)
     window_len: int
+    # Set when the arrays are memory-mapped from a split folder (data/store.py); `owner` keeps a
+    # temporary store's folder alive while any store maps it.
+    source: Path | None = field(default=None, compare=False, repr=False)
+    owner: Any = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_segments(
@@ -64,13 +72,8 @@ class WindowStore:
         return int(sum(a.nbytes for a in arrays))
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """Plain numeric arrays for an ``npz`` cache (symbols go to the JSON manifest)."""
-        return {
-            "values": self.values,
-            "stamps": self.stamps,
-            "row_offsets": self.row_offsets,
-            "window_offsets": self.window_offsets,
-        }
+        """The plain numeric arrays by name (``ARRAY_NAMES``; symbols go to a manifest)."""
+        return {name: getattr(self, name) for name in ARRAY_NAMES}
 
     @classmethod
     def from_arrays(
@@ -86,6 +89,34 @@ class WindowStore:
         )
         store.check()
         return store
+
+    @classmethod
+    def map(
+        cls, folder: Path, symbols: list[str], window_len: int, owner: Any = None
+    ) -> WindowStore:
+        """The split in ``folder`` mapped read-only (``<name>.npy`` per array, never pickle):
+        no copy, so every process that maps it shares the page cache."""
+        arrays = {
+            name: np.load(Path(folder) / f"{name}.npy", mmap_mode="r", allow_pickle=False)
+            for name in ARRAY_NAMES
+        }
+        store = cls.from_arrays(arrays, symbols, window_len)
+        store.source, store.owner = Path(folder), owner
+        return store
+
+    def __getstate__(self) -> dict[str, Any]:
+        """A mapped store travels (to a DataLoader worker started with ``spawn``) as its folder,
+        mapped again on arrival, never as a copy of its arrays."""
+        if self.source is None:
+            return {**self.__dict__, "owner": None}
+        return {"source": str(self.source), "symbols": self.symbols, "window_len": self.window_len}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if "values" in state:
+            self.__dict__.update(state)
+            return
+        mapped = WindowStore.map(Path(state["source"]), state["symbols"], state["window_len"])
+        self.__dict__.update(mapped.__dict__)
 
     def check(self) -> None:
         """Cheap consistency checks (a damaged cache must not produce silent garbage)."""

@@ -205,17 +205,10 @@ class TrainContextBuilder:
         return cls(self.cfg)
 
     def _load_data(self, executor: Executor):
-        from kronos_engine.data import build_datasets
+        from kronos_engine.training.shared_data import load_shared_splits
 
-        spec = DataSpec.from_mapping(self.cfg.to_dict())
-        # Rank 0 builds (and caches) first so that ranks never write the cache concurrently.
-        if executor.is_main:
-            splits = build_datasets(spec)
-            executor.barrier()
-        else:
-            executor.barrier()
-            splits = build_datasets(spec)
-        return splits
+        # Local rank 0 builds or validates the store, every rank maps it (one copy a machine).
+        return load_shared_splits(DataSpec.from_mapping(self.cfg.to_dict()), executor)
 
     def _make_loaders(self, splits, executor: Executor):
         from kronos_engine.data import WindowSampler
