@@ -43,17 +43,19 @@ def report_error(exc: BaseException, same_on_every_rank: bool = False) -> None:
         print(f"error: {message}", file=sys.stderr, flush=True)
     elif not same_on_every_rank and _distributed_started():
         print(f"error: rank {distenv.rank()}: {message}", file=sys.stderr, flush=True)
-    elif not same_on_every_rank and isinstance(exc, UserError):
-        _leave_the_report_to_rank0(message)
+    elif distenv.world_size() > 1 and not isinstance(exc, KeyboardInterrupt):
+        _leave_the_report_to_rank0(message, same_on_every_rank)
 
 
-def _leave_the_report_to_rank0(message: str) -> None:
-    """Before the process group, a usage error of another rank is rank 0's to say. The launcher
-    stops every worker once one exits, so exiting at once could stop rank 0 before it prints
-    (a slow rank 0 then left no line at all): wait for that stop instead, and speak only if it
-    never comes, i.e. rank 0 did not fail and the error is this rank's own."""
+def _leave_the_report_to_rank0(message: str, same_on_every_rank: bool) -> None:
+    """An error rank 0 reports (one every rank shares, or a usage error before the process
+    group: rank 0 reads the same config). The launcher stops every worker once one exits, so
+    exiting at once could stop rank 0 before it prints (a slow rank 0 then left no line at
+    all): wait for that stop instead. If it never comes, rank 0 did not fail: a usage error
+    is then this rank's own, and said with its rank."""
     time.sleep(PEER_REPORT_GRACE_S)
-    print(f"error: rank {distenv.rank()}: {message}", file=sys.stderr, flush=True)
+    if not same_on_every_rank:
+        print(f"error: rank {distenv.rank()}: {message}", file=sys.stderr, flush=True)
 
 
 def _distributed_started() -> bool:
