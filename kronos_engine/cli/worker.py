@@ -1,13 +1,18 @@
 """What each `--nprocs` worker runs: `python -m kronos_engine.cli.worker train|pipeline ARGS`,
-the normal entry of that command under the torchrun environment the elastic agent set."""
+the normal entry of that command under the torchrun environment the elastic agent set; a sweep
+runs each trial as `... worker sweep_trial ARGS` (also without `--nprocs`)."""
 
 from __future__ import annotations
 
 import sys
 
-from kronos_engine.cli import pipeline, train
+from kronos_engine.cli import pipeline, sweep, train
 
-COMMANDS = {"train": train.main, "pipeline": pipeline.pipeline_main}
+COMMANDS = {
+    "train": train.main,
+    "pipeline": pipeline.pipeline_main,
+    "sweep_trial": sweep.trial_main,  # one sweep trial: train.main with its pruning callback
+}
 
 
 def run(args: list[str]) -> int:
