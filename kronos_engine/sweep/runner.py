@@ -10,7 +10,7 @@ down. `--workers N` is N threads of one process, each waiting on its own child: 
 
 Dead trials. A SIGKILL leaves the trial that was running RUNNING in the storage. RDB storage
 has Optuna's heartbeat (`engine.open_storage`); for a journal file each worker process holds a
-POSIX record lock on `<sweep>/.owners/<host>-<pid>.lock` for its lifetime and names that file
+POSIX record lock on `<sweep>/.owners/<host>-<pid>-<id>.lock` for its lifetime and names that file
 in its trials' `owner` attribute. The kernel drops the lock with the process, so a RUNNING
 trial whose owner's lock can be taken is dead: it is failed and re-queued with Optuna's
 `RetryHeartbeatStaleTrialCallback`, before any new trial is asked for. The count is kept exact
@@ -29,6 +29,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -49,6 +50,7 @@ from kronos_engine.sweep.spec import SweepSpec
 
 log = logging.getLogger("kronos_engine")
 
+OWNERS_DIR = ".owners"
 OWNER_ATTR = "owner"
 SURPLUS_ATTR = "surplus"
 OWNERLESS_STALE_S = 120  # a RUNNING trial that never got an owner (killed within ms of ask)
@@ -74,12 +76,23 @@ class Sweep:
         self.errors: list[BaseException] = []
 
     def _take_owner_lock(self) -> str:
-        owners = self.folder / ".owners"
+        """Lock a new file, then give it its name: a file under its final name is locked from
+        the start, so a free one always means a dead owner (`reap` removes those)."""
+        owners = self.folder / OWNERS_DIR
         owners.mkdir(parents=True, exist_ok=True)
-        name = f"{socket.gethostname()}-{os.getpid()}.lock"
-        self._owner_fh = open(owners / name, "w")  # noqa: SIM115 - held for the process's life
+        # unique even when a restarted sweep gets a dead one's pid (containers reuse them)
+        name = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.lock"
+        tmp = owners / f".{name}.tmp"
+        self._owner_fh = open(tmp, "w")  # noqa: SIM115 - held for the process's life
         fcntl.lockf(self._owner_fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.replace(tmp, owners / name)
+        self._owner_path = owners / name
         return name
+
+    def _release_owner_lock(self) -> None:
+        """After every thread ended (none of this process's trials runs any more)."""
+        self._owner_path.unlink(missing_ok=True)
+        self._owner_fh.close()
 
     def run(self, workers: int) -> None:
         """`workers` threads on one `Study` (as Optuna's `n_jobs`: one sampler, so no two
@@ -88,10 +101,13 @@ class Sweep:
         threads = [
             threading.Thread(target=self._work, args=(study,), daemon=True) for _ in range(workers)
         ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        try:
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        finally:
+            self._release_owner_lock()
         if self.errors:
             raise self.errors[0]
 
@@ -176,11 +192,14 @@ class Sweep:
                 start = t.datetime_start or now
                 dead = (now - start).total_seconds() > OWNERLESS_STALE_S
             else:
-                dead = _lock_is_free(self.folder / ".owners" / owner)
+                dead = _lock_is_free(self.folder / OWNERS_DIR / owner)
             if dead and study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL):
                 log.warning("sweep: trial %d lost its worker; re-queued", t.number)
                 failed = study._storage.get_trial(t._trial_id)
                 retry_callback(self.spec.max_retry)(study, failed)
+        for path in (self.folder / OWNERS_DIR).glob("*.lock"):  # owners reaped above
+            if path.name != self._owner and _lock_is_free(path):
+                path.unlink(missing_ok=True)
 
 
 def counts(study: optuna.Study, n_trials: int) -> tuple[int, int]:
@@ -205,7 +224,7 @@ def _lock_is_free(path: Path) -> bool:
     """True when no process holds the record lock on `path` (its owner is dead). A missing
     file (another machine's folder) says nothing: the trial is left alone."""
     try:
-        fh = open(path, "a")  # noqa: SIM115
+        fh = open(path, "r+")  # noqa: SIM115 - never created here: missing says nothing
     except OSError:
         return False
     with fh:

@@ -1,0 +1,64 @@
+"""A sweep killed with SIGKILL (its whole process group: the sweep, its workers and the trial
+processes) while a trial trains, then started again with the same command, ends with exactly
+`n_trials` finished trials, each finished once; the trials that were running are failed and
+re-queued with their parameters (Optuna's retry record names them), never finished twice."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from optuna.trial import TrialState
+from sweep_helpers import SWEEP, env, run_sweep, study_trials, sweep_config
+
+
+def _a_trial_has_a_record(folder) -> bool:
+    for metrics in folder.glob("trial_*/metrics.jsonl"):
+        if metrics.read_text().strip():
+            return True
+    return False
+
+
+def test_a_sigkilled_sweep_restarted_finishes_every_trial_once(tmp_path):
+    n_trials = 3
+    config = sweep_config(tmp_path, n_trials=n_trials)
+    folder = tmp_path / "exp" / "sweep"
+    proc = subprocess.Popen(
+        [sys.executable, str(SWEEP), f"--config={config}", "--workers=2"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env(), start_new_session=True,
+    )  # fmt: skip
+    deadline = time.time() + 300
+    while not _a_trial_has_a_record(folder):
+        assert proc.poll() is None, "the sweep ended before a trial wrote a record"
+        assert time.time() < deadline, "no trial wrote a metrics.jsonl record"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    running = {t.number for t in study_trials(tmp_path / "exp") if t.state == TrialState.RUNNING}
+    assert running, "the kill found no running trial"
+
+    again = run_sweep(config, "--workers=2")
+    assert again.returncode == 0, again.stderr[-3000:]
+    trials = study_trials(tmp_path / "exp")
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == n_trials, [(t.number, t.state) for t in trials]
+    for number in running:  # failed, and re-run once by a retry that finished
+        assert trials[number].state == TrialState.FAIL
+        retries = [t for t in trials if t.system_attrs.get("failed_trial") == number]
+        assert len(retries) == 1 and retries[0] in finished, number
+        assert retries[0].params == trials[number].params
+    origins = [t.system_attrs.get("failed_trial", t.number) for t in finished]
+    assert len(set(origins)) == len(origins)  # no trial finished twice
+    for t in finished:  # each finished trial's run folder finished once, from step 0
+        summary = json.loads((folder / f"trial_{t.number}" / "summary.json").read_text())
+        assert summary["status"] == "completed"
+        lines = (folder / f"trial_{t.number}" / "metrics.jsonl").read_text().splitlines()
+        steps = [json.loads(line).get("step") for line in lines]
+        assert steps == sorted(steps)
+    assert not list((folder / ".owners").iterdir())  # the restarted sweep gave its lock back
+    report = (folder / "trials.csv").read_text()
+    assert "FAIL" in report
