@@ -67,5 +67,7 @@ def study_trials(exp: Path):
     import optuna
     from optuna.storages.journal import JournalFileBackend
 
-    storage = optuna.storages.JournalStorage(JournalFileBackend(str(exp / "sweep" / "study.journal")))
+    storage = optuna.storages.JournalStorage(
+        JournalFileBackend(str(exp / "sweep" / "study.journal"))
+    )
     return optuna.load_study(study_name="kronos-sweep", storage=storage).get_trials()

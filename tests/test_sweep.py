@@ -65,6 +65,31 @@ def test_a_sweep_on_2_workers_prunes_and_its_best_config_retrains(tmp_path, n_tr
     assert again["best_metric"] == best.value  # CPU is deterministic: exactly
 
 
+def test_under_nprocs_2_a_pruned_trial_stops_on_every_rank(tmp_path):
+    """Each trial runs 2 DDP processes through the launcher; rank 0 asks the pruner and every
+    rank stops at the same step. The sampler (seed 0) draws lr 5e-3, then 1e-6, which falls
+    behind at the first validation and is pruned."""
+    config = sweep_config(
+        tmp_path,
+        n_trials=2,
+        pruner={"type": "median", "n_startup_trials": 1},
+        space={"lr": {"choice": [1.0e-6, 5.0e-3]}},
+    )
+    proc = run_sweep(config, "--nprocs=2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    trials = study_trials(tmp_path / "exp")
+    assert [t.params["lr"] for t in trials] == [5.0e-3, 1.0e-6]
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.PRUNED]
+    folder = tmp_path / "exp" / "sweep"
+    for t in trials:
+        summary = json.loads((folder / f"trial_{t.number}" / "summary.json").read_text())
+        assert summary["world_size"] == 2 and summary["status"] == "completed"
+    pruned = json.loads((folder / "trial_1" / "summary.json").read_text())
+    assert pruned["stop_reason"] == "pruned" and pruned["global_step"] == 1
+    report = (folder / "report.md").read_text()
+    assert "no parameter importances: they need at least 2 complete trials" in report.lower()
+
+
 BAD_SECTIONS = [
     ({"n_trials": 0}, "sweep.n_trials: expected an integer >= 1"),
     ({"trials": 3}, "sweep.trials: unknown key"),

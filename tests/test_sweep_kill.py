@@ -5,6 +5,7 @@ re-queued with their parameters (Optuna's retry record names them), never finish
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -62,3 +63,31 @@ def test_a_sigkilled_sweep_restarted_finishes_every_trial_once(tmp_path):
     assert not list((folder / ".owners").iterdir())  # the restarted sweep gave its lock back
     report = (folder / "trials.csv").read_text()
     assert "FAIL" in report
+
+
+def test_a_sigterm_stops_every_trial_with_a_checkpoint_and_leaves_them_to_re_queue(tmp_path):
+    """SIGTERM to the sweep process alone: it passes the signal to its trial processes, which
+    checkpoint and exit, and ends with 143; the study still names the trials RUNNING, so the
+    next start re-queues them (the path the SIGKILL test follows)."""
+    config = sweep_config(tmp_path, n_trials=3)
+    folder = tmp_path / "exp" / "sweep"
+    proc = subprocess.Popen(
+        [sys.executable, str(SWEEP), f"--config={config}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env(), start_new_session=True,
+    )  # fmt: skip
+    deadline = time.time() + 300
+    while not _a_trial_has_a_record(folder):
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 128 + signal.SIGTERM
+    trials = study_trials(tmp_path / "exp")
+    assert [t.state for t in trials] == [TrialState.RUNNING]
+    run = folder / "trial_0"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "stopped" and summary["stop_reason"] == "signal"
+    assert list((run / "checkpoints").glob("step_*"))
+    lock = run / ".lock"  # the trial process is gone: it gave its run lock back
+    if lock.exists():
+        with open(lock, "r+") as fh:
+            fcntl.lockf(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -15,6 +15,7 @@ holds `n_trials` finished trials the report is written (`kronos_engine.sweep.rep
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -99,7 +100,14 @@ def run_sweep(
     check_storage(storage)
     folder.mkdir(parents=True, exist_ok=True)
     open_study(spec, storage, study_name)  # a study of another sweep: refused before any trial
-    Sweep(spec, storage, study_name, folder, argv, nprocs).run(workers)
+    sweep = Sweep(spec, storage, study_name, folder, argv, nprocs)
+    signals = (signal.SIGTERM, signal.SIGINT)
+    previous = {sig: signal.signal(sig, lambda sig, frame: sweep.stop(sig)) for sig in signals}
+    try:
+        sweep.run(workers)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     study = open_study(spec, storage, study_name)
     write_report(study, spec, folder)
     complete = [t for t in study.get_trials(deepcopy=False) if t.value is not None]

@@ -161,7 +161,9 @@ def _markdown(study, spec: SweepSpec, folder: Path, rows, best, plots: dict[str,
         lines.append("| " + " | ".join(_cell(row.get(c, "")) for c in _columns(spec)) + " |")
     lines += ["", "## Plots", ""]
     for name, what in plots.items():
-        lines.append(f"![{name}]({what})" if what.endswith(".png") else f"{what.capitalize()}.")
+        lines.append(
+            f"![{name}]({what})" if what.endswith(".png") else f"{what[0].upper()}{what[1:]}."
+        )
         lines.append("")
     lines.append(f"All trials: `{folder / 'trials.csv'}`.")
     return "\n".join(lines) + "\n"

@@ -24,6 +24,7 @@ import datetime as _dt
 import fcntl
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -72,6 +73,9 @@ class Sweep:
         self.spec, self.storage, self.study_name, self.folder = spec, storage, study_name, folder
         self.train_argv, self.nprocs = list(train_argv), nprocs
         self._ask = threading.Lock()
+        self._children: set[subprocess.Popen] = set()
+        self._children_lock = threading.Lock()
+        self._stopping = False
         self._owner = self._take_owner_lock()
         self.errors: list[BaseException] = []
 
@@ -172,11 +176,36 @@ class Sweep:
         logs = self.folder / "logs"
         logs.mkdir(exist_ok=True)
         command = [sys.executable, "-m", "kronos_engine.cli.worker", "sweep_trial"]
-        with open(logs / f"trial_{trial.number}.log", "ab") as fh:
-            proc = subprocess.run(
-                [*command, *self.train_argv, *flags], env=env, stdout=fh, stderr=fh, check=False
+        with open(logs / f"trial_{trial.number}.log", "ab") as fh, self._children_lock:
+            if self._stopping:  # stop() is ending the process: start nothing more
+                threading.Event().wait()
+            proc = subprocess.Popen(
+                [*command, *self.train_argv, *flags], env=env, stdout=fh, stderr=fh
             )
-        return proc.returncode
+            self._children.add(proc)
+        code = proc.wait()
+        with self._children_lock:
+            self._children.discard(proc)
+            stopping = self._stopping
+        if stopping:  # the trial stopped for stop(): the study must not hear of it
+            threading.Event().wait()
+        return code
+
+    def stop(self, signum: int) -> None:
+        """SIGTERM/SIGINT to the sweep: each trial process gets SIGTERM (unless a Ctrl-C already
+        reached its process group: a second one would abort it), checkpoints and exits, and
+        the sweep process ends at once with 128 + signal without telling the study: its
+        trials stay RUNNING, and the next start finds them dead by their owner's lock and
+        re-queues them, as after a SIGKILL."""
+        with self._children_lock:
+            self._stopping = True
+            children = list(self._children)
+        for proc in children:
+            if signum == signal.SIGTERM:
+                proc.send_signal(signal.SIGTERM)
+        for proc in children:
+            proc.wait()
+        os._exit(128 + signum)
 
     def reap(self, study: optuna.Study) -> None:
         """Fail and re-queue the RUNNING trials whose worker is gone (see the module doc)."""
