@@ -23,7 +23,7 @@ from pathlib import Path
 from kronos_engine.cli import train
 from kronos_engine.cli.launch import pop_nprocs
 from kronos_engine.cli.shell import exit_code_for, setup_logging
-from kronos_engine.errors import UsageError
+from kronos_engine.errors import TrainingError, UsageError
 from kronos_engine.extras import import_optuna
 
 log = logging.getLogger("kronos_engine")
@@ -83,9 +83,11 @@ def run_sweep(
     nprocs: int | None = None,
     storage: str | None = None,
     study_name: str = DEFAULT_STUDY,
-) -> tuple[Path, Path | None]:
+) -> tuple[Path, Path]:
     """Check everything, then run the study to `n_trials` and write the report. Returns the
-    sweep folder and the best trial's run folder (None when no trial completed)."""
+    sweep folder and the best trial's run folder (a `TrainingError` when none completed)."""
+    from optuna.trial import TrialState
+
     from kronos_engine.sweep.engine import check_storage, open_study
     from kronos_engine.sweep.report import write_report
     from kronos_engine.sweep.runner import Sweep
@@ -99,20 +101,23 @@ def run_sweep(
     storage = storage or str(folder / JOURNAL_FILE)
     check_storage(storage)
     folder.mkdir(parents=True, exist_ok=True)
-    open_study(spec, storage, study_name)  # a study of another sweep: refused before any trial
+    study = open_study(spec, storage, study_name)  # another sweep's study: refused here
     sweep = Sweep(spec, storage, study_name, folder, argv, nprocs)
     signals = (signal.SIGTERM, signal.SIGINT)
     previous = {sig: signal.signal(sig, lambda sig, frame: sweep.stop(sig)) for sig in signals}
     try:
-        sweep.run(workers)
+        sweep.run(study, workers)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    study = open_study(spec, storage, study_name)
     write_report(study, spec, folder)
-    complete = [t for t in study.get_trials(deepcopy=False) if t.value is not None]
-    best = trial_dir(folder, study.best_trial.number) if complete else None
-    return folder, best
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    if not complete:
+        raise TrainingError(
+            f"sweep: no trial completed (see {folder / 'report.md'} and the trials' logs in "
+            f"{folder / 'logs'})"
+        )
+    return folder, trial_dir(folder, study.best_trial.number)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -124,6 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         import_optuna()  # one line naming the extra when it is missing
+        from kronos_engine.sweep.report import BEST_LINK
+
         flags, rest = pop_flags(argv)
         nprocs, rest = pop_nprocs(rest)
         workers = _workers(flags.get("workers"))
@@ -135,8 +142,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             study_name=flags.get("study_name", DEFAULT_STUDY),
         )
         print(f"sweep: report {folder / 'report.md'}, trials {folder / 'trials.csv'}", flush=True)
-        if best is not None:
-            print(f"best trial: {best} (config: {Path(best) / 'config.yaml'})", flush=True)
+        print(f"best trial: {best} (linked as {folder / BEST_LINK})", flush=True)
+        print(
+            f"re-train it: python scripts/train.py --config {best / 'config.yaml'} "
+            "--output_dir=<new folder>",
+            flush=True,
+        )
         return 0
     except (SystemExit, KeyboardInterrupt, Exception) as exc:
         return exit_code_for(exc)

@@ -39,7 +39,6 @@ from optuna.trial import TrialState
 
 from kronos_engine.sweep.engine import (
     is_rdb,
-    open_study,
     retried_number,
     retry_callback,
     suggest,
@@ -98,10 +97,10 @@ class Sweep:
         self._owner_path.unlink(missing_ok=True)
         self._owner_fh.close()
 
-    def run(self, workers: int) -> None:
-        """`workers` threads on one `Study` (as Optuna's `n_jobs`: one sampler, so no two
-        threads draw the same values), each running one trial process at a time."""
-        study = open_study(self.spec, self.storage, self.study_name)
+    def run(self, study: optuna.Study, workers: int) -> None:
+        """`workers` threads on one `Study` (`engine.open_study`; as Optuna's `n_jobs`: one
+        sampler, so no two threads draw the same values), each running one trial process at
+        a time."""
         threads = [
             threading.Thread(target=self._work, args=(study,), daemon=True) for _ in range(workers)
         ]
