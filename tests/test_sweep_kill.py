@@ -25,7 +25,7 @@ def _a_trial_has_a_record(folder) -> bool:
 
 
 def test_a_sigkilled_sweep_restarted_finishes_every_trial_once(tmp_path):
-    n_trials = 3
+    n_trials = 2  # both workers killed mid-trial; the restart re-runs both at once
     config = sweep_config(tmp_path, n_trials=n_trials)
     folder = tmp_path / "exp" / "sweep"
     proc = subprocess.Popen(
@@ -91,3 +91,48 @@ def test_a_sigterm_stops_every_trial_with_a_checkpoint_and_leaves_them_to_re_que
     if lock.exists():
         with open(lock, "r+") as fh:
             fcntl.lockf(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def _spec(n_trials: int):
+    from kronos_engine.sweep.spec import parse_sweep
+
+    section = {"n_trials": n_trials, "space": {"lr": {"log_uniform": [1e-6, 1e-2]}}}
+    return parse_sweep(section, {"seed": 0}, "val_loss")
+
+
+def test_dead_owners_trials_are_failed_and_re_queued_and_the_count_skips_them(tmp_path):
+    """In one process, fast: a RUNNING trial whose owner's lock is free (its process died) is
+    failed and re-queued with its values; the count leaves out re-queued and surplus trials."""
+    import optuna
+
+    from kronos_engine.sweep.engine import open_study
+    from kronos_engine.sweep.runner import OWNERS_DIR, Sweep, counted, counts
+
+    spec = _spec(n_trials=3)
+    storage = str(tmp_path / "study.journal")
+    study = open_study(spec, storage, "s")
+    dist = {"lr": optuna.distributions.FloatDistribution(1e-6, 1e-2, log=True)}
+    (tmp_path / OWNERS_DIR).mkdir()
+    (tmp_path / OWNERS_DIR / "gone.lock").write_text("")  # nobody holds it: its owner is dead
+    for state, attrs in [
+        (TrialState.COMPLETE, {}),
+        (TrialState.FAIL, {}),  # failed in its own right: counts
+        (TrialState.FAIL, {"surplus": True}),  # asked past the count: does not
+    ]:
+        trial = optuna.create_trial(
+            state=state, params={"lr": 1e-3}, distributions=dist, user_attrs=attrs,
+            value=1.0 if state == TrialState.COMPLETE else None,
+        )  # fmt: skip
+        study.add_trial(trial)
+    running = study.ask({"lr": dist["lr"]})
+    running.set_user_attr("owner", "gone.lock")
+    lr = running.params["lr"]
+    assert counts(study) == (2, 1)
+
+    Sweep(spec, storage, "s", tmp_path, []).reap(study)
+    trials = study.get_trials()
+    assert trials[3].state == TrialState.FAIL and not counted(trials[3], trials)  # re-queued
+    assert trials[4].state == TrialState.WAITING and trials[4].params == {"lr": lr}
+    assert trials[4].system_attrs["failed_trial"] == 3
+    assert counts(study) == (2, 0)
+    assert not (tmp_path / OWNERS_DIR / "gone.lock").exists()

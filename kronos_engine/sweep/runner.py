@@ -133,10 +133,11 @@ class Sweep:
 
         try:
             self.reap(study)
-            finished, live = counts(study, self.spec.n_trials)
+            finished, running = counts(study)
             if finished >= self.spec.n_trials:
                 return False
-            if live >= self.spec.n_trials:  # others run the last ones: wait, they may die
+            if finished + running >= self.spec.n_trials:  # others run the last ones: wait,
+                # they may die (then their re-queued copies are WAITING and asked next)
                 self._ask.release()
                 held[0] = False
                 time.sleep(POLL_S)
@@ -149,8 +150,10 @@ class Sweep:
 
     def _objective(self, study: optuna.Study, trial: optuna.Trial) -> float:
         trial.set_user_attr(OWNER_ATTR, self._owner)
-        ahead = [t for t in study.get_trials(deepcopy=False) if t.number < trial.number]
-        if sum(counted(t, ahead) for t in ahead) >= self.spec.n_trials:
+        trials = study.get_trials(deepcopy=False)
+        ahead = [t for t in trials if t.number < trial.number]
+        taken = [t for t in ahead if counted(t, trials) or t.state == TrialState.RUNNING]
+        if len(taken) >= self.spec.n_trials:
             trial.set_user_attr(SURPLUS_ATTR, True)
             raise TrialFailed(f"trial {trial.number}: surplus, the study already has its trials")
         params = suggest(trial, self.spec)
@@ -230,12 +233,12 @@ class Sweep:
                 path.unlink(missing_ok=True)
 
 
-def counts(study: optuna.Study, n_trials: int) -> tuple[int, int]:
-    """(finished, finished + running + waiting): what the trial count stands at."""
+def counts(study: optuna.Study) -> tuple[int, int]:
+    """(finished, running) trials: what the trial count stands at. WAITING ones (re-queued)
+    are not counted: `ask` takes them before it makes a new trial."""
     trials = study.get_trials(deepcopy=False)
     finished = sum(counted(t, trials) for t in trials)
-    pending = sum(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials)
-    return finished, finished + pending
+    return finished, sum(t.state == TrialState.RUNNING for t in trials)
 
 
 def counted(trial: optuna.trial.FrozenTrial, trials: Sequence[optuna.trial.FrozenTrial]) -> bool:
