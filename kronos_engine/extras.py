@@ -7,7 +7,7 @@ import importlib
 import logging
 from types import ModuleType
 
-from kronos_engine.errors import ConfigError, PlotError
+from kronos_engine.errors import ConfigError, PlotError, UsageError
 
 log = logging.getLogger("kronos_engine")
 
@@ -20,6 +20,7 @@ EXTRA_OF = {
     "comet_ml": "comet",
     "ccxt": "ccxt",
     "exchange_calendars": "calendars",
+    "optuna": "sweep",
 }
 # `loggers` entry -> the package it needs
 LOGGER_PACKAGES = {
@@ -38,6 +39,17 @@ def require(module: str, key: str, value: str) -> ModuleType:
         raise ConfigError(
             f"{key}: '{value}' needs the '{module}' package; install it with "
             f"pip install 'kronos-engine[{EXTRA_OF[module]}]'"
+        ) from None
+
+
+def import_optuna() -> ModuleType:
+    """Optuna for `scripts/sweep.py`, or one line saying how to install the `sweep` extra."""
+    try:
+        return importlib.import_module("optuna")
+    except ImportError:
+        raise UsageError(
+            "scripts/sweep.py needs optuna, which is not installed: "
+            "pip install 'kronos-engine[sweep]' (or pip install optuna matplotlib)"
         ) from None
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from kronos_engine.cli import launch
+from kronos_engine.cli import launch, sweep
 from kronos_engine.cli.flags import GROUP_TITLES, field_default, format_value
 from kronos_engine.config import TrainConfig, field_type
 
@@ -21,6 +21,7 @@ ROW = re.compile(r"^\| `(\w+)` \| ([^|]+) \| `([^`]*)` \| (.+) \|$")
 CLI_ONLY_FLAGS = {"config", "help", "skip-tokenizer", "skip-predictor", "skip-data-process"}
 CLI_ONLY_FLAGS |= {"skip-basemodel", "skip-existing"}  # the public train_sequential.py flags
 CLI_ONLY_FLAGS.add(launch.FLAG.lstrip("-"))
+CLI_ONLY_FLAGS |= set(sweep.FLAGS)  # scripts/sweep.py's own: --workers, --storage, --study_name
 
 
 def documented_keys() -> dict[str, dict[str, str]]:
@@ -112,7 +113,7 @@ def test_commands_in_the_docs_use_existing_flags(doc):
     used = set()
     text = path.read_text(encoding="utf-8").replace("\\\n", " ")  # join continued lines
     for line in text.splitlines():
-        for script in ("scripts/train.py", "scripts/pipeline.py"):
+        for script in ("scripts/train.py", "scripts/pipeline.py", "scripts/sweep.py"):
             if script in line:
                 used.update(re.findall(r"\s--([\w-]+)", line.split(script, 1)[1]))
     unknown = sorted(used - set(FIELDS) - CLI_ONLY_FLAGS)

@@ -40,6 +40,10 @@ class ConfigLayers:
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)
     pipeline: dict[str, bool] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # the `sweep:` section as written (read by scripts/sweep.py, `kronos_engine.sweep.spec`) and
+    # where it is (`file:line`), for its error lines; None when the file has none
+    sweep: Any = None
+    sweep_where: str = ""
 
     def values(self, stage: str | None = None) -> dict[str, Any]:
         """The values of one stage (`train_type`): the shared ones, its section over them."""
@@ -60,6 +64,8 @@ def read_config_layers(path: str | os.PathLike[str]) -> ConfigLayers:
     node, data = _parse(path)
     if data is None:
         return ConfigLayers()
+    sweep, sweep_where = _sweep_section(path, node, data)
+    data = {name: value for name, value in data.items() if name != SWEEP_SECTION}
     keys = config_keys()
     out = public.Translation()
     try:
@@ -69,6 +75,7 @@ def read_config_layers(path: str | os.PathLike[str]) -> ConfigLayers:
     if out.unknown:
         raise ConfigError(_unknown_message(path, out.unknown, keys))
     layers = ConfigLayers(pipeline=dict(out.pipeline), notes=list(out.notes))
+    layers.sweep, layers.sweep_where = sweep, sweep_where
     origins: dict[tuple[str | None, str], tuple[str, int]] = {}
     for stage, key, value, origin, line, text in own + out.settings:
         first = origins.setdefault((stage, key), (origin, line))
@@ -90,6 +97,18 @@ def read_config_layers(path: str | os.PathLike[str]) -> ConfigLayers:
         target = layers.stages.setdefault(stage, {}) if stage else layers.shared
         target[key] = value
     return layers
+
+
+SWEEP_SECTION = "sweep"  # the search of scripts/sweep.py; no run reads it
+
+
+def _sweep_section(path: Path, node: yaml.Node, data: Mapping[Any, Any]) -> tuple[Any, str]:
+    """The `sweep:` section's value and `file:line` (None, "" without one); its keys are
+    checked by `kronos_engine.sweep.spec`, where they mean something."""
+    if SWEEP_SECTION not in data:
+        return None, ""
+    line = next(k.start_mark.line + 1 for k, _ in node.value if str(k.value) == SWEEP_SECTION)
+    return data[SWEEP_SECTION], f"{path}:{line}"
 
 
 def _translate(
