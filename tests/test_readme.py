@@ -26,6 +26,7 @@ from engine_helpers import run, save_random_tokenizer, tiny_cfg
 
 from kronos_engine.cli.launch import pop_nprocs
 from kronos_engine.cli.pipeline import load_pipeline_configs
+from kronos_engine.cli.sweep import pop_flags as pop_sweep_flags
 from kronos_engine.cli.train import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,7 +46,8 @@ OVERRIDES = [
     "--val_samples=8",
     "--progress_bar=false",
 ]
-TRAINING = ("scripts/train.py", "scripts/pipeline.py")
+TRAINING = ("scripts/train.py", "scripts/pipeline.py", "scripts/sweep.py")  # a sweep's flags
+# apply to every trial
 
 NET = "needs the network"
 INSTALL = f"{NET}: installs packages (the tests run in the installed dev environment)"
@@ -78,6 +80,10 @@ RUNS = [
     "python scripts/train.py --train_type=predictor --forecast_val_origins=256"
     " --best_metric=val_rank_ic --best_mode=max --exp_dir=outputs/ranked"
     " --tokenizer_path=outputs/demo/tokenizer/best",
+    "python scripts/sweep.py --config configs/sweep_demo.yaml --train_type=predictor --workers 2",
+    "python scripts/evaluate.py --exp_dir outputs/demo/sweep/best_trial"
+    " --compare pretrained=outputs/demo/predictor/best",
+    "python scripts/backtest.py --exp_dir outputs/demo/sweep/best_trial --topk 2 --n_drop 1",
     "python scripts/train.py --train_type=tokenizer --loggers=tensorboard,mlflow"
     " --exp_dir=outputs/tracked",
 ]
@@ -227,6 +233,8 @@ def test_each_training_command_parses_with_the_overrides(cmd, tmp_path, monkeypa
         stages, _ = load_pipeline_configs(argv)
         assert all(c.model_preset == "tiny" and c.max_steps == 2 for c in stages.values())
     else:
+        if cmd.split()[1] == "scripts/sweep.py":  # its own flags, then every trial's
+            argv = pop_sweep_flags(argv)[1]
         cfg = load_config(pop_nprocs(argv)[1])
         assert cfg.model_preset == "tiny" and cfg.max_steps == 2
 
