@@ -56,6 +56,21 @@ def save_random_tokenizer(path: Path, seed: int = 0) -> Path:
     return path
 
 
+def tiny_demo_predictor(root: Path) -> Path:
+    """The exp_dir of a tiny predictor fine-tuned for 2 steps on 4 demo symbols (on a random
+    tokenizer): something for evaluate.py to score."""
+    cfg = tiny_cfg(
+        root,
+        train_type="predictor",
+        demo_symbols=4,
+        tokenizer_path=str(save_random_tokenizer(root / "tok")),
+        max_steps=2,
+        epochs=1,
+    )
+    run(cfg)
+    return Path(cfg.exp_dir)
+
+
 class Recorder(TrainCallback):
     """Records every hook call as (hook, global_step)."""
 

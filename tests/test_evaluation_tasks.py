@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from engine_helpers import run, save_random_tokenizer, tiny_cfg
+from engine_helpers import tiny_cfg, tiny_demo_predictor
 from test_faults_bad_input import EXIT_USAGE, _assert_untouched, snapshot
 
 from kronos_engine.cli.evaluate import main as evaluate_main
@@ -97,18 +97,7 @@ def test_a_model_whose_paths_are_the_actuals_scores_mae_0_and_r2_1(tmp_path):
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory) -> Path:
-    """A tiny predictor fine-tuned for 2 steps on 4 demo symbols."""
-    root = tmp_path_factory.mktemp("tasks")
-    cfg = tiny_cfg(
-        root,
-        train_type="predictor",
-        demo_symbols=4,
-        tokenizer_path=str(save_random_tokenizer(root / "tok")),
-        max_steps=2,
-        epochs=1,
-    )
-    run(cfg)
-    return Path(cfg.exp_dir)
+    return tiny_demo_predictor(tmp_path_factory.mktemp("tasks"))
 
 
 TASKS = ["--volatility", "--sample_count", "2", "--scaling", "2,1", "--scaling_seeds", "2"]

@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Sequence
 
 from kronos_engine import distenv
+from kronos_engine.errors import UsageError
 
 log = logging.getLogger("kronos_engine")
 
@@ -34,10 +35,20 @@ HELP = (
 )
 
 
+def positive_int(flag: str, raw: str | None) -> int:
+    """A count flag's value (`--nprocs`, `--workers`) as an integer >= 1, or one line naming it."""
+    try:
+        value = int(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        value = 0
+    if value < 1:
+        raise UsageError(f"{flag}: expected a positive integer, got {raw!r}")
+    return value
+
+
 def pop_nprocs(argv: Sequence[str]) -> tuple[int | None, list[str]]:
     """`--nprocs=N` / `--nprocs N` taken out of argv (the last one wins); None when absent.
     Raises `cli.UsageError` for a value that is not a positive integer."""
-    from kronos_engine.errors import UsageError
 
     rest: list[str] = []
     raw: str | None = None
@@ -59,12 +70,7 @@ def pop_nprocs(argv: Sequence[str]) -> tuple[int | None, list[str]]:
         i += 1
     if not given:
         return None, rest
-    try:
-        nprocs = int(raw) if raw is not None else 0
-    except ValueError:
-        nprocs = 0
-    if nprocs < 1:
-        raise UsageError(f"{FLAG}: expected a positive integer, got {raw!r}")
+    nprocs = positive_int(FLAG, raw)
     if distenv.under_launcher():
         raise UsageError(
             f"{FLAG}: not under torchrun, which already started the processes "

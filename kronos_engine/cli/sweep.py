@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from kronos_engine.cli import train
-from kronos_engine.cli.launch import pop_nprocs
+from kronos_engine.cli.launch import pop_nprocs, positive_int
 from kronos_engine.cli.shell import exit_code_for, setup_logging
 from kronos_engine.errors import TrainingError, UsageError
 from kronos_engine.extras import import_optuna
@@ -68,13 +68,7 @@ def pop_flags(argv: Sequence[str]) -> tuple[dict[str, str], list[str]]:
 
 
 def _workers(value: str | None) -> int:
-    try:
-        workers = int(value) if value is not None else 1
-    except ValueError:
-        workers = 0
-    if workers < 1:
-        raise UsageError(f"--workers: expected a positive integer, got {value!r}")
-    return workers
+    return positive_int("--workers", value) if value is not None else 1
 
 
 def run_sweep(
