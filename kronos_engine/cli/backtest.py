@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 from kronos_engine.cli.helpformat import DefaultsHelpFormatter
 from kronos_engine.cli.shell import exit_code_for, setup_logging
+from kronos_engine.data import DataSpec
 from kronos_engine.errors import BacktestError, ForecastError
 from kronos_engine.evaluation.backtest import (
     BACKTEST_FILES,
@@ -18,7 +20,14 @@ from kronos_engine.evaluation.backtest import (
     check_settings,
     load_signal,
     run_backtest,
+    usable_signal,
     write_outputs,
+)
+from kronos_engine.evaluation.run_bars import (
+    check_daily_run,
+    describe,
+    run_bars_provider,
+    run_data_spec,
 )
 from kronos_engine.run.finished import find_run_config
 from kronos_engine.run.outputs_guard import check_output_dir
@@ -35,7 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--model", help="model in the forecasts to trade (default: the first non-baseline)"
     )
-    p.add_argument("--provider", help="Qlib provider folder (default: the run's qlib data_path)")
+    p.add_argument(
+        "--provider",
+        help="Qlib provider folder (default: the run's qlib data_path; for a run of demo, "
+        "CSV/Parquet or market data, its own bars written as a temporary provider)",
+    )
     p.add_argument("--region", help="Qlib region (default: the run's qlib_region, else cn)")
     p.add_argument("--topk", type=int, default=50, help="instruments held")
     p.add_argument("--n_drop", type=int, default=5, help="instruments replaced per day")
@@ -64,6 +77,11 @@ def _run_config(exp_dir: Path) -> dict:
         raise BacktestError(f"{exc}; or give --provider and --region") from None
 
 
+def _data_path(spec: DataSpec) -> str | None:
+    """The folder or file the run's bars come from (none for the demo data)."""
+    return spec.data_path if spec.data_source != "demo" else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     setup_logging()
     try:
@@ -81,14 +99,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         exp_dir = Path(args.exp_dir)
         needs_config = args.provider is None or args.region is None
         config = _run_config(exp_dir) if needs_config else {}
-        provider = args.provider
-        if provider is None and config.get("data_source") == "qlib":
-            provider = config.get("data_path")
+        provider, spec = args.provider, None
         if provider is None:
-            raise BacktestError(
-                "--provider: required (the run did not read a Qlib provider); write one from "
-                "your CSVs with kronos_engine.data.write_qlib_provider"
-            )
+            if not config:  # without it the bars would be the default demo data, not the run's
+                raise BacktestError(
+                    f"--exp_dir: '{exp_dir}' has no config.yaml (nor predictor/config.yaml) "
+                    "telling which bars the run read; give --provider (a Qlib provider folder)"
+                )
+            spec = run_data_spec(config)
+            if spec.data_source == "qlib":
+                provider = spec.data_path
+            else:  # the run's own bars, written as a temporary provider below
+                check_daily_run(spec.freq, spec)
         region = args.region or config.get("qlib_region") or "cn"
         forecasts = (
             Path(args.forecasts) if args.forecasts else exp_dir / "eval" / "forecasts.parquet"
@@ -99,25 +121,30 @@ def main(argv: Sequence[str] | None = None) -> int:
             flag="--output",
             command=COMMAND,
             error=BacktestError,
-            inputs=[forecasts, provider],
+            inputs=[forecasts, provider if spec is None else _data_path(spec)],
             own_names=BACKTEST_FILES,
         )
         signal, model = load_signal(forecasts, args.model)
-        report, daily = run_backtest(
-            signal,
-            Path(provider),
-            region,
-            args.topk,
-            args.n_drop,
-            args.hold,
-            args.benchmark,
-            args.open_cost,
-            args.close_cost,
-            args.min_cost,
-            args.limit_threshold,
-            args.deal_price,
-            args.account,
-        )
+        if provider is None:  # the signal's checks before the run's bars are read and written
+            usable_signal(signal, args.topk, args.n_drop, warn=False)
+        bars = nullcontext(Path(provider)) if provider is not None else run_bars_provider(spec)
+        with bars as folder:
+            report, daily = run_backtest(
+                signal,
+                folder,
+                region,
+                args.topk,
+                args.n_drop,
+                args.hold,
+                args.benchmark,
+                args.open_cost,
+                args.close_cost,
+                args.min_cost,
+                args.limit_threshold,
+                args.deal_price,
+                args.account,
+                name=None if provider is not None else describe(spec),
+            )
         write_outputs(output, report, daily, model)
         shown = {k: report[k] for k in ("information_ratio", "max_drawdown", "turnover")}
         annual = report["excess_return_with_cost"].get("annualized_return")

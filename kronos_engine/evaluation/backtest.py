@@ -134,11 +134,13 @@ def check_settings(
         raise BacktestError(f"--account: must be a finite amount of cash > 0, got {account}")
 
 
-def usable_signal(signal: pd.Series, topk: int, n_drop: int) -> tuple[pd.Series, dict[str, int]]:
+def usable_signal(
+    signal: pd.Series, topk: int, n_drop: int, warn: bool = True
+) -> tuple[pd.Series, dict[str, int]]:
     """`signal` without its NaN/inf values (Qlib would rank +inf first and NaN last), and how
-    many values and dates had none (on a date without any value the portfolio holds); refused
-    when nothing is left, or when the instruments left cannot fill `topk` (+ `n_drop` to swap
-    among)."""
+    many values and dates had none (on a date without any value the portfolio holds, `warn`
+    says so); refused when nothing is left, or when the instruments left cannot fill `topk`
+    (+ `n_drop` to swap among)."""
     finite = np.isfinite(signal.to_numpy(np.float64))
     dates = signal.index.get_level_values("datetime")
     usable = signal[finite]
@@ -153,7 +155,7 @@ def usable_signal(signal: pd.Series, topk: int, n_drop: int) -> tuple[pd.Series,
             f"the signal has no usable value: all {len(signal)} are NaN or infinite; "
             "nothing to trade"
         )
-    if coverage["values_without_signal"]:
+    if coverage["values_without_signal"] and warn:
         log.warning(
             "%d of %d signal values are NaN or infinite (skipped); %d of %d dates have no "
             "signal at all (the portfolio holds on them)",
@@ -173,7 +175,7 @@ def usable_signal(signal: pd.Series, topk: int, n_drop: int) -> tuple[pd.Series,
     return usable, coverage
 
 
-def check_daily(signal: pd.Series, provider: Path) -> None:
+def check_daily(signal: pd.Series, provider: Path | str) -> None:
     """Refuse intraday forecasts before Qlib sees them: the backtest trades the provider's
     daily calendar, where bars at times of day do not exist (Qlib fails inside, or trades
     one day of them)."""
@@ -187,7 +189,7 @@ def check_daily(signal: pd.Series, provider: Path) -> None:
     every = f" {_freq_name(step)} apart" if step is not None else ""
     raise BacktestError(
         f"the forecasts are intraday (origins at times of day, e.g. {timed[0]},{every}) but "
-        f"the provider '{provider}' trades a daily calendar (calendars/day.txt); backtest "
+        f"the provider {provider} trades a daily calendar (calendars/day.txt); backtest "
         "forecasts of daily bars"
     )
 
@@ -213,11 +215,13 @@ def run_backtest(
     limit_threshold: float | None = None,
     deal_price: str = "close",
     account: float = 100_000_000,
+    name: str | None = None,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Qlib's TopkDropoutStrategy over `signal` on `provider`; returns the report dict and
     Qlib's daily portfolio frame (return, bench, cost, turnover, ...). The settings, the
     signal's usable values (counted in `report["signal"]`) and its daily frequency are checked
-    before Qlib starts."""
+    before Qlib starts. `name` says what `provider` is in messages (default `--provider
+    '<provider>'`; a temporary folder of the run's bars is named by those bars)."""
     check_settings(topk, n_drop, hold, open_cost, close_cost, min_cost, limit_threshold, account)
     signal, coverage = usable_signal(signal, topk, n_drop)
     backtest, executor, risk_analysis, TopkDropoutStrategy = _import_qlib()
@@ -230,13 +234,14 @@ def run_backtest(
             f"--provider: '{provider}' has no calendars/day.txt; write one with "
             "kronos_engine.data.write_qlib_provider(frames, provider, 'day')"
         )
-    check_daily(signal, provider)
+    name = name or f"--provider '{provider}'"
+    check_daily(signal, name)
     init_qlib(provider.resolve(), region)
     instruments = sorted(set(signal.index.get_level_values("instrument")))
     missing = [s for s in instruments if not (provider / "features" / s.lower()).is_dir()]
     if missing:
         raise BacktestError(
-            f"--provider: '{provider}' has no data for instrument(s) {', '.join(missing[:5])}"
+            f"{name}: has no data for instrument(s) {', '.join(missing[:5])}"
             f"{' ...' if len(missing) > 5 else ''} of the forecasts"
         )
     if benchmark == EQUAL_WEIGHT:
@@ -244,7 +249,7 @@ def run_backtest(
     else:
         if not (provider / "features" / benchmark.lower()).is_dir():
             raise BacktestError(
-                f"--benchmark: '{benchmark}' is not an instrument of '{provider}'; give one "
+                f"--benchmark: '{benchmark}' is not an instrument of {name}; give one "
                 f"that is, or '{EQUAL_WEIGHT}'"
             )
         bench = benchmark
@@ -253,7 +258,7 @@ def run_backtest(
     later = calendar[calendar > dates[-1]]
     if later.empty:
         raise BacktestError(
-            f"--provider: its calendar ends at {calendar[-1].date()}, no trading day after "
+            f"{name}: its calendar ends at {calendar[-1].date()}, no trading day after "
             f"the last signal date {dates[-1].date()}"
         )
     start, end = dates[0], later[0]
