@@ -37,6 +37,13 @@ def tmp_file_for(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp")
 
 
+def move_into_place(tmp: Path, final: Path) -> None:
+    """Rename `tmp` over `final` (atomic on one filesystem) and fsync the folder: for what was
+    made under a temporary name by other means (a symlink, a file held open and locked)."""
+    os.replace(tmp, final)
+    fsync_dir(Path(final).parent)
+
+
 def atomic_save(path: Path, save: Callable[[Path], Any]) -> None:
     """Replace `path` atomically with what `save(tmp)` writes to `.<name>.tmp` beside it (a
     path, for writers such as `DataFrame.to_parquet` or `np.save`): fsync, rename. A failing

@@ -30,6 +30,7 @@ EXPECTED = {
     "predict.py": ["symbols forecast together (default: 32)", "threshold (default: 0.9)",
                    "--top_k TOP_K top-k sampling (1 = greedy) (default: 0)"],
     "backtest.py": ["--topk TOPK instruments held (default: 50)"],
+    "sweep.py": ["each in its own process (default 1)"],
     "download.py": ["(default: 15.0)"],
     "plot.py": ["(default: OUTPUT_DIR/loss.png"],
     "benchmark_data.py": ["--symbols SYMBOLS default: 50"],

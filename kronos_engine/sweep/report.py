@@ -17,7 +17,7 @@ import optuna
 from optuna.trial import TrialState
 
 from kronos_engine.extras import import_pyplot
-from kronos_engine.fsio import atomic_save, atomic_write_text
+from kronos_engine.fsio import atomic_save, atomic_write_text, move_into_place
 from kronos_engine.layout import RunLayout
 from kronos_engine.sweep.engine import retried_number
 from kronos_engine.sweep.space import trial_dir
@@ -85,7 +85,7 @@ def _link_best(folder: Path, target: Path) -> None:
     if tmp.is_symlink():
         tmp.unlink()
     os.symlink(target.name, tmp)
-    os.replace(tmp, link)
+    move_into_place(tmp, link)
 
 
 def _plots(study: optuna.Study, folder: Path, complete: int) -> dict[str, str]:

@@ -37,6 +37,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
+from kronos_engine.fsio import move_into_place
 from kronos_engine.sweep.engine import (
     is_rdb,
     retried_number,
@@ -88,7 +89,7 @@ class Sweep:
         tmp = owners / f".{name}.tmp"
         self._owner_fh = open(tmp, "w")  # noqa: SIM115 - held for the process's life
         fcntl.lockf(self._owner_fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        os.replace(tmp, owners / name)
+        move_into_place(tmp, owners / name)
         self._owner_path = owners / name
         return name
 
