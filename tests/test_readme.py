@@ -295,11 +295,19 @@ def _shell(cmd: str, cwd: Path) -> str:
     argv = shlex.split(cmd)
     argv[0] = sys.executable if argv[0] == "python" else argv[0]
     if argv[1] in TRAINING:
-        argv += OVERRIDES
+        argv += _overrides(argv[1])
     env = {**os.environ, "MPLBACKEND": "Agg"}
     proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=900, env=env)
     assert proc.returncode == 0, f"README command failed: {cmd}\n{proc.stderr[-4000:]}"
     return proc.stdout + proc.stderr
+
+
+def _overrides(script: str) -> list[str]:
+    """`OVERRIDES`; the sweep keeps its config's 4 demo symbols: the loop's backtest after it
+    holds 2 and swaps 1 (3 instruments)."""
+    if script == "scripts/sweep.py":
+        return [o for o in OVERRIDES if not o.startswith("--demo_symbols=")]
+    return OVERRIDES
 
 
 def _in_order() -> list[tuple[str, str]]:
