@@ -87,6 +87,10 @@ class EmptyValidationError(TrainingError):
     """No validation sample on any rank: a metric of 0.0 would be meaningless."""
 
 
+class TrialFailed(TrainingError):
+    """A sweep trial's run ended without a result: Optuna records it as FAIL, the sweep goes on."""
+
+
 class CheckpointWriteError(OSError):
     """A checkpoint could not be written (disk full, quota, read-only); the earlier ones are
     intact. The message names the folder and the underlying error in one line."""

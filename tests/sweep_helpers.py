@@ -32,9 +32,11 @@ TINY = {
 }
 
 
-def sweep_config(tmp_path: Path, n_trials: int = 8, **sweep: object) -> Path:
+def sweep_config(
+    tmp_path: Path, n_trials: int = 8, train: dict | None = None, **sweep: object
+) -> Path:
     """A config file with a `sweep:` section over lr (wide enough that the low ones are
-    pruned) and weight_decay; `sweep` keys replace the section's."""
+    pruned) and weight_decay; `sweep` keys replace the section's, `train` keys the run's."""
     section = {
         "n_trials": n_trials,
         "seed": 0,
@@ -46,7 +48,7 @@ def sweep_config(tmp_path: Path, n_trials: int = 8, **sweep: object) -> Path:
         **sweep,
     }
     path = tmp_path / "sweep.yaml"
-    values = {**TINY, "exp_dir": str(tmp_path / "exp"), "sweep": section}
+    values = {**TINY, **(train or {}), "exp_dir": str(tmp_path / "exp"), "sweep": section}
     path.write_text(yaml.safe_dump(values, sort_keys=False), encoding="utf-8")
     return path
 

@@ -68,8 +68,9 @@ def test_a_sigkilled_sweep_restarted_finishes_every_trial_once(tmp_path):
 def test_a_sigterm_stops_every_trial_with_a_checkpoint_and_leaves_them_to_re_queue(tmp_path):
     """SIGTERM to the sweep process alone: it passes the signal to its trial processes, which
     checkpoint and exit, and ends with 143; the study still names the trials RUNNING, so the
-    next start re-queues them (the path the SIGKILL test follows)."""
-    config = sweep_config(tmp_path, n_trials=3)
+    next start re-queues them (the path the SIGKILL test follows). The trial is long (the
+    signal stops it): the tiny one's last steps could end before the signal reached it."""
+    config = sweep_config(tmp_path, n_trials=3, train={"epochs": 500})
     folder = tmp_path / "exp" / "sweep"
     proc = subprocess.Popen(
         [sys.executable, str(SWEEP), f"--config={config}"],

@@ -10,12 +10,9 @@ from pathlib import Path
 
 import optuna
 
+from kronos_engine.errors import TrialFailed
 from kronos_engine.layout import RunLayout
 from kronos_engine.sweep.pruning import PRUNED
-
-
-class TrialFailed(Exception):
-    """A trial's run ended without a result (optuna records it as FAIL; the sweep goes on)."""
 
 
 def trial_result(out: Path, code: int, number: int, objective: str) -> float:
