@@ -13,12 +13,14 @@ from test_faults_bad_input import EXIT_USAGE, _assert_untouched, snapshot
 from kronos_engine.data import generate_demo_frames
 
 
-def finished_csv_run(root: Path) -> Path:
+def finished_csv_run(
+    root: Path, symbols: int = 3, length: int = 240, freq: str = "day", max_steps: int = 2
+) -> Path:
     """`root` with `klines/` (3 CSV symbols of 240 days), `tok/` and `exp/predictor/`: a tiny
     predictor fine-tuned for 2 steps on the CSVs (lookback 20, predict_window 4)."""
     data = root / "klines"
     data.mkdir()
-    for symbol, frame in generate_demo_frames(3, 240, "day", seed=5).items():
+    for symbol, frame in generate_demo_frames(symbols, length, freq, seed=5).items():
         frame.to_csv(data / f"{symbol}.csv", index=False)
     cfg = tiny_cfg(
         root,
@@ -26,7 +28,7 @@ def finished_csv_run(root: Path) -> Path:
         data_source="csv",
         data_path=str(data),
         tokenizer_path=str(save_random_tokenizer(root / "tok")),
-        max_steps=2,
+        max_steps=max_steps,
         epochs=1,
     )
     run(cfg)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from engine_helpers import only_error_line, run, save_random_tokenizer, tiny_cfg
+from round3_helpers import finished_csv_run
 from test_faults_bad_input import _assert_untouched, snapshot
 
 from kronos_engine.cli.backtest import main as backtest_main
@@ -98,23 +99,10 @@ def test_the_temporary_provider_is_removed_when_the_backtest_fails(
 
 
 def test_an_intraday_csv_run_is_refused_in_one_line(tmp_path, temp_root, capsys):
-    data = tmp_path / "klines"
-    data.mkdir()
-    for symbol, frame in generate_demo_frames(2, 200, "5min", seed=5).items():
-        frame.to_csv(data / f"{symbol}.csv", index=False)
-    cfg = tiny_cfg(
-        tmp_path,
-        train_type="predictor",
-        data_source="csv",
-        data_path=str(data),
-        tokenizer_path=str(save_random_tokenizer(tmp_path / "tok")),
-        max_steps=1,
-        epochs=1,
-    )
-    run(cfg)
+    finished_csv_run(tmp_path, symbols=2, length=200, freq="5min", max_steps=1)
     before = snapshot(tmp_path)
-    assert backtest_main(["--exp_dir", cfg.exp_dir]) == 2
+    assert backtest_main(["--exp_dir", str(tmp_path / "exp")]) == 2
     line = only_error_line(capsys)
     assert line.startswith("error: freq:") and "5min" in line and "freq day" in line, line
-    assert str(data) in line
+    assert str(tmp_path / "klines") in line
     _assert_untouched(before, snapshot(tmp_path))  # no backtest/, no temporary folder
