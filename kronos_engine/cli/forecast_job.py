@@ -81,7 +81,7 @@ def collect_histories(job: Job, cutoff: pd.Timestamp | None) -> tuple[list[Histo
 
 
 def _clean_frames(data: DataSpec) -> Iterator[tuple[str, pd.DataFrame]]:
-
+    """The run's cleaned bars per symbol, with the data keys' mistakes said as forecast ones."""
     if data.data_source == "demo" and data.data_path:  # the training config's wording
         raise ForecastError(
             f"data_path: '{data.data_path}' is set but data_source is 'demo' (the built-in "

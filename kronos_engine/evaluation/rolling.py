@@ -103,7 +103,12 @@ def iter_batches(
     lookback, h = opts.lookback, opts.pred_len
     steps = np.arange(h, dtype=np.int64)
     starts = range(0, len(origins), opts.batch_size)
-    cores = {name: _array_core(f) for name, f in forecasters.items()}  # decided once, not per batch
+    # decided once, not per batch: which core each forecaster has, and whether it takes keys
+    cores = {name: _array_core(f) for name, f in forecasters.items()}
+    keyed = {
+        name: _takes_keys(core if core is not None else forecasters[name].predict_batch)
+        for name, core in cores.items()
+    }
 
     def one_batch(b: int) -> list[Batch]:
         start = starts[b]
@@ -126,11 +131,11 @@ def iter_batches(
         for name, forecaster in forecasters.items():
             core = cores[name]
             if core is not None:
-                keys = {"keys": common["symbols"]} if _takes_keys(core) else {}
+                keys = {"keys": common["symbols"]} if keyed[name] else {}
                 forecast = core(*inputs, h, opts.sampling, **keys)
                 out.append(_batch(name, forecast, opts, common))
             else:
-                keys = common["symbols"] if _takes_keys(forecaster.predict_batch) else None
+                keys = common["symbols"] if keyed[name] else None
                 sampling = opts.sampling if keys is not None else opts.batch_sampling(b)
                 batch = _frames_batch(name, forecaster, inputs, h, sampling, opts, common, keys)
                 out.append(batch)
