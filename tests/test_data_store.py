@@ -341,7 +341,10 @@ def _worker(job_path: str) -> None:
         splits = load_shared_splits(spec, executor)
     except Exception as exc:
         same = "same_on_every_rank" if getattr(exc, "same_on_every_rank", False) else "own"
-        print(f"rank {rank}: {' '.join(str(exc).split())} | {same}", flush=True)
+        # one write for the line (print writes its newline apart: under PYTHONUNBUFFERED the
+        # two ranks' lines could interleave)
+        sys.stdout.write(f"rank {rank}: {' '.join(str(exc).split())} | {same}\n")
+        sys.stdout.flush()
         executor.close(graceful=False)
         sys.exit(2)
     store = splits.train.store

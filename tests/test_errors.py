@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 import inspect
+import io
+import sys
 from pathlib import Path
 
 import pytest
@@ -56,6 +58,29 @@ def test_any_user_error_is_exit_2_and_one_line(capsys):
     for cls in _error_classes():
         if issubclass(cls, errors.UserError):
             assert shell.exit_code_for(cls("x")) == 2, cls
+
+
+class _Writes(io.RawIOBase):
+    """An unbuffered stream that keeps each write apart, as a pipe under PYTHONUNBUFFERED."""
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        self.chunks.append(bytes(data))
+        return len(data)
+
+
+def test_the_error_line_is_one_write_so_ranks_cannot_interleave_it(monkeypatch):
+    """With PYTHONUNBUFFERED, print() wrote the text and its newline apart, and another rank's
+    line landed between them (seen in CI on a two-rank test)."""
+    raw = _Writes()
+    monkeypatch.setattr(sys, "stderr", io.TextIOWrapper(raw, write_through=True))
+    assert shell.exit_code_for(errors.ConfigError("data.lookback_window: must be > 0")) == 2
+    assert raw.chunks == [b"error: data.lookback_window: must be > 0\n"]
 
 
 def test_training_errors_and_os_errors_are_exit_1_and_the_rest_propagates(capsys):

@@ -40,11 +40,18 @@ def report_error(exc: BaseException, same_on_every_rank: bool = False) -> None:
     same_on_every_rank = same_on_every_rank or getattr(exc, "same_on_every_rank", False)
     message = " ".join(str(exc).split()) or type(exc).__name__
     if distenv.is_rank0():
-        print(f"error: {message}", file=sys.stderr, flush=True)
+        _say(f"error: {message}")
     elif not same_on_every_rank and _distributed_started():
-        print(f"error: rank {distenv.rank()}: {message}", file=sys.stderr, flush=True)
+        _say(f"error: rank {distenv.rank()}: {message}")
     elif distenv.world_size() > 1 and not isinstance(exc, KeyboardInterrupt):
         _leave_the_report_to_rank0(message, same_on_every_rank)
+
+
+def _say(line: str) -> None:
+    """One write for the whole line: print() writes the text and its newline apart, and with
+    PYTHONUNBUFFERED each is its own write, so two ranks' lines could interleave mid-line."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
 
 
 def _leave_the_report_to_rank0(message: str, same_on_every_rank: bool) -> None:
@@ -55,7 +62,7 @@ def _leave_the_report_to_rank0(message: str, same_on_every_rank: bool) -> None:
     is then this rank's own, and said with its rank."""
     time.sleep(PEER_REPORT_GRACE_S)
     if not same_on_every_rank:
-        print(f"error: rank {distenv.rank()}: {message}", file=sys.stderr, flush=True)
+        _say(f"error: rank {distenv.rank()}: {message}")
 
 
 def _distributed_started() -> bool:
