@@ -37,6 +37,7 @@ class ForecastValidation(TrainCallback):
     """Adds `val_<metric>` forecast metrics to each validation record."""
 
     role = "validation_metrics"
+    val_metric_names = tuple(f"val_{n}" for n in (*FORECAST_VAL_METRICS, "origins"))
 
     def __init__(self, origins: int = 256, sample_count: int = 1, batch_size: int = 64) -> None:
         # The forecasting rules, when the callback is built (before any step), not at the

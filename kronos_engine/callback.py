@@ -54,6 +54,10 @@ class TrainCallback:
     """
 
     role: str = "user"
+    # A `validation_metrics` callback names the metrics it adds to `ctx.val_metrics`, so a
+    # `best_metric` typo is refused before the run; None: not said, checked at the first
+    # validation instead. (A callback of a later role adds them after selection has run.)
+    val_metric_names: tuple[str, ...] | None = None
 
     def on_train_begin(self, ctx: TrainContext) -> None: ...
 

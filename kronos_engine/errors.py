@@ -94,3 +94,12 @@ class TrialFailed(TrainingError):
 class CheckpointWriteError(OSError):
     """A checkpoint could not be written (disk full, quota, read-only); the earlier ones are
     intact. The message names the folder and the underlying error in one line."""
+
+
+def did_you_mean(name: str, known) -> str:
+    """`did you mean 'x'?` for the closest of `known` to a mistyped `name`, else "": the hint
+    every "not a key / not a metric" line ends with."""
+    import difflib  # only once a line is being written
+
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.8)
+    return f"did you mean '{close[0]}'?" if close else ""

@@ -39,6 +39,9 @@ class Strategy:
     """
 
     metric_name: str = "val_loss"
+    # The other names `validation_step` logs (its `part_sums` keys), so a `best_metric` typo is
+    # refused before the run; None: not said, checked at the first validation instead.
+    val_metric_names: tuple[str, ...] | None = None
     # The train_type this strategy trains (None: any). A mismatch is a config error.
     train_type: str | None = None
 

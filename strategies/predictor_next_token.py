@@ -30,6 +30,7 @@ class PredictorNextTokenStrategy(Strategy):
     loss: validation reports the plain cross-entropy, comparable across settings."""
 
     metric_name = "val_loss"
+    val_metric_names = ("val_s1_loss", "val_s2_loss")
     train_type = "predictor"
 
     def __init__(self, cfg) -> None:

@@ -18,6 +18,7 @@ class TokenizerReconStrategy(Strategy):
     """`loss = (MSE(z_pre, x) + MSE(z, x) + bsq_loss) / 2`; validation `MSE(z, x)` per sample."""
 
     metric_name = "val_recon_mse"
+    val_metric_names = ()
     train_type = "tokenizer"
 
     def build_model(self) -> nn.Module:

@@ -126,13 +126,6 @@ def test_bad_forecast_validation_configs(tmp_path, values, needle):
         tiny_cfg(tmp_path, **values)
 
 
-def test_an_unknown_best_metric_stops_at_the_first_validation(tmp_path):
-    tok = save_random_tokenizer(tmp_path / "tok")
-    cfg = _cfg(tmp_path, tok, best_metric="val_los", best_mode="min", max_steps=2)
-    with pytest.raises(ConfigError, match="best_metric: 'val_los' is not a validation metric"):
-        run(cfg)
-
-
 def test_every_rank_gets_the_same_forecast_metrics_under_torchrun(tmp_path):
     """Rank 0 forecasts and the values are all-reduced: every rank takes the same best/ and
     early-stopping decision."""

@@ -7,7 +7,6 @@ Precedence is explicit values (command-line flags, keyword overrides) > the YAML
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import logging
 import os
 import typing
@@ -21,7 +20,7 @@ import yaml
 from kronos_engine import fsio
 from kronos_engine.config import public
 from kronos_engine.config.schema import TrainConfig, coerce, field_type, unwrap_optional
-from kronos_engine.errors import ConfigError, ConfigLineError
+from kronos_engine.errors import ConfigError, ConfigLineError, did_you_mean
 
 log = logging.getLogger("kronos_engine")
 
@@ -221,8 +220,7 @@ def _hint(name: str, keys: set[str]) -> str:
     known = public.leaf_hint(leaf, keys)
     if known:
         return known
-    close = difflib.get_close_matches(leaf, sorted(keys), n=1, cutoff=0.8)
-    return f"did you mean '{close[0]}'?" if close else ""
+    return did_you_mean(leaf, keys)
 
 
 def _unknown_message(path: Path, unknown: list[tuple[str, int, str]], keys: set[str]) -> str:

@@ -19,7 +19,6 @@ sampler, a pruner and suggestions.
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
 import typing
@@ -29,7 +28,7 @@ from typing import Any
 
 from kronos_engine.config.loading import config_keys
 from kronos_engine.config.schema import coerce, field_type, unwrap_optional
-from kronos_engine.errors import ConfigError
+from kronos_engine.errors import ConfigError, did_you_mean
 
 KEYS = ("objective", "n_trials", "sampler", "seed", "pruner", "space", "max_retry")
 SAMPLERS = ("tpe", "random")
@@ -278,5 +277,5 @@ def _param(key: str, value: Any, at: str) -> Param:
 
 
 def _close(name: str, known: Any) -> str:
-    match = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.8)
-    return f"; did you mean '{match[0]}'?" if match else ""
+    hint = did_you_mean(name, known)
+    return f"; {hint}" if hint else ""

@@ -79,7 +79,7 @@ class TrainContextBuilder:
         line). Rank 0 holds `output_dir` (see `run_dir`) from here until `Trainer.fit` ends; a
         build that fails gives it back."""
         cfg = self.cfg
-        checkpoint = check(cfg)  # verified, and checked to fit this run
+        checkpoint = check(cfg, callbacks=self._user_callbacks)  # verified; fits this run
         taken = run_dir.hold(cfg)
         try:
             if checkpoint is not None and not _still_newest(cfg.resume, checkpoint):

@@ -10,7 +10,9 @@ packages and the plug-in registries. It lives in the training layer, above every
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from kronos_engine.callback import TrainCallback
 from kronos_engine.config.schema import TrainConfig, predictor_tokenizer
@@ -22,14 +24,21 @@ from kronos_engine.run.checkpoints import find_resume_checkpoint
 from kronos_engine.strategy import Strategy, check_strategy_train_type
 from kronos_engine.training.finetune import check_targets
 from kronos_engine.training.model_factory import (
+    BUILT_IN_STRATEGIES,
     check_pretrained_paths,
     check_tokenizer,
     model_structure,
 )
 from kronos_engine.training.resume import check_resume_fits
+from kronos_engine.training.validation import check_metric_known
 
 
-def check(cfg: TrainConfig, *, tokenizer_from_earlier_stage: bool = False) -> Path | None:
+def check(
+    cfg: TrainConfig,
+    *,
+    tokenizer_from_earlier_stage: bool = False,
+    callbacks: Sequence[Any] | None = None,
+) -> Path | None:
     """Raise `ConfigError` (or a subclass) for the first thing that would stop the run.
 
     A predictor's tokenizer is resolved here, once, and recorded in `cfg.tokenizer_path`: the
@@ -37,6 +46,8 @@ def check(cfg: TrainConfig, *, tokenizer_from_earlier_stage: bool = False) -> Pa
     `<exp_dir>/tokenizer/best` appears later. `tokenizer_from_earlier_stage` says the
     experiment's own tokenizer is trained before this run starts (the pipeline's tokenizer
     stage): it is then the tokenizer, and its files are checked when this stage is built.
+    `callbacks`: the run's user callbacks (names or instances; default `cfg.callbacks`), for
+    the metrics they add to a validation.
 
     Returns the (verified) checkpoint a `resume` continues from, None without `resume`."""
     cfg.validate()
@@ -53,6 +64,7 @@ def check(cfg: TrainConfig, *, tokenizer_from_earlier_stage: bool = False) -> Pa
     check_pretrained_paths(cfg, tokenizer)
     run_dir.check_output_dir(cfg)
     check_plugins(cfg)
+    check_best_metric(cfg, cfg.callbacks if callbacks is None else callbacks)
     if tokenizer is not None and not tokenizer_from_earlier_stage:
         check_tokenizer(cfg, tokenizer)
     check_available(cfg)
@@ -113,6 +125,14 @@ def check_plugins(cfg: TrainConfig) -> None:
                     f"callbacks: '{name}' cannot be created without arguments ({exc}); give it "
                     "defaults or pass an instance with TrainContextBuilder.with_callbacks"
                 ) from None
+
+
+def check_best_metric(cfg: TrainConfig, callbacks: Sequence[Any]) -> None:
+    """`best_metric` names a metric this run's validation logs (after `check_plugins`: the
+    strategy and the named callbacks resolve)."""
+    strategy = STRATEGIES.get(cfg.strategy or BUILT_IN_STRATEGIES[cfg.train_type])
+    resolved = [CALLBACKS.get(c) if isinstance(c, str) else c for c in callbacks]
+    check_metric_known(cfg, strategy, resolved)
 
 
 def check_available(cfg: TrainConfig) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -9,7 +10,7 @@ import torch
 
 from kronos_engine.config import FORECAST_VAL_METRICS, TrainConfig
 from kronos_engine.context import TrainContext
-from kronos_engine.errors import ConfigError, EmptyValidationError
+from kronos_engine.errors import ConfigError, EmptyValidationError, did_you_mean
 from kronos_engine.evaluation.origins import plan_origins, subset_by_date
 
 # Forecast metrics that correlate forecasts across symbols on each date (undefined with one).
@@ -69,6 +70,34 @@ def improves(value: float, best: float | None, mode: str, min_delta: float = 0.0
     if best is None:
         return True
     return value < best - min_delta if mode == "min" else value > best + min_delta
+
+
+def check_metric_known(cfg: TrainConfig, strategy: Any, callbacks: Iterable[Any]) -> None:
+    """Before any work: `best_metric` is a name this run's validation logs (the strategy's
+    metric and parts, `val_samples`, the forecast metrics, what `validation_metrics` callbacks
+    add), instead of a run that fails at its first validation, maybe hours in. Left to that
+    validation when the strategy or such a callback does not say its names."""
+    name = cfg.best_metric
+    known = {"val_samples", getattr(strategy, "metric_name", "val_loss")}
+    parts = getattr(strategy, "val_metric_names", None)
+    if name is None or parts is None:
+        return
+    known.update(parts)
+    if cfg.forecast_val_origins:
+        known.update(f"val_{n}" for n in FORECAST_VAL_METRICS)
+    for callback in callbacks:
+        if getattr(callback, "role", "user") != "validation_metrics":
+            continue  # it runs after selection: best/ never sees what it adds
+        added = getattr(callback, "val_metric_names", None)
+        if added is None:
+            return
+        known.update(added)
+    if name not in known:
+        hint = did_you_mean(name, known)
+        raise ConfigError(
+            f"best_metric: '{name}' is not a validation metric of this run; it logs "
+            f"{sorted(known)}" + (f"; {hint}" if hint else "")
+        )
 
 
 def check_metric_defined(cfg: TrainConfig, splits: Any) -> None:
