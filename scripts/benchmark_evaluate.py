@@ -128,9 +128,14 @@ def timed(path, repeats: int, *args):
 
 
 def identical(old: Result, new: Result) -> bool:
-    """Every forecast row and every metric equal, to the bit."""
+    """Every forecast row and every metric equal, to the bit (the rows in one order: the old
+    path wrote a batch model by model, `run_rolling` origin by origin)."""
     (a, a_tables), (b, b_tables) = old, new
-    ta, tb = pd.concat(a_tables, ignore_index=True), pd.concat(b_tables, ignore_index=True)
+    keys = ["model", "symbol", "origin", "horizon"]
+    ta, tb = (
+        pd.concat(t, ignore_index=True).sort_values(keys, kind="stable").reset_index(drop=True)
+        for t in (a_tables, b_tables)
+    )
     try:
         pd.testing.assert_frame_equal(ta, tb, check_exact=True)
         pd.testing.assert_frame_equal(a.by_symbol(), b.by_symbol(), check_exact=True)

@@ -104,19 +104,20 @@ def test_evaluate_in_two_processes_writes_the_one_process_files(exp_dir, tmp_pat
 
 
 def test_sampled_evaluation_does_not_depend_on_the_batch_size(exp_dir, tmp_path):
-    tables, metrics = [], []
+    """Byte for byte, `forecasts.parquet` too: its rows go origin by origin (then model and
+    step) and its row groups have a fixed size, whatever the batches were."""
+    files = []
+    names = ("metrics.json", "metrics_by_symbol.csv", "forecasts.parquet")
     for size in (1, 3, 64):
         out = tmp_path / f"b{size}"
         args = [f"--exp_dir={exp_dir}", *SAMPLED, "--max_origins=6", f"--batch_size={size}"]
         assert evaluate_cli.main([*args, "--no_plots", "--no_progress", f"--output={out}"]) == 0
-        metrics.append([(out / n).read_bytes() for n in ("metrics.json", "metrics_by_symbol.csv")])
-        keys = ["model", "symbol", "origin", "horizon"]
-        table = pd.read_parquet(out / "forecasts.parquet").sort_values(keys, kind="stable")
-        tables.append(table.reset_index(drop=True))
-    assert metrics[0] == metrics[1] == metrics[2]
-    for table in tables[1:]:
-        pd.testing.assert_frame_equal(table, tables[0], check_exact=True)
-    assert tables[0]["crps"].notna().all()
+        files.append([(out / n).read_bytes() for n in names])
+    assert files[0] == files[1] == files[2]
+    table = pd.read_parquet(tmp_path / "b3" / "forecasts.parquet")
+    assert table["crps"].notna().all() and table["model"].nunique() > 1
+    first = table.groupby(["symbol", "origin"], sort=False).ngroup()
+    assert (first.diff().fillna(0) >= 0).all()  # one origin's rows (every model's) together
 
 
 def test_a_bad_flag_with_nprocs_is_one_line_before_any_process(exp_dir, tmp_path):
@@ -240,3 +241,28 @@ def test_metrics_by_symbol_of_2000_symbols_take_seconds():
     took = time.perf_counter() - start
     assert len(table) == 3 * 2000
     assert took < 10, f"{took:.1f} s for 2,000 symbols (the per-symbol filter took minutes)"
+
+
+def test_the_forecast_file_is_written_in_fixed_row_groups_whatever_the_batches(
+    tmp_path, monkeypatch
+):
+    """The sink holds fewer rows than a group at any time, and the groups (so the bytes) do
+    not follow the sizes of the tables it was handed."""
+    import pyarrow.parquet as pq
+
+    from kronos_engine.evaluation.report import ForecastSink
+
+    monkeypatch.setattr(ForecastSink, "ROW_GROUP_ROWS", 10)
+    frame = pd.DataFrame({"model": ["m"] * 47, "close_pred": np.arange(47, dtype=np.float64)})
+    written = []
+    for name, cuts in (("a", [0, 1, 4, 25, 26, 47]), ("b", [0, 47]), ("c", list(range(48)))):
+        sink = ForecastSink(tmp_path / f"{name}.parquet")
+        for lo, hi in zip(cuts, cuts[1:]):
+            sink(frame.iloc[lo:hi])
+            assert sink._pending_rows < ForecastSink.ROW_GROUP_ROWS
+        sink.close()
+        meta = pq.ParquetFile(tmp_path / f"{name}.parquet").metadata
+        assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [10] * 4 + [7]
+        written.append((tmp_path / f"{name}.parquet").read_bytes())
+    assert written[0] == written[1] == written[2]
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "a.parquet"), frame)

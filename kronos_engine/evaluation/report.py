@@ -60,11 +60,18 @@ NOMINAL = {"coverage_80": 0.8, "coverage_90": 0.9}  # best = closest to nominal
 
 
 class ForecastSink:
-    """Appends each batch's rows to one Parquet file (row groups), keeping memory bounded."""
+    """Appends each batch's rows to one Parquet file in row groups of `ROW_GROUP_ROWS` rows
+    (the last one shorter), keeping memory bounded. The groups do not follow the batches, so
+    the file's bytes do not depend on `--batch_size` (the rows' order does not either: see
+    `rolling.run_rolling`)."""
+
+    ROW_GROUP_ROWS = 65_536
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._writer: Any = None
+        self._pending: list[Any] = []  # arrow tables not yet written, fewer rows than a group
+        self._pending_rows = 0
         self.rows = 0
 
     def __call__(self, table: pd.DataFrame) -> None:
@@ -74,11 +81,24 @@ class ForecastSink:
         arrow = pa.Table.from_pandas(table, preserve_index=False)
         if self._writer is None:
             self._writer = pq.ParquetWriter(self.path, arrow.schema)
-        self._writer.write_table(arrow.cast(self._writer.schema))
+        self._pending.append(arrow.cast(self._writer.schema))
+        self._pending_rows += len(table)
         self.rows += len(table)
+        while self._pending_rows >= self.ROW_GROUP_ROWS:
+            self._write(self.ROW_GROUP_ROWS)
+
+    def _write(self, rows: int) -> None:
+        import pyarrow as pa
+
+        pending = pa.concat_tables(self._pending)
+        self._writer.write_table(pending.slice(0, rows), row_group_size=rows)
+        rest = pending.slice(rows)
+        self._pending, self._pending_rows = ([rest] if len(rest) else []), len(rest)
 
     def close(self) -> None:
         if self._writer is not None:
+            if self._pending_rows:
+                self._write(self._pending_rows)
             self._writer.close()
             self._writer = None
 

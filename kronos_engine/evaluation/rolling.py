@@ -92,13 +92,15 @@ def iter_batches(
     opts: ForecastOptions,
     progress: bool = True,
     shard: Shard | None = None,
-) -> Iterator[Batch]:
-    """Forecast every origin with every forecaster, `opts.batch_size` origins at a time.
+) -> Iterator[list[Batch]]:
+    """Forecast every origin with every forecaster, `opts.batch_size` origins at a time:
+    each batch of origins as one `Batch` per forecaster, in the forecasters' order.
 
     Each forecaster gets the batch as arrays (`forecast_arrays`: the store's float32 rows and
     epoch seconds, and the symbols as `keys` when it takes them); one that only has
-    `predict_batch`, or overrides it, gets DataFrames (and the keys likewise). With a `shard` of several processes,
-    this rank forecasts its batches and rank 0 yields every batch in order (others: none).
+    `predict_batch`, or overrides it, gets DataFrames (and the keys likewise). With a `shard` of
+    several processes, this rank forecasts its batches and rank 0 yields every batch in order
+    (others: none).
     """
     lookback, h = opts.lookback, opts.pred_len
     steps = np.arange(h, dtype=np.int64)
@@ -147,9 +149,8 @@ def iter_batches(
         total=total, desc="evaluate", unit="forecast", disable=not (progress and main)
     ) as bar:
         for batches in in_order(len(starts), one_batch, shard):
-            for batch in batches:
-                bar.update(len(batch.symbols))
-                yield batch
+            bar.update(sum(len(batch.symbols) for batch in batches))
+            yield batches
 
 
 def _takes_keys(method: Callable[..., Any]) -> bool:
@@ -255,8 +256,20 @@ def run_rolling(
     if not len(origins):
         raise ValueError("no origin to evaluate")
     acc = MetricAccumulator()
-    for batch in iter_batches(store, origins, forecasters, opts, progress, shard):
-        acc.add(batch)
+    for batches in iter_batches(store, origins, forecasters, opts, progress, shard):
+        for batch in batches:
+            acc.add(batch)
         if sink is not None:
-            sink(batch.table())
+            sink(origin_major(batches))
     return acc
+
+
+def origin_major(batches: list[Batch]) -> pd.DataFrame:
+    """The rows of one batch of origins, every forecaster's: origin by origin, then model
+    and horizon step, so the rows' order across batches does not depend on the batch size
+    (model by model within each batch, it did)."""
+    tables = [batch.table() for batch in batches]
+    b, h = batches[0].close_pred.shape
+    model, origin, step = np.ix_(np.arange(len(tables)), np.arange(b), np.arange(h))
+    order = (model * b * h + origin * h + step).transpose(1, 0, 2)  # (origin, model, step)
+    return pd.concat(tables, ignore_index=True).take(order.reshape(-1)).reset_index(drop=True)
