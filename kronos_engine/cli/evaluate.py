@@ -22,6 +22,7 @@ from kronos_engine.cli.helpformat import DefaultsHelpFormatter
 from kronos_engine.cli.processes import finish, join, launch_if_asked, leave
 from kronos_engine.cli.shell import exit_code_for, setup_logging
 from kronos_engine.data import as_data_spec, build_datasets
+from kronos_engine.data.handoff import handoff_env
 from kronos_engine.data.spec import DataSpec
 from kronos_engine.errors import EvaluationError
 from kronos_engine.evaluation.baselines import BASELINES
@@ -118,7 +119,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     setup_logging()
     try:
-        code, args = launch_if_asked("evaluate", argv, build_parser().parse_args, planned)
+        code, args = launch_if_asked(
+            "evaluate", argv, build_parser().parse_args, planned, _hand_over_data
+        )
         if args is None:  # --nprocs: the workers evaluated
             return code
         run(args)
@@ -127,6 +130,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exit_code_for(exc)
     finally:
         leave()
+
+
+def _hand_over_data(checked: tuple[Plan, Any]) -> dict[str, str]:
+    """`--nprocs` workers map the split the parent's checks read (the data is built once)."""
+    return handoff_env(checked[0].store)
 
 
 def planned(args: argparse.Namespace) -> tuple[Plan, Any]:

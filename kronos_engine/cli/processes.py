@@ -14,10 +14,12 @@ exists: rank 0 reports it in one line and the agent stops the job.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import datetime
+import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -35,9 +37,12 @@ def launch_if_asked(
     argv: Sequence[str] | None,
     parse: Callable[[list[str]], argparse.Namespace],
     check: Callable[[argparse.Namespace], Any],
+    handoff: Callable[[Any], dict[str, str]] | None = None,
 ) -> tuple[int | None, argparse.Namespace | None]:
     """`(exit code, None)` after running `command` in `--nprocs` workers (its `check` passed
-    first, here, with `--device cpu`), else `(None, args)` for this process to run."""
+    first, here, with `--device cpu`), else `(None, args)` for this process to run.
+    `handoff`: the environment that hands what the check prepared (the data store) to the
+    workers, which then map it instead of preparing it again; it lives until they end."""
     nprocs, rest = pop_nprocs(sys.argv[1:] if argv is None else argv)
     args = parse(rest)
     if nprocs is None or nprocs == 1:
@@ -45,8 +50,24 @@ def launch_if_asked(
     check_devices(args.device, nprocs)
     on_cpu = copy.copy(args)
     on_cpu.device = "cpu"  # the checks load the models: not onto a GPU a worker will use
-    check(on_cpu)
-    return launch(command, rest, nprocs), None
+    checked = check(on_cpu)  # held until the workers end: a temporary store lives as long
+    with _environment(handoff(checked) if handoff is not None else {}):
+        return launch(command, rest, nprocs), None
+
+
+@contextlib.contextmanager
+def _environment(entries: dict[str, str]) -> Iterator[None]:
+    """`entries` in this process's environment (the workers inherit it) for the block."""
+    before = {name: os.environ.get(name) for name in entries}
+    os.environ.update(entries)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def check_devices(device: str | None, nprocs: int) -> None:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from kronos_engine.data import cache as cache_mod
+from kronos_engine.data import handoff
 from kronos_engine.data.build import DataSplits, settled, write_splits
 from kronos_engine.data.spec import DataSpec
 from kronos_engine.data.windows import KlineWindowDataset
@@ -52,8 +53,9 @@ def _remove_tree(path: Path, pid: int) -> None:
 
 @dataclass
 class PreparedStore:
-    """Where a run's store is and how it got there: ``state`` is ``hit``, ``built`` or
-    ``disabled`` (no ``cache_dir``: a temporary store, ``owner`` removes it)."""
+    """Where a run's store is and how it got there: ``state`` is ``hit``, ``built``,
+    ``disabled`` (no ``cache_dir``: a temporary store, ``owner`` removes it) or ``handed``
+    (the process that started this one prepared it: ``data.handoff``)."""
 
     folder: Path
     state: str
@@ -98,6 +100,9 @@ def prepare_store(cfg: DataSpec | Any) -> PreparedStore:
     calls this (the training builder: local rank 0); the others ``open_splits`` its result."""
     cfg = settled(cfg)
     identity = cache_mod.identity_of(cfg)
+    handed = handoff.received(identity)
+    if handed is not None:  # the launching process's store (`data.handoff`)
+        return PreparedStore(handed[0], "handed", handed[1])
     if not cfg.cache_dir:
         owner = TemporaryStore()
         try:
