@@ -79,7 +79,10 @@ PREDICT_CASES = {
     ),
     "lookback_above_max_context": (
         ["--lookback", "600"],
-        ["--lookback: 600 exceeds --max_context 512", "at least 600"],
+        [
+            "--lookback: 600 exceeds the run's max_context 512",
+            "raise --max_context to at least 600",
+        ],
     ),
     "run_lookback_above_max_context": (
         ["--max_context", "10"],

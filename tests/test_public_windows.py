@@ -39,7 +39,7 @@ def test_the_public_5min_windows_are_a_note_not_an_error(tmp_path):
     assert long_window_note(tiny_cfg(tmp_path, max_context=24)) is None  # 20 + 4 fits
 
 
-def test_a_long_window_predictor_trains_warns_once_and_resumes_exactly(tmp_path, caplog):
+def test_a_long_window_predictor_trains_warns_once_and_resumes_exactly(tmp_path, caplog, capsys):
     tok = save_random_tokenizer(tmp_path / "tok")
     common = dict(
         LONG, train_type="predictor", tokenizer_path=str(tok), batch_size=4, ckpt_interval=1,
@@ -73,14 +73,23 @@ def test_a_long_window_predictor_trains_warns_once_and_resumes_exactly(tmp_path,
     assert all(torch.equal(ws[k], wr[k]) for k in ws)
     assert _train_records(straight.output_dir) == _train_records(resumed.output_dir)
 
-    # Doing what the warning says: forecast with --lookback 16 (the run's 20 is refused).
+    # Doing what the warning says: forecast with --lookback 16 (the run's 20 is refused, with
+    # the run's max_context 16 as with --max_context 16).
     exp = str(tmp_path / "straight" / "exp")
     assert predict_main(["--exp_dir", exp, "--max_context", "16"]) == 2
+    assert predict_main(["--exp_dir", exp]) == 2
+    assert "exceeds the run's max_context 16" in capsys.readouterr().err
+    out = tmp_path / "own_context.csv"
+    assert predict_main(["--exp_dir", exp, "--lookback", "16", "--output", str(out)]) == 0
     out = tmp_path / "forecast.csv"
     code = predict_main(
         ["--exp_dir", exp, "--max_context", "16", "--lookback", "16", "--output", str(out)]
     )
     assert code == 0 and len(pd.read_csv(out)) == 2 * 4  # 2 demo symbols x 4 bars
+    assert out.read_bytes() == (tmp_path / "own_context.csv").read_bytes()  # the same context
+    wide = tmp_path / "wide.csv"  # (16 bars + 4 forecast slide past 16, not past 512)
+    argv = ["--exp_dir", exp, "--max_context", "512", "--lookback", "16", "--output", str(wide)]
+    assert predict_main(argv) == 0 and wide.read_bytes() != out.read_bytes()
     code = evaluate_main(
         ["--exp_dir", exp, "--max_context", "16", "--lookback", "16", "--max_origins", "3",
          "--no_plots", "--no_progress", "--output", str(tmp_path / "eval")]

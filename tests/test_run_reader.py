@@ -54,7 +54,7 @@ def odd_run(tmp_path_factory) -> dict:
     build_tokenizer("tiny").save_pretrained(layout.frozen_tokenizer)
     build_predictor("tiny").save_pretrained(layout.best)
     cfg = _train_config(root, data)
-    recorded = {**cfg.to_dict(), "max_context": 8, "a_key_of_another_version": [1, 2]}
+    recorded = {**cfg.to_dict(), "max_context": 22, "a_key_of_another_version": [1, 2]}
     layout.config.write_text(yaml.safe_dump(recorded, sort_keys=False))
     with pytest.raises(ValueError):  # what training says of this config
         TrainConfig.from_dict(recorded)

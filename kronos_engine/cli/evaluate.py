@@ -209,6 +209,7 @@ def resolve(args: argparse.Namespace) -> Plan:
 
     flags = forecast_flags(args)
     run_info = find_predictor_run(args.exp_dir)
+    flags = flags.for_run(run_info.config)
     lookback = _check_positive(
         args.lookback if args.lookback is not None else run_info.lookback_window,
         "--lookback",
@@ -233,7 +234,7 @@ def resolve(args: argparse.Namespace) -> Plan:
     scaling = _check_tasks(args, flags.sampling.sample_count, not args.no_model or bool(compared))
     if not args.no_model or compared:  # a Kronos model sees at most max_context bars
         source = " (the run's lookback_window)" if args.lookback is None else ""
-        check_lookback(lookback, flags.max_context, source)
+        check_lookback(lookback, flags, source)
     output = _checked_output(args, run_info)
     forecasters: dict[str, Any] = {}
     if not args.no_model:

@@ -5,6 +5,7 @@ forecasting rules before any work, a bad one named in one line."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +14,7 @@ from kronos_engine.config.rules import resolve_device
 from kronos_engine.errors import ForecastError
 from kronos_engine.forecasting.options import SamplingOptions, check_count
 
+DEFAULT_MAX_CONTEXT = 512  # the public KronosPredictor's
 NPROCS_HELP = (
     "forecast in N local processes (one GPU each with --device cuda, else the CPU) through "
     "torch's elastic launcher, as `torchrun --standalone --nproc_per_node=N`; the batches are "
@@ -28,7 +30,8 @@ def add_sampling_arguments(group: Any, *, batch_size: int, batch_help: str) -> N
     group.add_argument("--top_p", type=float, default=0.9, help="nucleus sampling threshold")
     group.add_argument("--seed", type=int, default=0, help="seed of the sampling")
     group.add_argument("--batch_size", type=int, default=batch_size, help=batch_help)
-    group.add_argument("--max_context", type=int, default=512, help="model context in tokens")
+    group.add_argument("--max_context", type=int, help="bars the model sees (default: the "
+                       "run's max_context, as its forecast validation used; else 512)")  # fmt: skip
     group.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     group.add_argument("--nprocs", metavar="N", help=NPROCS_HELP)  # taken out by pop_nprocs
     group.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
@@ -46,29 +49,51 @@ def sampling_options(args: argparse.Namespace) -> SamplingOptions:
 @dataclass(frozen=True)
 class ForecastFlags:
     """The flags of `add_sampling_arguments`, checked by the forecasting rules before any
-    work: the sampling, the batch size and the `KronosPredictor` keywords."""
+    work: the sampling, the batch size and the `KronosPredictor` keywords. `max_context` is
+    None until `for_run` (no `--max_context`: the run's decides)."""
 
     sampling: SamplingOptions
     batch_size: int
-    max_context: int
-    model: dict[str, Any]  # device, max_context, precision
+    max_context: int | None
+    device: Any
+    precision: str
+    context_from_run: bool = False  # `max_context` is the run's (no --max_context)
+
+    def for_run(self, config: dict[str, Any]) -> ForecastFlags:
+        """`--max_context`, else the run's `max_context` (what its training windows and its
+        forecast validation were checked against), else the public predictor's 512."""
+        if self.max_context is not None:
+            return self
+        context = config.get("max_context", DEFAULT_MAX_CONTEXT)
+        context = check_count(context, "max_context")
+        return dataclasses.replace(self, max_context=context, context_from_run=True)
+
+    @property
+    def model(self) -> dict[str, Any]:
+        """The `KronosPredictor` keywords (after `for_run`)."""
+        assert self.max_context is not None, "ForecastFlags.for_run first"
+        return dict(device=self.device, max_context=self.max_context, precision=self.precision)
 
 
 def forecast_flags(args: argparse.Namespace) -> ForecastFlags:
     """`add_sampling_arguments`' flags, each refused in one line naming it when bad."""
     sampling = sampling_options(args)
     batch_size = check_count(args.batch_size, "--batch_size")
-    max_context = check_count(args.max_context, "--max_context")
+    max_context = None
+    if args.max_context is not None:
+        max_context = check_count(args.max_context, "--max_context")
     device = rank_device(resolve_device(args.device, "--device", ForecastError))
-    model = dict(device=device, max_context=max_context, precision=args.precision)
-    return ForecastFlags(sampling, batch_size, max_context, model)
+    return ForecastFlags(sampling, batch_size, max_context, device, args.precision)
 
 
-def check_lookback(lookback: int, max_context: int, source: str) -> None:
+def check_lookback(lookback: int, flags: ForecastFlags, source: str) -> None:
     """The model sees at most `max_context` bars: a longer lookback would be cut silently."""
-    if lookback > max_context:
+    context = flags.max_context
+    assert context is not None, "ForecastFlags.for_run first"
+    if lookback > context:
+        named = "the run's max_context" if flags.context_from_run else "--max_context"
         raise ForecastError(
-            f"--lookback: {lookback}{source} exceeds --max_context {max_context}; the model "
-            f"would see only the last {max_context} bars. Lower --lookback to at most "
-            f"{max_context} or raise --max_context to at least {lookback}"
+            f"--lookback: {lookback}{source} exceeds {named} {context}; the model would see "
+            f"only the last {context} bars. Lower --lookback to at most {context} or raise "
+            f"--max_context to at least {lookback}"
         )

@@ -177,13 +177,14 @@ def resolve_job(args: argparse.Namespace, flags: ForecastFlags) -> Job:
         config, default_out = {}, Path("forecast.csv")
     else:
         raise ForecastError("--exp_dir, or both --tokenizer and --predictor, are required")
+    flags = flags.for_run(config)
     data = data_spec(config, args)
     lookback = _positive(args.lookback, config.get("lookback_window"), "--lookback")
     pred_len = check_pred_len(
         _positive(args.pred_len, config.get("predict_window"), "--pred_len"), "--pred_len"
     )
     from_run = " (the run's lookback_window)" if args.lookback is None else ""
-    check_lookback(lookback, flags.max_context, from_run)
+    check_lookback(lookback, flags, from_run)
     output = Path(args.output) if args.output else default_out
     if output.suffix.lower() not in (".csv", ".parquet"):
         raise ForecastError(f"--output: '{output}' must end in .csv or .parquet")
