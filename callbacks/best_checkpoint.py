@@ -12,12 +12,11 @@ from typing import Any
 from kronos_engine.callback import TrainCallback
 from kronos_engine.config import FORECAST_VAL_METRICS
 from kronos_engine.context import TrainContext
-from kronos_engine.errors import ConfigError
 from kronos_engine.fsio import write_dir_atomically
 from kronos_engine.layout import RunLayout
 from kronos_engine.models.io import save_model
 from kronos_engine.registry import CALLBACKS
-from kronos_engine.training.validation import improves, selection_metric
+from kronos_engine.training.validation import improves, selection_metric, unknown_metric
 
 log = logging.getLogger("kronos_engine")
 
@@ -46,10 +45,7 @@ class BestCheckpoint(TrainCallback):
         name, mode = selection_metric(ctx)
         metric = ctx.val_metrics.get(name)
         if metric is None and name.removeprefix("val_") not in FORECAST_VAL_METRICS:
-            raise ConfigError(
-                f"best_metric: '{name}' is not a validation metric of this run; it logs "
-                f"{sorted(ctx.val_metrics)}"
-            )
+            raise unknown_metric(name, ctx.val_metrics)
         if metric is None:  # a forecast metric undefined at this validation (e.g. no IC)
             if ctx.is_main:
                 log.warning(

@@ -78,11 +78,10 @@ def check_metric_known(cfg: TrainConfig, strategy: Any, callbacks: Iterable[Any]
     add), instead of a run that fails at its first validation, maybe hours in. Left to that
     validation when the strategy or such a callback does not say its names."""
     name = cfg.best_metric
-    known = {"val_samples", getattr(strategy, "metric_name", "val_loss")}
     parts = getattr(strategy, "val_metric_names", None)
     if name is None or parts is None:
         return
-    known.update(parts)
+    known = {"val_samples", getattr(strategy, "metric_name", "val_loss"), *parts}
     if cfg.forecast_val_origins:
         known.update(f"val_{n}" for n in FORECAST_VAL_METRICS)
     for callback in callbacks:
@@ -93,11 +92,17 @@ def check_metric_known(cfg: TrainConfig, strategy: Any, callbacks: Iterable[Any]
             return
         known.update(added)
     if name not in known:
-        hint = did_you_mean(name, known)
-        raise ConfigError(
-            f"best_metric: '{name}' is not a validation metric of this run; it logs "
-            f"{sorted(known)}" + (f"; {hint}" if hint else "")
-        )
+        raise unknown_metric(name, known)
+
+
+def unknown_metric(name: str, logged: Iterable[str]) -> ConfigError:
+    """The one line for a `best_metric` the run's validation does not log (before the run,
+    or at its first validation when a plug-in did not say its names)."""
+    hint = did_you_mean(name, logged)
+    return ConfigError(
+        f"best_metric: '{name}' is not a validation metric of this run; it logs "
+        f"{sorted(logged)}" + (f"; {hint}" if hint else "")
+    )
 
 
 def check_metric_defined(cfg: TrainConfig, splits: Any) -> None:
